@@ -1,0 +1,5 @@
+"""Allow ``python -m bids_app``."""
+
+from bids_app.cli.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""BIDS queries (pybids), typed records and derivatives writing. No nipype here."""

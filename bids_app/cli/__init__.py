@@ -1,0 +1,1 @@
+"""Command line: parser, settings construction, exit codes, run driver."""

@@ -1,0 +1,125 @@
+"""Command-line parser (BIDS-Apps conventions, fMRIPrep/QSIPrep flag names)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bids_app import __version__
+from bids_app.errors import UsageError
+from bids_app.settings import (
+    DENOISE_METHODS,
+    DWI_RUN_MODES,
+    GM_ATLASES,
+    SDC_METHODS,
+    TENSOR_FITS,
+)
+
+ANALYSIS_LEVELS = ("participant", "group")
+
+
+class BidsAppArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become :class:`UsageError` (exit 64, one line)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 1")
+    return number
+
+
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be in [0, 1)")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``alsmri BIDS_DIR OUTPUT_DIR {participant,group}`` parser."""
+    parser = BidsAppArgumentParser(
+        prog="alsmri",
+        description=(
+            "alsmri: DTI tract metrics (FA/MD/AD/RD) and motor-region gray-matter volumes from "
+            "BIDS diffusion and T1w MRI, joined with clinical scores for ALS studies. "
+            "Other commands: 'alsmri fetch-data', 'alsmri simulate', 'alsmri demo'."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=Path, help="where derivatives are written")
+    parser.add_argument("analysis_level", help=f"one of: {', '.join(ANALYSIS_LEVELS)}")
+    parser.add_argument("--version", action="version", version=f"alsmri {__version__}")
+    parser.add_argument("--bids-exec-spec", action="store_true",
+                        help="print a Boutiques descriptor of this command line and exit")
+
+    g = parser.add_argument_group("selecting data")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="labels to process (with or without 'sub-'), or a file of labels")
+    g.add_argument("--session-label", nargs="+", metavar="LABEL",
+                   help="sessions to process (with or without 'ses-')")
+    g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+                   help="JSON of pybids filters per data type, e.g. {\"dwi\": {\"acquisition\": "
+                        "\"multiband\"}, \"t1w\": {\"run\": 1}}")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="do not check the input dataset for BIDS validity")
+
+    g = parser.add_argument_group("execution")
+    g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
+                   help="nipype working directory (default: OUTPUT_DIR/../work when writable, "
+                        "else $TMPDIR/alsmri-work); reuse it to resume a run")
+    g.add_argument("--nprocs", "--n-cpus", "--n_cpus", type=_positive_int,
+                   default=os.cpu_count() or 1, help="maximum parallel processes")
+    g.add_argument("--omp-nthreads", type=_positive_int, default=None,
+                   help="threads per process (default: min(8, nprocs))")
+    g.add_argument("--mem-mb", "--mem_mb", type=_positive_int, default=None,
+                   help="memory limit for the nipype scheduler, in MB")
+    g.add_argument("--stop-on-first-crash", action="store_true",
+                   help="abort at the first failing node")
+    g.add_argument("--write-graph", action="store_true",
+                   help="write the workflow graph to the log directory")
+    g.add_argument("--boilerplate-only", "--boilerplate_only", action="store_true",
+                   help="write logs/CITATION.md (the methods text) and exit")
+    g.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="templates/atlases built by 'alsmri fetch-data' "
+                        "(default: $ALSMRI_DATA, else the user cache)")
+    g.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
+                   help="more output (repeatable)")
+
+    g = parser.add_argument_group("diffusion options")
+    g.add_argument("--denoise", choices=DENOISE_METHODS, default="mppca")
+    g.add_argument("--unringing", action=argparse.BooleanOptionalAction, default=True,
+                   help="Gibbs-ringing removal")
+    g.add_argument("--motion-correction", action=argparse.BooleanOptionalAction, default=True,
+                   help="between-volume motion correction with b-vector rotation")
+    g.add_argument("--tensor-fit", choices=TENSOR_FITS, default="wls")
+    g.add_argument("--b0-threshold", type=float, default=50.0,
+                   help="b-values below this are b=0 volumes (s/mm^2)")
+    g.add_argument("--sdc", choices=SDC_METHODS, default="auto",
+                   help="susceptibility distortion correction from reverse phase-encoded runs")
+    g.add_argument("--dwi-runs", choices=DWI_RUN_MODES, default="combine")
+    g.add_argument("--tract-threshold", type=_probability, default=0.25,
+                   help="tract probability threshold for the thresholded means")
+
+    g = parser.add_argument_group("anatomical options")
+    g.add_argument("--gm-atlas", choices=GM_ATLASES, default="aal")
+
+    g = parser.add_argument_group("group-level options (override the analysis spec)")
+    g.add_argument("--analysis-spec", type=Path, metavar="YAML")
+    g.add_argument("--group-column", metavar="COLUMN")
+    g.add_argument("--patient-label", metavar="VALUE")
+    g.add_argument("--control-label", metavar="VALUE")
+    g.add_argument("--covariates", nargs="*", metavar="COLUMN")
+    g.add_argument("--scores", nargs="+", metavar="COLUMN")
+    g.add_argument("--fdr-alpha", type=_probability)
+    return parser

@@ -1,0 +1,1 @@
+"""Pure numpy/dipy/nibabel/antspyx functions, testable without nipype."""

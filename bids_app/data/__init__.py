@@ -1,0 +1,1 @@
+"""Manifests and specs shipped as data (atlas manifest, analysis spec, aliases)."""

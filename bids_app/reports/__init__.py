@@ -1,0 +1,1 @@
+"""Participant reports and the methods boilerplate."""

@@ -1,0 +1,151 @@
+"""Frozen run settings, grouped by concern.
+
+Built once by :mod:`bids_app.cli` and passed down explicitly; nothing reads a global config.
+Imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DENOISE_METHODS = ("mppca", "patch2self", "none")
+TENSOR_FITS = ("wls", "ols", "nlls", "restore")
+SDC_METHODS = ("auto", "none")
+DWI_RUN_MODES = ("combine", "separate")
+GM_ATLASES = ("aal", "harvard-oxford", "neuromorphometrics")
+TRACT_ATLASES = ("hcp842", "hcp1065", "xtract")
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Where data comes from and goes to, and what subset to process."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    participant_label: tuple[str, ...] = ()
+    session_label: tuple[str, ...] = ()
+    bids_filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skip_bids_validation: bool = False
+    boilerplate_only: bool = False
+    write_graph: bool = False
+    verbosity: int = 0
+    data_dir: Path | None = None
+    """Built templates/atlases (``alsmri fetch-data``); ``None`` = default location."""
+
+
+@dataclass(frozen=True)
+class NipypeSettings:
+    """Execution resources for the nipype graph."""
+
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_mb: int | None = None
+    stop_on_first_crash: bool = False
+
+
+@dataclass(frozen=True)
+class DwiSettings:
+    """Diffusion branch options."""
+
+    denoise: str = "mppca"
+    unringing: bool = True
+    motion_correction: bool = True
+    tensor_fit: str = "wls"
+    b0_threshold: float = 50.0
+    sdc: str = "auto"
+    dwi_runs: str = "combine"
+    tract_threshold: float = 0.25
+    tract_atlas: str = "hcp842"
+    roi_atlas: str = "jhu"
+    seed: int = 20261122
+
+
+@dataclass(frozen=True)
+class AnatSettings:
+    """Anatomical branch options."""
+
+    gm_atlas: str = "aal"
+    seed: int = 20261122
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """Group-level analysis options (CLI overrides of the analysis spec)."""
+
+    analysis_spec: Path | None = None
+    group_column: str | None = None
+    patient_label: str | None = None
+    control_label: str | None = None
+    covariates: tuple[str, ...] | None = None
+    scores: tuple[str, ...] | None = None
+    fdr_alpha: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs."""
+
+    execution: ExecutionSettings
+    nipype: NipypeSettings = field(default_factory=NipypeSettings)
+    dwi: DwiSettings = field(default_factory=DwiSettings)
+    anat: AnatSettings = field(default_factory=AnatSettings)
+    group: GroupSettings = field(default_factory=GroupSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML-serialisable dictionary (paths as strings, ``None`` dropped)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Inverse of :meth:`to_dict`."""
+        sections = {
+            "execution": ExecutionSettings,
+            "nipype": NipypeSettings,
+            "dwi": DwiSettings,
+            "anat": AnatSettings,
+            "group": GroupSettings,
+        }
+        kwargs = {}
+        for name, klass in sections.items():
+            values = dict(data.get(name, {}))
+            for f in dataclasses.fields(klass):
+                if f.name not in values:
+                    continue
+                values[f.name] = _coerce(f.type, values[f.name])
+            kwargs[name] = klass(**values)
+        return cls(**kwargs)
+
+    def to_toml(self) -> str:
+        """Serialise as TOML (the run log's resolved configuration)."""
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str) -> Settings:
+        """Parse what :meth:`to_toml` wrote."""
+        return cls.from_dict(tomllib.loads(text))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _coerce(annotation: str, value: Any) -> Any:
+    if "Path" in annotation and isinstance(value, str):
+        return Path(value)
+    if "tuple" in annotation and isinstance(value, list):
+        return tuple(value)
+    return value

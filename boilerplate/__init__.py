@@ -1,0 +1,1 @@
+"""Methods-text templates and references (installed as ``bids_app.boilerplate``)."""

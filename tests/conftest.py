@@ -1,0 +1,56 @@
+"""Shared fixtures: locations of the read-only shared data and the built atlas cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ALSMRI_SHARED", REPO.parent / "shared")).resolve()
+DATA = SHARED / "data"
+
+# Templates never come from the network in tests.
+os.environ.setdefault("TEMPLATEFLOW_HOME", str(DATA / "templateflow"))
+os.environ.setdefault("ALSMRI_DATA_MIRROR", str(DATA / "sources"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_report_header(config):
+    return f"alsmri shared data: {DATA} (exists: {DATA.is_dir()})"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``$ALSMRI_SHARED/data`` (read-only real data)."""
+    if not DATA.is_dir():
+        pytest.fail(f"shared data not found at {DATA}; set ALSMRI_SHARED")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def ds_xa30(shared_data) -> Path:
+    """The real one-subject dataset (2 DWI runs AP/PA, one T1w)."""
+    return shared_data / "bids" / "ds-xa30"
+
+
+@pytest.fixture(scope="session")
+def ds114(shared_data) -> Path:
+    """The ds114 layout (10 subjects x 2 sessions, empty image placeholders)."""
+    return shared_data / "bids" / "ds114-layout"
+
+
+@pytest.fixture(scope="session")
+def built_data_dir(shared_data) -> Path:
+    """Templates/atlases built once from the shared mirror into a git-ignored cache.
+
+    ``$ALSMRI_DATA`` is honoured when set (e.g. by CI after its own ``fetch-data``).
+    """
+    from bids_app.cli.fetch_data import main as fetch_main
+
+    dest = Path(os.environ.get("ALSMRI_DATA", REPO / ".cache" / "alsmri-data"))
+    rc = fetch_main(["--mirror", str(shared_data / "sources"), "--dest", str(dest)])
+    assert rc == 0, f"fetch-data failed with exit code {rc}"
+    os.environ["ALSMRI_DATA"] = str(dest)
+    return dest

@@ -1,0 +1,154 @@
+"""CLI parsing, exit codes (BEP027) and the boilerplate-only run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bids_app import __version__
+from bids_app.cli.run import main
+
+
+def run_cli(*args, capsys=None):
+    rc = main([str(a) for a in args])
+    return rc
+
+
+def test_version_console_script():
+    exe = shutil.which("alsmri") or os.path.join(os.path.dirname(sys.executable), "alsmri")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"alsmri {__version__}"
+
+
+def test_boilerplate_only_writes_description_and_citation(ds114, tmp_path):
+    out = tmp_path / "o"
+    rc = run_cli(ds114, out, "participant", "--participant-label", "sub-01",
+                 "--boilerplate-only", "-w", tmp_path / "w")
+    assert rc == 0
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "alsmri"
+    assert desc["GeneratedBy"][0]["Version"] == __version__
+    assert desc["GeneratedBy"][0]["CodeURL"].startswith("https://")
+    assert desc["BIDSVersion"]
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "sub-01_ses-retest" in citation and "sub-01_ses-test" in citation
+    assert "## References" in citation and "doi:10.3389/fninf.2011.00013" in citation
+    run_dirs = list((out / "logs").glob("run-*"))
+    assert len(run_dirs) == 1
+    assert {p.name for p in run_dirs[0].iterdir()} >= {"command.txt", "versions.json",
+                                                       "config.toml"}
+    assert (out / ".bidsignore").read_text().count("logs/") == 1
+    # nothing else is written for a boilerplate-only run
+    assert not list(out.glob("sub-*"))
+
+
+def test_missing_bids_dir_66(tmp_path, capsys):
+    assert run_cli(tmp_path / "nope", tmp_path / "o", "participant") == 66
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "does not exist" in err[0]
+
+
+def test_no_dataset_description_16_unless_skipped(ds114, tmp_path, capsys):
+    bids = tmp_path / "ds"
+    shutil.copytree(ds114, bids)
+    (bids / "dataset_description.json").unlink()
+    assert run_cli(bids, tmp_path / "o", "participant", "-w", tmp_path / "w",
+                   "--boilerplate-only") == 16
+    err = capsys.readouterr().err
+    assert "dataset_description.json" in err
+    assert run_cli(bids, tmp_path / "o2", "participant", "-w", tmp_path / "w",
+                   "--skip-bids-validation", "--boilerplate-only",
+                   "--participant-label", "02") == 0
+
+
+def test_unknown_analysis_level_17(ds114, tmp_path, capsys):
+    assert run_cli(ds114, tmp_path / "o", "subject") == 17
+    assert "subject" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--participant-label", "99"),
+                                        ("--session-label", "ses-nope")])
+def test_unknown_label_18(ds114, tmp_path, capsys, flag, value):
+    rc = run_cli(ds114, tmp_path / "o", "participant", flag, value, "-w", tmp_path / "w",
+                 "--boilerplate-only")
+    assert rc == 18
+    err = capsys.readouterr().err
+    assert value.replace("ses-", "") in err
+
+
+def test_malformed_filter_file_64(ds114, tmp_path, capsys):
+    bad = tmp_path / "filters.json"
+    bad.write_text('{"dwi": {"acquisition": }')
+    assert run_cli(ds114, tmp_path / "o", "participant", "--bids-filter-file", bad) == 64
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and "invalid JSON" in err and "line 1" in err
+
+
+def test_usage_error_64(ds114, tmp_path):
+    assert run_cli(ds114, tmp_path / "o", "participant", "--nprocs", "zero") == 64
+    assert run_cli(ds114, tmp_path / "o", "participant", "--no-such-flag") == 64
+
+
+def test_output_not_writable_73(ds114, tmp_path, capsys):
+    # A regular file where a directory must be created cannot be written, even by root.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = run_cli(ds114, blocker / "o", "participant", "--participant-label", "01",
+                 "--boilerplate-only", "-w", tmp_path / "w")
+    assert rc == 73
+    assert "cannot create" in capsys.readouterr().err
+
+
+def test_output_inside_bids_dir_73(ds114, tmp_path):
+    bids = tmp_path / "ds"
+    shutil.copytree(ds114, bids)
+    assert run_cli(bids, bids / "out", "participant", "--boilerplate-only") == 73
+    assert run_cli(bids, bids, "participant", "--boilerplate-only") == 73
+    assert run_cli(bids, bids / "derivatives" / "alsmri", "participant", "--boilerplate-only",
+                   "--participant-label", "01", "-w", tmp_path / "w") == 0
+
+
+def test_participant_label_file_and_prefix(ds114, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("sub-02\n03\n")
+    out = tmp_path / "o"
+    assert run_cli(ds114, out, "participant", "--participant-label", labels,
+                   "--session-label", "ses-test", "--boilerplate-only",
+                   "-w", tmp_path / "w") == 0
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "sub-02_ses-test, sub-03_ses-test" in citation
+    assert "retest" not in citation
+
+
+def test_bids_exec_spec_is_boutiques(capsys):
+    assert main(["--bids-exec-spec"]) == 0
+    desc = json.loads(capsys.readouterr().out)
+    assert desc["schema-version"] == "0.5" and desc["tool-version"] == __version__
+    ids = {i["id"]: i for i in desc["inputs"]}
+    for key in ("bids_dir", "output_dir", "analysis_level", "participant_label",
+                "bids_filter_file", "nprocs", "omp_nthreads", "mem_mb", "work_dir"):
+        assert key in ids
+        assert ids[key]["value-key"] in desc["command-line"]
+    assert ids["analysis_level"]["value-choices"] == ["participant", "group"]
+    assert ids["participant_label"]["list"] is True
+    assert ids["skip_bids_validation"]["type"] == "Flag"
+
+
+def test_settings_round_trip(ds114, tmp_path):
+    from bids_app.cli.parser import build_parser
+    from bids_app.cli.run import settings_from_args
+    from bids_app.settings import Settings
+
+    opts = build_parser().parse_args([str(ds114), str(tmp_path / "o"), "participant",
+                                      "--participant-label", "01", "--nprocs", "2",
+                                      "--denoise", "none", "--no-unringing"])
+    settings = settings_from_args(opts)
+    assert settings.nipype.omp_nthreads == 2
+    assert settings.dwi.denoise == "none" and settings.dwi.unringing is False
+    assert Settings.from_toml(settings.to_toml()) == settings
