@@ -76,7 +76,7 @@ def build_path(
         ``sub-X[/ses-Y]/<datatype>/sub-X[_ses-Y]_..._<suffix><extension>``.
     """
     known = {long for long, _ in ENTITY_ORDER}
-    unknown = set(k for k, v in entities.items() if v not in (None, "")) - known
+    unknown = {k for k, v in entities.items() if v not in (None, "")} - known
     if unknown:
         raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
     if not entities.get("subject"):

@@ -32,7 +32,7 @@ QUERIES: dict[str, dict[str, Any]] = {
 def strip_prefix(label: str, prefix: str) -> str:
     """``sub-01`` -> ``01`` (``prefix`` = ``sub-``); labels without the prefix pass through."""
     label = label.strip()
-    return label[len(prefix):] if label.startswith(prefix) else label
+    return label.removeprefix(prefix)
 
 
 def parse_labels(values: Iterable[str] | None, prefix: str) -> tuple[str, ...]:

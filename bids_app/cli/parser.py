@@ -22,7 +22,7 @@ ANALYSIS_LEVELS = ("participant", "group")
 class BidsAppArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors become :class:`UsageError` (exit 64, one line)."""
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str):
         raise UsageError(f"{self.prog}: {message}")
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
-import sys
 import time
 import uuid
 from pathlib import Path
 
 from bids_app.bids.derivatives import init_derivatives, write_atomic, write_json
-from bids_app.errors import AlsmriError, CannotCreateOutput
+from bids_app.errors import CannotCreateOutput
 from bids_app.settings import Settings
 
 LOGGER = logging.getLogger("alsmri")
@@ -82,16 +80,28 @@ def _run_participant(settings: Settings, argv: list[str]) -> int:
     LOGGER.info("wrote %s", ex.output_dir / "logs" / "CITATION.md")
     if ex.boilerplate_only:
         return 0
+    notes: dict[str, list[str]] = {r.label: [] for r in records}
     for record in records:
         if not record.dwi_runs:
-            LOGGER.warning("%s: no DWI found; diffusion branch skipped", record.label)
+            notes[record.label].append("No DWI found: diffusion branch skipped.")
+        elif settings.dwi.sdc != "none" and not _has_reverse_pe(record):
+            notes[record.label].append("No reverse phase-encoded DWI runs: no susceptibility "
+                                       "distortion correction was applied.")
         if not record.t1w_selected:
-            LOGGER.warning("%s: no T1w found; anatomical branch skipped", record.label)
+            notes[record.label].append("No T1w found: anatomical branch skipped.")
+        for note in notes[record.label]:
+            LOGGER.warning("%s: %s", record.label, note)
     from bids_app.cli.execute import execute_workflow
     from bids_app.workflows.base import init_alsmri_wf
 
     workflow = init_alsmri_wf(records=records, settings=settings)
     execute_workflow(workflow, settings=settings, log_dir=run_dir)
+    from bids_app.reports.participant import build_participant_report
+
+    for record in records:
+        report = build_participant_report(ex.output_dir, record.label, methods=citation,
+                                          notes=notes[record.label])
+        LOGGER.info("%s report: %s", record.label, report)
     LOGGER.info("participant level finished for %s", ", ".join(r.label for r in records))
     return 0
 
@@ -101,5 +111,3 @@ def _has_reverse_pe(record) -> bool:
     return any(d and (d.rstrip("-") + "-" if not d.endswith("-") else d.rstrip("-"))
                in directions for d in directions)
 
-
-__all__ = ["run", "AlsmriError", "json", "sys"]

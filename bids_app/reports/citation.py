@@ -11,8 +11,8 @@ from bids_app import __version__
 from bids_app.settings import Settings
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
-_ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.S)
-_FIELD = re.compile(r"(\w+)\s*=\s*\{(.*?)\},?\s*(?=\w+\s*=|$)", re.S)
+_ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.DOTALL)
+_FIELD = re.compile(r"(\w+)\s*=\s*\{(.*?)\},?\s*(?=\w+\s*=|$)", re.DOTALL)
 
 _DENOISE = {
     "mppca": "Noise was removed with Marchenko-Pastur PCA denoising [@veraart2016].",
@@ -24,8 +24,8 @@ _TENSOR = {
     "nlls": "non-linear least squares", "restore": "the RESTORE outlier-robust estimator",
 }
 _TRACT_ATLAS = {
-    "hcp842": ("HCP842 population tractography atlas (corticospinal, corticostriatal and "
-               "corticothalamic tracts)", "@yeh2018"),
+    "hcp842": (("HCP842 population tractography atlas (corticospinal, corticostriatal and "
+               "corticothalamic tracts)"), "@yeh2018"),
     "hcp1065": ("HCP1065 population tractography atlas", "@yeh2022"),
     "xtract": ("XTRACT HCP tract atlas", "@warrington2020"),
 }
@@ -127,8 +127,8 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
 
     body = re.sub(r"\[(@[^\]]+)\]", _number, body)
     lines = ["# Methods (alsmri boilerplate)", "",
-             "The following text may be copied into a manuscript; it describes what was (or "
-             "will be) run, with the versions used.", "", body, "", "## References", ""]
+             ("The following text may be copied into a manuscript; it describes what was (or "
+             "will be) run, with the versions used."), "", body, "", "## References", ""]
     lines += [f"{i}. {refs[k]}" for i, k in enumerate(order, 1)]
     lines += ["", "## Software versions", ""]
     lines += [f"- {name} {ver}" for name, ver in versions.items()]
