@@ -1,0 +1,76 @@
+"""Benchmark the group level on synthetic cohorts (50 analysed metrics, 8 scores).
+
+Usage::
+
+    python benchmarks/group.py                 # 1,000 and 10,000 participants
+    python benchmarks/group.py --sizes 1000    # one size
+
+For each size the cohort (half ALS, half controls; participants.tsv, phenotype/clinical.tsv and
+two long-format metrics tables per participant) is written to a temporary directory, then the
+group level runs in a fresh Python process, which reports its wall time, CPU time (user +
+system, including imports) and peak RSS (``ru_maxrss``), so data generation does not count.
+The 1-minute load average is printed too: on a shared machine wall time exceeds CPU time. Targets: <= 10 s (1,000) and <= 60 s
+(10,000) on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _worker(bids: Path, out: Path) -> None:
+    import resource
+
+    t0 = time.perf_counter()
+    from bids_app.group.run import run_group
+    from bids_app.settings import ExecutionSettings, Settings
+
+    t_import = time.perf_counter() - t0
+    settings = Settings(execution=ExecutionSettings(bids_dir=bids, output_dir=out,
+                                                    analysis_level="group",
+                                                    work_dir=out / "work"))
+    t1 = time.perf_counter()
+    run_group(settings)
+    wall = time.perf_counter() - t1
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"wall_s": wall, "import_s": t_import, "cpu_s": usage.ru_utime
+                      + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--worker", nargs=2, metavar=("BIDS", "OUT"), help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.worker:
+        _worker(Path(opts.worker[0]), Path(opts.worker[1]))
+        return 0
+    from bids_app.group.synthetic import SCORES, features, simulate_table, write_cohort
+
+    print(f"{'participants':>12} {'metrics':>7} {'scores':>6} {'write_s':>8} {'wall_s':>7} "
+          f"{'cpu_s':>6} {'peak_rss_MB':>11} {'load_avg':>8}")
+    for n in opts.sizes:
+        with tempfile.TemporaryDirectory(prefix="alsmri-bench-") as tmp:
+            bids, out = Path(tmp) / "bids", Path(tmp) / "out"
+            t0 = time.perf_counter()
+            write_cohort(simulate_table(n // 2, n - n // 2, seed=opts.seed), bids, out)
+            t_write = time.perf_counter() - t0
+            proc = subprocess.run([sys.executable, __file__, "--worker", str(bids), str(out)],
+                                  capture_output=True, text=True, check=True)
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{n:>12} {len(features()):>7} {len(SCORES):>6} {t_write:>8.1f} "
+                  f"{res['wall_s']:>7.1f} {res['cpu_s']:>6.1f} {res['peak_rss_mb']:>11.0f} "
+                  f"{os.getloadavg()[0]:>8.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Public API used by the workflows: templates, atlases, citations and licences.
+
+Everything resolves locally: TemplateFlow files through ``templateflow.api.get`` (honours
+``TEMPLATEFLOW_HOME``), derived files from the data directory built by ``alsmri fetch-data``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bids_app.atlases import layout
+from bids_app.atlases.manifest import Manifest, load_manifest
+from bids_app.errors import BadDataError, MissingInputError, UsageError
+
+FETCH_HINT = "run `alsmri fetch-data`"
+TEMPLATEFLOW_SUFFIXES = ("T1w", "mask")
+
+
+def default_data_dir() -> Path:
+    """``$ALSMRI_DATA``, else ``$XDG_CACHE_HOME/alsmri/data`` (default ``~/.cache/alsmri/data``)."""
+    if os.environ.get("ALSMRI_DATA"):
+        return Path(os.environ["ALSMRI_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "alsmri" / "data"
+
+
+def _data_dir(data_dir: Path | str | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+def get_template(
+    space: str = "MNI152NLin6Asym",
+    *,
+    res: int = 2,
+    suffix: str = "T1w",
+    desc: str | None = None,
+    data_dir: Path | str | None = None,
+) -> Path:
+    """Path of a template image in ``space`` at ``res`` mm.
+
+    Parameters
+    ----------
+    space
+        Template name (only ``MNI152NLin6Asym`` has an FA template).
+    res
+        Resolution in mm (1 or 2).
+    suffix
+        ``"T1w"`` or ``"mask"`` (with ``desc="brain"``): from TemplateFlow, no network;
+        ``"FA"``: the MNI FA template resampled onto the TemplateFlow grid, from the data dir.
+    desc
+        TemplateFlow ``desc`` entity (``None`` = no desc).
+    data_dir
+        Data directory for derived templates (default :func:`default_data_dir`).
+
+    Raises
+    ------
+    MissingInputError
+        The file is not available locally (message says to run ``alsmri fetch-data``).
+    """
+    if suffix == "FA":
+        path = _data_dir(data_dir) / layout.template_path(space, int(res), "FA")
+        if not path.is_file():
+            raise MissingInputError(f"FA template {path} not found; {FETCH_HINT}")
+        return path
+    if suffix not in TEMPLATEFLOW_SUFFIXES:
+        raise UsageError(f"unknown template suffix {suffix!r}; use T1w, mask or FA")
+    from templateflow import api as tf
+
+    try:
+        found = tf.get(space, resolution=int(res), suffix=suffix, desc=desc, extension=".nii.gz")
+    except Exception as exc:
+        raise MissingInputError(
+            f"TemplateFlow cannot provide {space} res-{res} {suffix}: {exc}; {FETCH_HINT} "
+            "or set TEMPLATEFLOW_HOME"
+        ) from exc
+    if isinstance(found, list):
+        if len(found) != 1:
+            raise MissingInputError(
+                f"TemplateFlow has {len(found)} files for {space} res-{res} desc-{desc} {suffix} "
+                f"in {os.environ.get('TEMPLATEFLOW_HOME', '~/.cache/templateflow')}; "
+                f"{FETCH_HINT} or set TEMPLATEFLOW_HOME"
+            )
+        found = found[0]
+    return Path(found)
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """A built atlas on one template grid.
+
+    ``images``: for ``kind == "probseg"`` {(region, hemisphere): float map in [0, 1]};
+    for ``kind == "dseg"`` {("all", "bilateral"): integer label image}.
+    ``labels``: DataFrame (index, name, hemisphere, region) for dseg atlases, else ``None``.
+    ``groups``: group region -> member regions (from the manifest).
+    ``citation``: references, one per line; ``license``: licence summary.
+    """
+
+    name: str
+    kind: str
+    space: str
+    res: int
+    images: dict[tuple[str, str], Path]
+    labels: pd.DataFrame | None
+    groups: dict[str, list[str]]
+    citation: str
+    license: str
+
+
+def _resource(manifest: Manifest, name: str):
+    if name not in manifest.resources or manifest.resources[name].kind == "template":
+        known = [n for n, r in manifest.resources.items() if r.kind != "template"]
+        raise UsageError(f"unknown atlas {name!r}; known: {', '.join(known)}")
+    return manifest.resources[name]
+
+
+def get_atlas(name: str, *, res: int = 2, data_dir: Path | str | None = None) -> Atlas:
+    """Load a built atlas (paths + label table) from the data directory.
+
+    Raises
+    ------
+    UsageError
+        Unknown atlas name or resolution.
+    MissingInputError
+        The atlas has not been built in ``data_dir`` (message says to run ``alsmri fetch-data``).
+    """
+    manifest = load_manifest()
+    resource = _resource(manifest, name)
+    res = int(res)
+    if res not in manifest.resolutions:
+        raise UsageError(f"atlas resolution {res} mm not available; use one of "
+                         f"{', '.join(map(str, manifest.resolutions))}")
+    root = _data_dir(data_dir)
+    stamp = root / layout.stamp_path(name)
+    if not stamp.is_file():
+        raise MissingInputError(f"atlas {name!r} not built in {root}; {FETCH_HINT}")
+    space = manifest.space
+    labels = None
+    if resource.kind == "probseg":
+        entries = resource.spec.get("tracts") or resource.spec.get("maps") or []
+        images = {
+            (e["region"], e["hemisphere"]):
+                root / layout.probseg_path(name, space, res, e["region"], e["hemisphere"])
+            for e in entries
+        }
+    else:
+        images = {("all", "bilateral"): root / layout.dseg_path(name, space, res)}
+        tsv = root / layout.dseg_path(name, space, res, ".tsv")
+        if tsv.is_file():
+            labels = pd.read_csv(tsv, sep="\t", dtype={"index": int}, keep_default_na=False)
+    missing = [str(p) for p in images.values() if not p.is_file()]
+    if resource.kind == "dseg" and labels is None:
+        missing.append(str(tsv))
+    if missing:
+        raise MissingInputError(
+            f"atlas {name!r} is incomplete in {root} (missing {missing[0]}); {FETCH_HINT}"
+        )
+    return Atlas(
+        name=name, kind=resource.kind, space=space, res=res, images=images, labels=labels,
+        groups={k: list(v) for k, v in resource.groups.items()},
+        citation="\n".join(resource.citation), license=resource.license,
+    )
+
+
+def citations(names) -> list[str]:
+    """References for the named resources (templates or atlases), deduplicated, in order."""
+    manifest = load_manifest()
+    out: list[str] = []
+    for name in names:
+        if name not in manifest.resources:
+            raise UsageError(f"unknown resource {name!r}")
+        for ref in manifest.resources[name].citation:
+            if ref not in out:
+                out.append(ref)
+    return out
+
+
+@dataclass(frozen=True)
+class LicenseInfo:
+    """Licence terms of one resource (as stated by its origin; not legal advice)."""
+
+    name: str
+    license: str
+    commercial_use: str
+    redistribution: str
+
+    @property
+    def non_commercial(self) -> bool:
+        """True unless commercial use is plainly allowed."""
+        return self.commercial_use.strip().lower() != "yes"
+
+
+def licenses(names=None) -> list[LicenseInfo]:
+    """Licence information for the named resources (all when ``names`` is None)."""
+    manifest = load_manifest()
+    selected = manifest.select(list(names) if names is not None else None)
+    return [LicenseInfo(r.name, r.license, r.commercial_use, r.redistribution) for r in selected]
+
+
+def built_outputs(name: str, *, data_dir: Path | str | None = None) -> dict[str, str]:
+    """Relative output path -> sha256 recorded when ``name`` was built (empty if not built)."""
+    stamp = _data_dir(data_dir) / layout.stamp_path(name)
+    if not stamp.is_file():
+        return {}
+    try:
+        return dict(json.loads(stamp.read_text())["outputs"])
+    except (ValueError, KeyError) as exc:
+        raise BadDataError(f"{stamp}: corrupt build stamp: {exc}") from exc

@@ -1,0 +1,142 @@
+"""Column descriptions for the JSON sidecars of the group-level TSV files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+#: Units of the imaging metrics (statistic-independent).
+METRIC_UNITS = {"fa": "arbitrary", "md": "mm^2/s", "ad": "mm^2/s", "rd": "mm^2/s",
+                "gmv": "mm^3", "gmv_pct_tiv": "percent", "tiv": "mm^3"}
+METRIC_NAMES = {"fa": "fractional anisotropy", "md": "mean diffusivity",
+                "ad": "axial diffusivity", "rd": "radial diffusivity",
+                "gmv": "gray-matter volume", "gmv_pct_tiv": "gray-matter volume (% of TIV)"}
+STATISTIC_NAMES = {"wmean": "tract-probability-weighted mean", "mean": "mean within mask",
+                   "sum": "sum over the region", "ratio": "ratio"}
+
+_KEYS = {
+    "atlas": "Atlas of the region (hcp842, jhu, aal, ...)",
+    "region": "Canonical region name",
+    "hemisphere": "L, R or bilateral",
+    "metric": "Imaging metric (fa, md, ad, rd, gmv, gmv_pct_tiv)",
+    "statistic": "Statistic of the participant metrics table used (wmean, mean, sum, ratio)",
+    "family": "Multiple-comparison family: q values are Benjamini-Hochberg within it",
+    "reason": "Why statistics are missing (too few observations, constant values ...); "
+              "empty when the row is complete",
+    "significant": "q < fdr_alpha of the analysis spec",
+}
+_FIT = {
+    "n": "Complete observations in the model",
+    "covariates": "Design columns besides the intercept and predictor (dummy-coded "
+                  "categorical levels as column=level); constant columns dropped",
+    "pearson_r": "Pearson correlation (scipy.stats.pearsonr)",
+    "pearson_p": "Two-sided p of pearson_r",
+    "spearman_rho": "Spearman rank correlation (scipy.stats.spearmanr)",
+    "spearman_p": "Two-sided p of spearman_rho",
+    "beta": "OLS coefficient of the predictor, adjusted for covariates (statsmodels OLS)",
+    "se": "Standard error of beta",
+    "t": "t statistic of beta",
+    "p": "Two-sided p of beta",
+    "ci_low": "Lower bound of the 95% confidence interval of beta",
+    "ci_high": "Upper bound of the 95% confidence interval of beta",
+    "std_beta": "Standardised beta: beta * SD(predictor) / SD(outcome) in the model sample",
+    "r2": "Model R^2",
+    "adj_r2": "Model adjusted R^2",
+    "q": "Benjamini-Hochberg FDR q of p within family",
+    "pearson_q": "Benjamini-Hochberg FDR q of pearson_p within family",
+}
+
+COMPARISONS = {
+    **{k: _KEYS[k] for k in ("atlas", "region", "hemisphere", "metric", "statistic", "family")},
+    "n_patient": "Patients with a value", "n_control": "Controls with a value",
+    "mean_patient": "Mean in patients", "sd_patient": "Standard deviation in patients",
+    "mean_control": "Mean in controls", "sd_control": "Standard deviation in controls",
+    "shapiro_p_patient": "Shapiro-Wilk p in patients",
+    "shapiro_p_control": "Shapiro-Wilk p in controls",
+    "levene_p": "Levene (mean-centred) p for equal variances; only when both groups are normal",
+    "test": "student (normal, equal variances), welch (normal, unequal) or mann-whitney",
+    "test_statistic": "t (patients minus controls) or Mann-Whitney U of the patients",
+    "df": "Degrees of freedom of the t-test",
+    "p": "Two-sided p of the test",
+    "q": "Benjamini-Hochberg q of p within family",
+    "effect_size_type": "hedges_g (t-tests) or rank_biserial (Mann-Whitney)",
+    "effect_size": "Hedges g (bias-corrected, patients minus controls) or rank-biserial "
+                   "correlation 2U/(n1 n2) - 1 (positive: patients higher)",
+    "effect_ci_low": "Lower 95% CI of the effect size (Hedges g: normal approximation; "
+                     "rank-biserial: Fisher z with SE sqrt((n1+n2+1)/(3 n1 n2)))",
+    "effect_ci_high": "Upper 95% CI of the effect size",
+    "adj_n": "Observations in the covariate-adjusted model",
+    "adj_covariates": "Covariates of the adjusted model",
+    "adj_beta": "OLS patient-minus-control difference adjusted for covariates",
+    "adj_se": "Standard error of adj_beta", "adj_t": "t of adj_beta",
+    "adj_p": "Two-sided p of adj_beta",
+    "adj_ci_low": "Lower 95% CI of adj_beta", "adj_ci_high": "Upper 95% CI of adj_beta",
+    "adj_r2": "R^2 of the adjusted model", "adj_adj_r2": "Adjusted R^2 of the adjusted model",
+    "adj_q": "Benjamini-Hochberg q of adj_p within family",
+    "adj_df_resid": "Residual degrees of freedom of the adjusted model",
+    "significant": "q < fdr_alpha", "reason": _KEYS["reason"],
+}
+
+CLINICAL = {
+    "score": "Clinical score (canonical column name; outcome of the model)",
+    **{k: _KEYS[k] for k in ("atlas", "region", "hemisphere", "metric", "statistic")},
+    "family": "score:metric; q values are Benjamini-Hochberg within it",
+    **_FIT, "significant": _KEYS["significant"], "reason": _KEYS["reason"],
+}
+
+GMTRACT = {
+    "subset": "Participants analysed: all, patient or control",
+    "gm_atlas": "Atlas of the gray-matter region", "gm_region": "Gray-matter region (outcome)",
+    "hemisphere": "Hemisphere of both regions", "gm_metric": "Gray-matter metric",
+    "gm_statistic": "Statistic of the gray-matter metric",
+    "tract_atlas": "Atlas of the tract", "tract_region": "Tract (predictor)",
+    "tract_metric": "Tract metric", "tract_statistic": "Statistic of the tract metric",
+    "family": "subset:gm_metric~tract_metric",
+    **_FIT, "significant": _KEYS["significant"], "reason": _KEYS["reason"],
+}
+
+INTERHEMISPHERIC = {
+    "subset": GMTRACT["subset"],
+    **{k: _KEYS[k] for k in ("atlas", "region", "metric", "statistic")},
+    "family": "subset:metric",
+    "n": "Participants with both hemispheres",
+    "mean_left": "Mean of the left value", "mean_right": "Mean of the right value",
+    "ai_mean": "Mean asymmetry index 100 (L - R) / ((L + R) / 2), percent",
+    "ai_sd": "SD of the asymmetry index", "ai_median": "Median of the asymmetry index",
+    "r": "Pearson correlation between left and right", "p": "Two-sided p of r",
+    "paired_t": "Paired t (left minus right, scipy.stats.ttest_rel)",
+    "paired_df": "Degrees of freedom of paired_t", "paired_p": "Two-sided p of paired_t",
+    "q": "Benjamini-Hochberg q of p within family",
+    "paired_q": "Benjamini-Hochberg q of paired_p within family",
+    "significant": "paired_q < fdr_alpha", "reason": _KEYS["reason"],
+}
+
+INCLUSION = {
+    "participant_id": "Participant label (sub-<label>)",
+    "session_id": "Session label (ses-<label>) or n/a",
+    "has_dwi": "A *_desc-tracts_dwistats.tsv was found",
+    "has_anat": "A *_desc-gmvolume_morph.tsv was found",
+    "has_phenotype": "Listed in participants.tsv or a phenotype/*.tsv",
+    "group_label": "patient, control or n/a (from the group column and the spec's labels)",
+    "in_cross_sectional": "Row used by the cross-sectional analyses (one session per "
+                          "participant, spec key 'session')",
+    "in_comparisons": "Entered the patient-control comparisons",
+    "in_clinical": "Entered the clinical associations (patients)",
+}
+
+
+def feature_description(atlas: str, region: str, hemisphere: str, metric: str,
+                        statistic: str) -> dict[str, str]:
+    """Sidecar entry of one imaging feature column of the joined table."""
+    text = (f"{STATISTIC_NAMES.get(statistic, statistic)} of "
+            f"{METRIC_NAMES.get(metric, metric)} in {atlas} {region} ({hemisphere})")
+    return {"Description": text, "Units": METRIC_UNITS.get(metric, "n/a")}
+
+
+def sidecar(columns: Iterable[str], described: Mapping[str, Any]) -> dict[str, Any]:
+    """``{column: {"Description": ...}}`` for every column (unknown ones say so)."""
+    out: dict[str, Any] = {}
+    for col in columns:
+        value = described.get(col, "No description")
+        out[col] = value if isinstance(value, dict) else {"Description": value}
+    return out

@@ -1,0 +1,156 @@
+"""Synthetic ALS cohorts for tests, benchmarks and demos of the group level.
+
+Writes a BIDS-like ``participants.tsv`` + ``phenotype/clinical.tsv`` (with JSON dictionaries)
+and per-participant long-format metrics tables exactly as the participant level names them.
+Distributions are plausible Table-1-like values of a 39-patient / 32-control ALS DTI study
+(means/SDs chosen for realism, not copied from a publication). Three clinical scores depend
+linearly on one imaging feature (true slopes in :data:`TRUE_SLOPES`), so a correctly specified
+``score ~ metric + age + sex + disease_duration`` model should cover them with its 95 % CI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bids_app.bids.schema import STATS_COLUMNS
+
+#: score -> (feature, slope per unit of the feature)
+TRUE_SLOPES = {
+    "cmap_z_sum": ("hcp842_cst_L_fa_wmean", 60.0),
+    "alsfrs_r": ("hcp842_cst_R_fa_wmean", 80.0),
+    "mrc_sum": ("aal_precentral_L_gmv_pct_tiv_ratio", 30.0),
+}
+#: Score means/SDs in patients (residual SD for the three slope scores).
+SCORES = {"alsfrs_r": (38.0, 4.0), "mrc_sum": (50.0, 5.0), "fvc": (86.0, 17.0),
+          "cmap_z_sum": (-6.0, 2.5), "penn_score": (12.0, 7.0), "munix": (520.0, 240.0),
+          "musix": (105.0, 30.0), "dynamometry": (310.0, 110.0)}
+DTI = {"fa": (0.52, 0.03), "md": (7.8e-4, 0.4e-4), "ad": (1.35e-3, 0.6e-4),
+       "rd": (5.5e-4, 0.4e-4)}
+HCP = ("cst", "corticostriatal", "corticothalamic")
+JHU = ("cst", "cerebral_peduncle", "plic")
+AAL = {"precentral": 1.05, "superior_frontal": 1.55, "striatum": 0.62, "caudate": 0.27,
+       "putamen": 0.35, "thalamus": 0.52}
+ALS_FA_DROP = 0.025
+ALS_GM_DROP = 0.06
+
+
+@dataclass(frozen=True)
+class Feature:
+    atlas: str
+    region: str
+    hemisphere: str
+    metric: str
+    statistic: str
+    kind: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.atlas}_{self.region}_{self.hemisphere}_{self.metric}_{self.statistic}"
+
+
+def features() -> list[Feature]:
+    """The 50 analysed features (DWI wmean, gmv_pct_tiv) of the synthetic cohort."""
+    out = [Feature("hcp842", r, h, m, "wmean", "dwi") for r in HCP for h in "LR" for m in DTI]
+    out += [Feature("jhu", r, h, m, "wmean", "dwi") for r in JHU for h in "LR" for m in ("fa",
+                                                                                          "md")]
+    out += [Feature("jhu", "mcp", "bilateral", m, "wmean", "dwi") for m in ("fa", "md")]
+    out += [Feature("aal", r, h, "gmv_pct_tiv", "ratio", "anat") for r in AAL for h in "LR"]
+    return out
+
+
+def simulate_table(n_patients: int = 39, n_controls: int = 32, *,
+                   seed: int = 20261122) -> pd.DataFrame:
+    """One row per participant: demographics, scores and the 50 imaging features."""
+    rng = np.random.default_rng(seed)
+    n = n_patients + n_controls
+    als = np.r_[np.ones(n_patients, bool), np.zeros(n_controls, bool)]
+    t = pd.DataFrame({"participant_id": [f"sub-{i:05d}" for i in range(1, n + 1)],
+                      "group": np.where(als, "ALS", "control")})
+    t["age"] = np.round(np.where(als, rng.normal(60, 10, n), rng.normal(57, 9, n)), 1)
+    t["sex"] = np.where(rng.random(n) < np.where(als, 0.64, 0.53), "M", "F")
+    duration = np.round(rng.gamma(2.0, 10.0, n), 1)
+    t["disease_duration"] = np.where(als, duration, np.nan)
+    dur = np.nan_to_num(t["disease_duration"].to_numpy())
+    subject_fa = rng.normal(0, 0.018, n)  # shared across tracts and hemispheres
+    for f in features():
+        if f.metric == "gmv_pct_tiv":
+            base = AAL[f.region] * (1 - ALS_GM_DROP * als * (f.region == "precentral"))
+            t[f.name] = base * (1 + rng.normal(0, 0.08, n))
+            continue
+        mean, sd = DTI[f.metric]
+        if f.metric == "fa":
+            drop = ALS_FA_DROP * als * (f.region in ("cst", "cerebral_peduncle", "plic"))
+            t[f.name] = mean - drop - 0.0004 * dur + subject_fa + rng.normal(0, 0.015, n)
+        else:
+            t[f.name] = rng.normal(mean, sd, n) * (1 + 0.03 * als * (f.region == "cst"))
+    for score, (mean, sd) in SCORES.items():
+        value = rng.normal(mean, sd, n)
+        if score in TRUE_SLOPES:
+            feat, slope = TRUE_SLOPES[score]
+            x = t[feat].to_numpy()
+            value = mean + slope * (x - 0.5) - 0.05 * (t["age"].to_numpy() - 60) \
+                - 0.05 * (dur - 20) + rng.normal(0, sd, n)
+        t[score] = np.where(als, np.round(value, 3), np.nan)
+    return t
+
+
+def _rows(feats: list[Feature], values: np.ndarray, rng: np.random.Generator) -> str:
+    lines = ["\t".join(STATS_COLUMNS)]
+    for f, v in zip(feats, values):
+        nvox = int(rng.integers(200, 5000))
+        prefix = f"{f.atlas}\t{f.region}\t{f.hemisphere}\t{f.metric}"
+        if f.kind == "dwi":
+            lines.append(f"{prefix}\t{f.statistic}\t{v:.8g}\t{nvox}")
+            lines.append(f"{prefix}\tmean\t{v * 1.02:.8g}\t{nvox // 2}")
+        else:
+            lines.append(f"{prefix}\t{f.statistic}\t{v:.8g}\t{nvox}")
+    return "\n".join(lines) + "\n"
+
+
+def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
+                 alias_spelling: bool = True, seed: int = 0) -> None:
+    """Write ``participants.tsv``, ``phenotype/clinical.tsv`` and the metrics tables.
+
+    With ``alias_spelling`` the ALSFRS-R column is written as ``ALSFRS-R`` (alias table test).
+    """
+    rng = np.random.default_rng(seed)
+    bids_dir, output_dir = Path(bids_dir), Path(output_dir)
+    (bids_dir / "phenotype").mkdir(parents=True, exist_ok=True)
+    (bids_dir / "dataset_description.json").write_text(
+        json.dumps({"Name": "synthetic ALS cohort", "BIDSVersion": "1.9.0"}))
+    demo = table[["participant_id", "age", "sex", "group"]]
+    demo.to_csv(bids_dir / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    (bids_dir / "participants.json").write_text(json.dumps({
+        "age": {"Description": "age at scan", "Units": "year"},
+        "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
+        "group": {"Description": "diagnosis", "Levels": {"ALS": "patient", "control": "HC"}}}))
+    clin = table[["participant_id", "disease_duration", *SCORES]]
+    if alias_spelling:
+        clin = clin.rename(columns={"alsfrs_r": "ALSFRS-R"})
+    clin.to_csv(bids_dir / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
+    (bids_dir / "phenotype" / "clinical.json").write_text(json.dumps({
+        "disease_duration": {"Description": "months since symptom onset", "Units": "month"},
+        "ALSFRS-R": {"Description": "ALS functional rating scale revised", "Units": "points"}}))
+    feats = features()
+    dwi = [f for f in feats if f.kind == "dwi"]
+    anat = [f for f in feats if f.kind == "anat"]
+    dwi_vals = table[[f.name for f in dwi]].to_numpy()
+    anat_vals = table[[f.name for f in anat]].to_numpy()
+    tiv = rng.normal(1.5e6, 1.2e5, len(table))
+    for i, pid in enumerate(table["participant_id"]):
+        d = output_dir / pid / "dwi"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{pid}_desc-tracts_dwistats.tsv").write_text(_rows(dwi, dwi_vals[i], rng))
+        a = output_dir / pid / "anat"
+        a.mkdir(parents=True, exist_ok=True)
+        text = _rows(anat, anat_vals[i], rng)
+        extra = [f"aal\t{f.region}\t{f.hemisphere}\tgmv\tsum\t{v / 100 * tiv[i]:.8g}\t0"
+                 for f, v in zip(anat, anat_vals[i])]
+        extra += [f"aal\ttotal_gm\tbilateral\tgmv\tsum\t{0.45 * tiv[i]:.8g}\t0",
+                  f"aal\ttiv\tbilateral\tgmv\tsum\t{tiv[i]:.8g}\t0"]
+        (a / f"{pid}_desc-gmvolume_morph.tsv").write_text(text + "\n".join(extra) + "\n")

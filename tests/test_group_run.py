@@ -1,0 +1,310 @@
+"""End-to-end group level: simulated ALS cohort, outputs, sidecars and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_app.errors import EXIT_NO_DATA, NoDataError, UsageError
+from bids_app.group.run import OUTPUTS, run_group
+from bids_app.group.synthetic import TRUE_SLOPES, simulate_table, write_cohort
+from bids_app.settings import ExecutionSettings, GroupSettings, Settings
+
+STATS_TABLES = ("comparisons", "clinical", "duration", "gmtract", "interhemispheric")
+FAST_SPEC = "metrics: [fa]\nscores: [alsfrs_r, cmap_z_sum]\ninterhemispheric_metrics: [fa]\n"
+
+
+def settings(bids: Path, out: Path, **group) -> Settings:
+    return Settings(execution=ExecutionSettings(bids_dir=bids, output_dir=out,
+                                                analysis_level="group", work_dir=out / "w"),
+                    group=GroupSettings(**group))
+
+
+@pytest.fixture
+def warnings_log(caplog):
+    """Capture ``alsmri.group`` warnings even when the CLI disabled propagation."""
+    logger = logging.getLogger("alsmri.group")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.WARNING, logger="alsmri.group")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def small_cohort(tmp_path: Path, n_patients: int = 8, n_controls: int = 6, *, seed: int = 3):
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    write_cohort(simulate_table(n_patients, n_controls, seed=seed), bids, out)
+    spec = tmp_path / "fast.yaml"
+    spec.write_text(FAST_SPEC)
+    return bids, out, spec
+
+
+def read(out: Path, key: str) -> pd.DataFrame:
+    return pd.read_csv(out / "group" / OUTPUTS[key], sep="\t", na_values=["n/a"])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The 39 ALS / 32 control cohort analysed once with the default spec."""
+    root = tmp_path_factory.mktemp("study")
+    table = simulate_table(39, 32, seed=20261122)
+    write_cohort(table, root / "bids", root / "out")
+    group_dir = run_group(settings(root / "bids", root / "out"))
+    return table, root / "out", group_dir
+
+
+def test_simulated_study_recovers_slopes(study):
+    _, out, group_dir = study
+    assert group_dir == out / "group"
+    clin = read(out, "clinical")
+    assert set(clin["score"]) == {"alsfrs_r", "mrc_sum", "fvc", "cmap_z_sum", "penn_score",
+                                  "munix", "musix", "dynamometry"}  # ALSFRS-R via the alias
+    for score, (feature, slope) in TRUE_SLOPES.items():
+        atlas, region, hemi = feature.split("_")[:3]
+        metric = "fa" if feature.endswith("fa_wmean") else "gmv_pct_tiv"
+        row = clin[(clin.score == score) & (clin.atlas == atlas) & (clin.region == region)
+                   & (clin.hemisphere == hemi) & (clin.metric == metric)].iloc[0]
+        assert row.n == 39
+        assert row.covariates == "age,sex=M,disease_duration"
+        assert row.ci_low < slope < row.ci_high, (score, row.beta, row.ci_low, row.ci_high)
+        assert row.p < 0.05
+
+
+def test_simulated_study_group_difference_and_tables(study):
+    table, out, _ = study
+    comp = read(out, "comparisons")
+    cst = comp[(comp.atlas == "hcp842") & (comp.region == "cst") & (comp.metric == "fa")]
+    assert (cst.n_patient == 39).all() and (cst.n_control == 32).all()
+    assert (cst.mean_patient < cst.mean_control).all() and (cst.q < 0.05).all()
+    assert set(comp.family) == {"fa", "md", "ad", "rd", "gmv_pct_tiv"}
+    joined = read(out, "joined")
+    assert len(joined) == 71 and "alsfrs_r" in joined and "ALSFRS-R" not in joined
+    assert "hcp842_cst_L_fa_wmean" in joined
+    np.testing.assert_allclose(joined.set_index("participant_id")["hcp842_cst_L_fa_wmean"],
+                               table.set_index("participant_id")["hcp842_cst_L_fa_wmean"],
+                               rtol=1e-7)
+    sidecar = json.loads((out / "group" / OUTPUTS["joined"]).with_suffix(".json").read_text())
+    assert sidecar["alsfrs_r"]["OriginalName"] == "ALSFRS-R"
+    assert sidecar["age"]["Units"] == "year"
+    assert sidecar["hcp842_cst_L_md_wmean"]["Units"] == "mm^2/s"
+    gm = read(out, "gmtract")
+    assert {"all", "patient", "control"} == set(gm.subset)
+    assert {("precentral", "cst"), ("thalamus", "corticothalamic")} <= set(
+        zip(gm.gm_region, gm.tract_region))
+    lr = read(out, "interhemispheric")
+    assert {"r", "ai_mean", "paired_t"} <= set(lr.columns)
+    dur = read(out, "duration")
+    assert set(dur.score) == {"disease_duration"}
+    fa = dur[(dur.atlas == "hcp842") & (dur.region == "cst") & (dur.metric == "fa")]
+    assert (fa.pearson_r < 0).all()   # FA falls with disease duration in the simulation
+    incl = read(out, "inclusion")
+    assert incl.in_comparisons.all() and incl.in_clinical.sum() == 39
+
+
+def test_every_tsv_has_a_sidecar_describing_every_column(study):
+    _, _, group_dir = study
+    for key in ("joined", "inclusion", *STATS_TABLES):
+        path = group_dir / OUTPUTS[key]
+        columns = pd.read_csv(path, sep="\t", nrows=0).columns
+        meta = json.loads(path.with_suffix(".json").read_text())
+        assert list(meta) == list(columns), key
+        assert all(m["Description"] != "No description" for m in meta.values()), key
+    assert not list(group_dir.rglob("*.tmp"))
+
+
+def test_report_and_figures(study):
+    _, _, group_dir = study
+    html = (group_dir / "report.html").read_text()
+    for name in ("group_desc-comparisons_heatmap.png", "group_desc-comparisons_boxplot.png",
+                 "group_desc-clinical_scatter.png"):
+        assert (group_dir / "figures" / name).stat().st_size > 1000
+        assert f"figures/{name}" in html
+    assert "39 patient(s), 32 control(s)" in html
+    spec = json.loads((group_dir / OUTPUTS["spec"]).read_text())
+    assert spec["fdr_alpha"] == 0.05 and spec["skipped"] == {}
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_no_participant_outputs_exit_18(tmp_path):
+    (tmp_path / "bids").mkdir()
+    (tmp_path / "out").mkdir()
+    with pytest.raises(NoDataError, match="run the participant level first") as err:
+        run_group(settings(tmp_path / "bids", tmp_path / "out"))
+    assert err.value.exit_code == EXIT_NO_DATA == 18
+
+
+def test_missing_participants_tsv_keeps_joined_table(tmp_path, warnings_log):
+    bids, out, _ = small_cohort(tmp_path)
+    (bids / "participants.tsv").unlink()
+    shutil.rmtree(bids / "phenotype")
+    group_dir = run_group(settings(bids, out))   # default spec: names cannot be checked
+    assert len(read(out, "joined")) == 14
+    assert read(out, "comparisons").empty and read(out, "clinical").empty
+    assert "participants.tsv: missing" in warnings_log.text
+    assert "group comparisons skipped" in warnings_log.text
+    assert "comparisons" in json.loads((group_dir / OUTPUTS["spec"]).read_text())["skipped"]
+    assert (group_dir / "report.html").is_file()
+
+
+def test_group_column_absent_or_single_level(tmp_path, warnings_log):
+    bids, out, spec = small_cohort(tmp_path)
+    parts = pd.read_csv(bids / "participants.tsv", sep="\t")
+    parts.drop(columns="group").to_csv(bids / "participants.tsv", sep="\t", index=False)
+    run_group(settings(bids, out, analysis_spec=spec))
+    assert "group_column: column(s) ['group'] not in the phenotype data" in warnings_log.text
+    assert read(out, "comparisons").empty
+    assert not read(out, "clinical").empty   # falls back to every participant
+    parts.assign(group="ALS").to_csv(bids / "participants.tsv", sep="\t", index=False)
+    warnings_log.clear()
+    run_group(settings(bids, out, analysis_spec=spec))
+    assert "only one group level present" in warnings_log.text
+    assert read(out, "comparisons").empty and (read(out, "clinical").n == 8).all()
+
+
+def test_user_named_unknown_column_is_usage_error(tmp_path):
+    bids, out, spec = small_cohort(tmp_path)
+    with pytest.raises(UsageError, match=r"'not_a_score'.*participants.tsv") as err:
+        run_group(settings(bids, out, analysis_spec=spec, scores=("not_a_score",)))
+    assert err.value.exit_code == 64
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("group_column: diagnosis_typo\n")
+    with pytest.raises(UsageError, match=f"{bad}.*diagnosis_typo"):
+        run_group(settings(bids, out, analysis_spec=bad))
+
+
+def test_non_numeric_score_is_skipped_with_values_named(tmp_path, warnings_log):
+    bids, out, spec = small_cohort(tmp_path)
+    clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t", dtype=str)
+    clin.loc[0, "cmap_z_sum"] = "not done"
+    clin.loc[1, "cmap_z_sum"] = "n/a"
+    clin.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False)
+    run_group(settings(bids, out, analysis_spec=spec))
+    assert "'cmap_z_sum' has non-numeric values ('not done')" in warnings_log.text
+    assert set(read(out, "clinical").score) == {"alsfrs_r"}
+
+
+def test_tiny_cells_and_constant_columns_write_reasons(tmp_path):
+    bids, out, spec = small_cohort(tmp_path, n_patients=2, n_controls=5)
+    clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t")
+    clin["cmap_z_sum"] = -3.0
+    clin.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
+    run_group(settings(bids, out, analysis_spec=spec))
+    comp = read(out, "comparisons")
+    assert (comp.n_patient == 2).all() and comp.reason.str.contains("n < 3").all()
+    assert comp.p.isna().all()
+    clin_out = read(out, "clinical")
+    assert (clin_out.n == 2).all() and clin_out.reason.str.contains("n < 3").all()
+    bids2, out2, spec2 = small_cohort(tmp_path / "b", n_patients=10, n_controls=5)
+    clin = pd.read_csv(bids2 / "phenotype" / "clinical.tsv", sep="\t")
+    clin["cmap_z_sum"] = -3.0
+    clin.to_csv(bids2 / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
+    run_group(settings(bids2, out2, analysis_spec=spec2))
+    cmap = read(out2, "clinical").query("score == 'cmap_z_sum'")
+    assert (cmap.reason == "constant outcome").all() and (cmap.n == 10).all()
+
+
+def test_phenotype_without_imaging_and_imaging_without_phenotype(tmp_path, warnings_log):
+    bids, out, spec = small_cohort(tmp_path)
+    shutil.rmtree(out / "sub-00002")
+    parts = pd.read_csv(bids / "participants.tsv", sep="\t")
+    parts[parts.participant_id != "sub-00003"].to_csv(bids / "participants.tsv", sep="\t",
+                                                      index=False)
+    clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t")
+    clin[clin.participant_id != "sub-00003"].to_csv(bids / "phenotype" / "clinical.tsv",
+                                                    sep="\t", index=False, na_rep="n/a")
+    run_group(settings(bids, out, analysis_spec=spec))
+    assert "without participant outputs: sub-00002" in warnings_log.text
+    assert "imaging but no phenotype row: sub-00003" in warnings_log.text
+    incl = read(out, "inclusion").set_index("participant_id")
+    assert not incl.loc["sub-00002", "has_dwi"] and incl.loc["sub-00002", "has_phenotype"]
+    assert incl.loc["sub-00003", "has_dwi"] and not incl.loc["sub-00003", "has_phenotype"]
+    assert "sub-00002" not in set(read(out, "joined").participant_id)
+
+
+def test_one_participant_dataset_completes(ds_xa30, tmp_path, warnings_log):
+    """The real ds-xa30 (participants.tsv with participant_id only) and one subject's tables."""
+    out = tmp_path / "out"
+    table = simulate_table(1, 0, seed=1).assign(participant_id="sub-01")
+    write_cohort(table, tmp_path / "scratch", out)
+    group_dir = run_group(settings(ds_xa30, out))
+    joined = read(out, "joined")
+    assert joined.participant_id.tolist() == ["sub-01"] and joined.shape[1] > 50
+    assert (group_dir / "report.html").is_file()
+    for key in STATS_TABLES:
+        assert (group_dir / OUTPUTS[key]).is_file()
+    assert "group comparisons skipped" in warnings_log.text
+
+
+def test_sessions_join_and_first_session_policy(tmp_path):
+    bids, out, spec = small_cohort(tmp_path)
+    for sub in sorted(p.name for p in out.glob("sub-*")):
+        for ses in ("1", "2"):
+            for kind, name in (("dwi", "desc-tracts_dwistats"), ("anat", "desc-gmvolume_morph")):
+                dest = out / sub / f"ses-{ses}" / kind
+                dest.mkdir(parents=True)
+                text = (out / sub / kind / f"{sub}_{name}.tsv").read_text()
+                (dest / f"{sub}_ses-{ses}_{name}.tsv").write_text(text)
+        shutil.rmtree(out / sub / "dwi")
+        shutil.rmtree(out / sub / "anat")
+    clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t")
+    visits = pd.concat([clin.assign(session_id="ses-1"),
+                        clin.assign(session_id="ses-2", cmap_z_sum=clin.cmap_z_sum - 1)])
+    visits.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
+    run_group(settings(bids, out, analysis_spec=spec))
+    joined = read(out, "joined")
+    assert len(joined) == 28 and set(joined.session_id) == {"ses-1", "ses-2"}
+    ses2 = joined[joined.session_id == "ses-2"].set_index("participant_id").cmap_z_sum
+    ses1 = joined[joined.session_id == "ses-1"].set_index("participant_id").cmap_z_sum
+    np.testing.assert_allclose(ses2.dropna(), (ses1 - 1).dropna())
+    incl = read(out, "inclusion")
+    assert incl[incl.in_cross_sectional].session_id.eq("ses-1").all()
+
+
+def test_malformed_participant_table_is_bad_data(tmp_path):
+    bids, out, spec = small_cohort(tmp_path)
+    path = next(out.glob("sub-*/dwi/*_dwistats.tsv"))
+    path.write_text("atlas\tregion\tvalue\nhcp842\tcst\t0.5\n")
+    from bids_app.errors import BadDataError
+
+    with pytest.raises(BadDataError, match=path.name):
+        run_group(settings(bids, out, analysis_spec=spec))
+
+
+def test_real_participants_example_with_non_numeric_age(shared_data, tmp_path, warnings_log):
+    """bids-examples genetics_ukbb participants.tsv: group patient/control, age with '89+'."""
+    bids = shared_data / "bids" / "participants-example"
+    parts = pd.read_csv(bids / "participants.tsv", sep="\t")
+    out = tmp_path / "out"
+    table = simulate_table(len(parts), 0, seed=5).assign(
+        participant_id=parts.participant_id.to_numpy())
+    write_cohort(table, tmp_path / "scratch", out)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("metrics: [fa]\nscores: []\ninterhemispheric_metrics: [fa]\n")
+    run_group(settings(bids, out, analysis_spec=spec))
+    assert "covariate column 'age' has non-numeric values ('89+')" in warnings_log.text
+    comp = read(out, "comparisons")
+    assert (comp.n_patient == 7).all() and (comp.n_control == 7).all()
+    assert (comp.adj_covariates == "sex=M").all()   # age skipped, sex dummy-coded
+    joined = read(out, "joined")
+    assert {"genetic_id", "BatchID", "age"} <= set(joined.columns)
+    sidecar = json.loads((out / "group" / OUTPUTS["joined"]).with_suffix(".json").read_text())
+    assert sidecar["sex"]["Levels"] == {"M": "male", "F": "female"}
+
+
+def test_cli_group_level_exit_codes(tmp_path):
+    from bids_app.cli.run import main
+
+    bids, out, spec = small_cohort(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(bids), str(empty), "group", "--skip-bids-validation"]) == 18
+    assert main([str(bids), str(out), "group", "--skip-bids-validation",
+                 "--analysis-spec", str(spec), "--scores", "nope"]) == 64
+    assert main([str(bids), str(out), "group", "--skip-bids-validation",
+                 "--analysis-spec", str(spec), "--scores", "ALSFRS-R"]) == 0
+    assert set(read(out, "clinical").score) == {"alsfrs_r"}

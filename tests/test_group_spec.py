@@ -1,0 +1,81 @@
+"""Analysis spec loading (safe YAML, validation, overrides) and the alias table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bids_app.errors import EXIT_USAGE, UsageError
+from bids_app.group.spec import canonical_spec, load_aliases, load_spec, normalise
+from bids_app.settings import GroupSettings
+
+
+def test_default_spec_has_als_defaults():
+    spec = load_spec()
+    assert spec.group_column == "group" and spec.fdr_alpha == 0.05
+    assert {"alsfrs_r", "mrc_sum", "fvc", "cmap_z_sum", "penn_score", "munix", "musix",
+            "dynamometry"} == set(spec.scores)
+    assert spec.statistics["fa"] == "wmean" and spec.statistics["gmv_pct_tiv"] == "ratio"
+    assert ("precentral", "cst") in spec.gm_tract.pairs
+    assert spec.user_keys == frozenset()
+
+
+def test_cli_overrides_win_and_are_user_keys(tmp_path):
+    user = tmp_path / "spec.yaml"
+    user.write_text("scores: [fvc]\nfdr_alpha: 0.1\n")
+    spec = load_spec(user, overrides=GroupSettings(
+        group_column="diagnosis", patient_label="pALS", covariates=("age",), fdr_alpha=0.01))
+    assert spec.scores == ("fvc",) and spec.fdr_alpha == 0.01
+    assert spec.group_column == "diagnosis" and spec.patient_label == ("pALS",)
+    assert spec.covariates == spec.clinical_covariates == spec.gm_tract.covariates == ("age",)
+    assert {"scores", "fdr_alpha", "group_column", "covariates"} <= spec.user_keys
+    assert str(user) in spec.source
+
+
+@pytest.mark.parametrize("text, message", [
+    ("scores: [fvc\n", "malformed YAML"),
+    ("- just\n- a list\n", "must be a YAML mapping"),
+    ("scorez: [fvc]\n", "unknown key"),
+    ("fdr_alpha: 2\n", "fdr_alpha"),
+    ("scores: {a: 1}\n", "scores"),
+    ("session: middle\n", "session"),
+    ("gm_tract: {pairs: [{gm: precentral}]}\n", "gm_tract pair"),
+    ("covariates: !!python/object/apply:os.system ['echo pwned']\n", "malformed YAML"),
+])
+def test_malformed_specs_raise_usage_error_naming_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and err.value.exit_code == EXIT_USAGE == 64
+
+
+def test_aliases_normalise_spellings():
+    aliases = load_aliases()
+    for spelling in ("ALSFRS-R", "alsfrs_r", "alsfrsr", "ALSFRS R", "ALSFRS-R total"):
+        assert aliases.canonical(spelling) == "alsfrs_r", spelling
+    assert aliases.canonical("CMAP Z sum score") == "cmap_z_sum"
+    assert aliases.canonical("Diagnosis") == "group"
+    assert aliases.canonical("FVC%") == "fvc"
+    assert aliases.canonical("not_a_known_column") == "not_a_known_column"
+    assert normalise("MRC sum-score") == "mrcsumscore"
+
+
+def test_spec_names_are_canonicalised(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("scores: [ALSFRS-R, 'MRC sum score']\nduration_column: Disease Duration\n")
+    spec = canonical_spec(load_spec(path), load_aliases())
+    assert spec.scores == ("alsfrs_r", "mrc_sum") and spec.duration_column == "disease_duration"
+
+
+def test_alias_conflict_is_rejected(tmp_path):
+    path = tmp_path / "aliases.yaml"
+    path.write_text("a: [x]\nb: [X]\n")
+    with pytest.raises(UsageError, match="maps to both"):
+        load_aliases(path)
+
+
+def test_packaged_files_exist():
+    data = Path(__file__).resolve().parents[1] / "bids_app" / "data"
+    assert (data / "analysis_spec.yaml").is_file() and (data / "column_aliases.yaml").is_file()
