@@ -1,0 +1,235 @@
+"""The source anatomy every simulated participant is derived from (built once, cached).
+
+From the real ds-xa30 subject: a tensor field fitted with dipy on one DWI run (light Gaussian
+smoothing first, so the baked-in anatomy is not dominated by that run's noise), the mean b0 as
+S0, a brain mask (median Otsu), the real T1w; atlas regions brought to the subject with antspyx:
+MNI FA template -> subject FA (tract probability maps, control region) and MNI T1w -> subject
+T1w (GM labels).  The registrations run once; the result is stored as one ``.npz`` + ``.json``
+under a cache directory keyed by the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_app.errors import BadDataError, MissingInputError
+
+LOGGER = logging.getLogger("alsmri.simulate")
+CACHE_VERSION = "1"
+DWI_SMOOTHING_VOXELS = 0.5
+
+
+@dataclass(frozen=True)
+class RegionSource:
+    """An atlas region in MNI space: a probability map (``labels=()``) or label values."""
+
+    path: Path
+    labels: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class AtlasInputs:
+    """Everything in MNI space the base needs, keyed ``"atlas/region/hemisphere"``."""
+
+    fa_template: Path
+    t1_template: Path
+    tracts: dict[str, RegionSource] = field(default_factory=dict)
+    controls: dict[str, RegionSource] = field(default_factory=dict)
+    gm: dict[str, RegionSource] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceSubject:
+    """The real subject's files."""
+
+    dwi: Path
+    bval: Path
+    bvec: Path
+    dwi_sidecar: Path
+    t1w: Path
+    t1w_sidecar: Path
+
+    @classmethod
+    def from_bids(cls, root: Path, *, subject: str = "01", direction: str = "AP"
+                  ) -> SourceSubject:
+        """Locate ``sub-<subject>`` DWI (``dir-<direction>``) and T1w files in a BIDS root."""
+        dwi = Path(root) / f"sub-{subject}" / "dwi" / f"sub-{subject}_dir-{direction}_dwi"
+        anat = Path(root) / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w"
+        files = cls(dwi=dwi.with_suffix(".nii.gz"), bval=dwi.with_suffix(".bval"),
+                    bvec=dwi.with_suffix(".bvec"), dwi_sidecar=dwi.with_suffix(".json"),
+                    t1w=anat.with_suffix(".nii.gz"), t1w_sidecar=anat.with_suffix(".json"))
+        for path in vars(files).values():
+            if not Path(path).is_file():
+                raise MissingInputError(f"{path}: source subject file not found")
+        return files
+
+
+@dataclass(frozen=True)
+class BaseAnatomy:
+    """Arrays of the source anatomy (see module docstring)."""
+
+    dwi_affine: np.ndarray
+    tensors: np.ndarray  # (X, Y, Z, 6) lower-triangular, b-vector frame, mm^2/s
+    s0: np.ndarray  # (X, Y, Z)
+    mask: np.ndarray  # (X, Y, Z) bool
+    bvals: np.ndarray
+    bvecs: np.ndarray  # (n, 3), FSL convention
+    t1_affine: np.ndarray
+    t1: np.ndarray  # (X, Y, Z) float32
+    weights: dict[str, np.ndarray]  # "atlas/region/hemi" -> DWI-grid weights in [0, 1]
+    gm_masks: dict[str, np.ndarray]  # "atlas/region/hemi" -> T1w-grid bool masks
+    dwi_sidecar: dict
+    t1_sidecar: dict
+    provenance: dict
+
+    @property
+    def bvec_frame(self) -> np.ndarray:
+        """World direction (columns) of the b-vector axes (FSL: voxel axes, x flipped if det>0)."""
+        zooms = np.sqrt((self.dwi_affine[:3, :3] ** 2).sum(axis=0))
+        frame = self.dwi_affine[:3, :3] / zooms
+        if np.linalg.det(frame) > 0:
+            frame = frame @ np.diag([-1.0, 1.0, 1.0])
+        return frame
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    digest = hashlib.sha256(CACHE_VERSION.encode())
+    for path in sorted(str(p) for p in paths):
+        stat = Path(path).stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_or_build_base(source: SourceSubject, atlases: AtlasInputs, *, cache_dir: Path,
+                       seed: int = 0) -> BaseAnatomy:
+    """Return the cached base anatomy for these inputs, building it on first use."""
+    inputs = [*vars(source).values(), atlases.fa_template, atlases.t1_template,
+              *(r.path for group in (atlases.tracts, atlases.controls, atlases.gm)
+                for r in group.values())]
+    key = _fingerprint(inputs)
+    npz = Path(cache_dir) / f"base-{key}.npz"
+    meta = npz.with_suffix(".json")
+    if npz.is_file() and meta.is_file():
+        return _load(npz, meta)
+    LOGGER.info("building the simulation base anatomy (once) in %s", cache_dir)
+    base = build_base(source, atlases, seed=seed)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    _save(base, npz, meta)
+    return base
+
+
+def build_base(source: SourceSubject, atlases: AtlasInputs, *, seed: int = 0) -> BaseAnatomy:
+    """Fit the tensor field and bring atlas regions to the real subject (slow: ~1-2 min)."""
+    from dipy.core.gradients import gradient_table
+    from dipy.io.gradients import read_bvals_bvecs
+    from dipy.reconst.dti import TensorModel
+    from dipy.segment.mask import median_otsu
+    from scipy.ndimage import gaussian_filter
+
+    from bids_app.simulate.tensors import regularise
+
+    img = nib.load(source.dwi)
+    if img.ndim != 4:
+        raise BadDataError(f"{source.dwi}: DWI must be 4D, got shape {img.shape}")
+    data = img.get_fdata(dtype=np.float32)
+    bvals, bvecs = read_bvals_bvecs(str(source.bval), str(source.bvec))
+    if len(bvals) != data.shape[-1]:
+        raise BadDataError(f"{source.bval}: {len(bvals)} b-values for {data.shape[-1]} volumes")
+    gtab = gradient_table(bvals, bvecs=bvecs)
+    smooth = np.stack([gaussian_filter(data[..., v], DWI_SMOOTHING_VOXELS)
+                       for v in range(data.shape[-1])], axis=-1)
+    b0_index = np.flatnonzero(gtab.b0s_mask)
+    _, mask = median_otsu(smooth, vol_idx=b0_index, median_radius=2, numpass=1)
+    fit = TensorModel(gtab, fit_method="WLS", return_S0_hat=True).fit(smooth, mask=mask)
+    tensors = np.zeros(mask.shape + (6,), np.float32)
+    tensors[mask] = regularise(fit.lower_triangular()[mask])
+    tensors[~mask] = np.array([3e-3, 0, 3e-3, 0, 0, 3e-3], np.float32)  # free water outside
+    s0 = np.clip(smooth[..., b0_index].mean(axis=-1), 0, None).astype(np.float32)
+    fa = np.nan_to_num(fit.fa).astype(np.float32) * mask
+
+    weights = _register_and_warp(
+        fixed=nib.Nifti1Image(fa, img.affine), moving=atlases.fa_template,
+        regions={**atlases.tracts, **atlases.controls}, seed=seed)
+    t1_img = nib.load(source.t1w)
+    if t1_img.ndim != 3:
+        raise BadDataError(f"{source.t1w}: T1w must be 3D, got shape {t1_img.shape}")
+    t1 = t1_img.get_fdata(dtype=np.float32)
+    gm = _register_and_warp(fixed=nib.Nifti1Image(t1, t1_img.affine),
+                            moving=atlases.t1_template, regions=atlases.gm, seed=seed,
+                            shrink_mm=4.0)
+    return BaseAnatomy(
+        dwi_affine=img.affine, tensors=tensors, s0=s0, mask=mask, bvals=np.asarray(bvals),
+        bvecs=np.asarray(bvecs), t1_affine=t1_img.affine, t1=t1, weights=weights,
+        gm_masks={k: v >= 0.5 for k, v in gm.items()},
+        dwi_sidecar=json.loads(Path(source.dwi_sidecar).read_text()),
+        t1_sidecar=json.loads(Path(source.t1w_sidecar).read_text()),
+        provenance={"dwi": str(source.dwi), "t1w": str(source.t1w),
+                    "fa_template": str(atlases.fa_template),
+                    "t1_template": str(atlases.t1_template),
+                    "regions": {k: str(r.path) for group in
+                                (atlases.tracts, atlases.controls, atlases.gm)
+                                for k, r in group.items()}})
+
+
+def _register_and_warp(*, fixed: nib.Nifti1Image, moving: Path,
+                       regions: dict[str, RegionSource], seed: int,
+                       shrink_mm: float | None = None) -> dict[str, np.ndarray]:
+    """antspyx affine+SyN of ``moving`` (MNI) to ``fixed``; warp each region onto ``fixed``."""
+    import tempfile
+
+    import ants
+
+    with tempfile.TemporaryDirectory() as tmp:  # file round trip keeps nibabel's voxel order
+        nib.save(fixed, Path(tmp) / "fixed.nii.gz")
+        fixed_ants = ants.image_read(str(Path(tmp) / "fixed.nii.gz"))
+    moving_ants = ants.image_read(str(moving))
+    fixed_reg, moving_reg = fixed_ants, moving_ants
+    if shrink_mm:  # registration at a coarser grid is plenty for region placement
+        fixed_reg = ants.resample_image(fixed_ants, (shrink_mm,) * 3, use_voxels=False)
+        moving_reg = ants.resample_image(moving_ants, (shrink_mm,) * 3, use_voxels=False)
+    reg = ants.registration(fixed_reg, moving_reg, type_of_transform="SyN",
+                            reg_iterations=(40, 20, 0), random_seed=seed)
+    out = {}
+    for key, region in regions.items():
+        image = ants.image_read(str(region.path))
+        if region.labels:
+            image = image.new_image_like(np.isin(np.rint(image.numpy()), region.labels)
+                                         .astype(np.float32))
+        warped = ants.apply_transforms(fixed_ants, image, reg["fwdtransforms"],
+                                       interpolator="linear")
+        out[key] = np.clip(warped.numpy(), 0.0, 1.0).astype(np.float32)
+    return out
+
+
+def _save(base: BaseAnatomy, npz: Path, meta: Path) -> None:
+    arrays = {"dwi_affine": base.dwi_affine, "tensors": base.tensors, "s0": base.s0,
+              "mask": base.mask, "bvals": base.bvals, "bvecs": base.bvecs,
+              "t1_affine": base.t1_affine, "t1": base.t1}
+    arrays.update({f"w:{k}": v for k, v in base.weights.items()})
+    arrays.update({f"gm:{k}": v for k, v in base.gm_masks.items()})
+    tmp = npz.with_name(npz.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    meta.write_text(json.dumps({"dwi_sidecar": base.dwi_sidecar, "t1_sidecar": base.t1_sidecar,
+                                "provenance": base.provenance}, indent=1))
+    tmp.replace(npz)
+
+
+def _load(npz: Path, meta: Path) -> BaseAnatomy:
+    info = json.loads(meta.read_text())
+    with np.load(npz) as f:
+        arrays = {k: f[k] for k in f.files}
+    return BaseAnatomy(
+        dwi_affine=arrays["dwi_affine"], tensors=arrays["tensors"], s0=arrays["s0"],
+        mask=arrays["mask"].astype(bool), bvals=arrays["bvals"], bvecs=arrays["bvecs"],
+        t1_affine=arrays["t1_affine"], t1=arrays["t1"],
+        weights={k[2:]: v for k, v in arrays.items() if k.startswith("w:")},
+        gm_masks={k[3:]: v.astype(bool) for k, v in arrays.items() if k.startswith("gm:")},
+        dwi_sidecar=info["dwi_sidecar"], t1_sidecar=info["t1_sidecar"],
+        provenance=info["provenance"])

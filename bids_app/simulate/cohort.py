@@ -1,0 +1,242 @@
+"""Plan a cohort, synthesise each participant's DWI and T1w, generate clinical scores.
+
+All randomness flows from one seed: participant ``i`` uses ``default_rng([seed, i])`` for its
+plan and ``default_rng([seed, i, 1])`` for image noise, so results do not depend on the order
+or the number of participants simulated after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from dipy.core.gradients import gradient_table
+from nibabel.affines import apply_affine
+
+from bids_app.simulate import deform, tensors
+from bids_app.simulate.base import BaseAnatomy
+from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
+
+HEMISPHERES = ("L", "R")
+CALIBRATION_BETA = 20.0  # mm^2, contraction amplitude used to calibrate volume change
+#: tract probability at which the planted effect reaches its full strength (linear below)
+EFFECT_SATURATION = 0.4
+
+
+@dataclass(frozen=True)
+class ParticipantPlan:
+    """Everything drawn for one participant before any image is made."""
+
+    participant_id: str
+    index: int
+    group: str
+    age: float
+    sex: str
+    severity: float  # patients' disease-effect multiplier (0 for controls)
+    tract_changes: dict[str, float]  # "atlas/region/hemi" -> target relative FA change
+    gm_changes: dict[str, float]  # "atlas/region/hemi" -> target relative volume change
+    head: dict
+
+
+def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
+                ) -> list[ParticipantPlan]:
+    """Draw demographics, head positions and per-participant planted changes."""
+    groups = [PATIENT_LABEL] * n_patients + [CONTROL_LABEL] * n_controls
+    order = np.random.default_rng([seed, 10**6]).permutation(len(groups))
+    var = effects["tract_variability"]
+    plans = []
+    for index, gi in enumerate(order):
+        group = groups[gi]
+        rng = np.random.default_rng([seed, index])
+        demo = effects["demographics"][group]
+        age = float(np.clip(rng.normal(demo["age_mean"], demo["age_sd"]), 18, 95))
+        sex = "M" if rng.random() < demo["p_male"] else "F"
+        patient = group == PATIENT_LABEL
+        severity = float(max(0.0, rng.normal(1.0, var["severity_sd"]))) if patient else 0.0
+        shared = var["participant_sd"] * rng.standard_normal()
+        tract_changes = {}
+        for key, spec in effects["tracts"].items():
+            for hemi in HEMISPHERES:
+                tract_changes[f"{key}/{hemi}"] = float(
+                    shared + var["tract_sd"] * rng.standard_normal()
+                    + (spec["fa_change"] * severity if patient else 0.0))
+        for key in effects["control_regions"]:
+            tract_changes[key] = float(shared + var["tract_sd"] * rng.standard_normal())
+        gm_changes = {}
+        for key, spec in effects["gm"].items():
+            for hemi in HEMISPHERES:
+                gm_changes[f"{key}/{hemi}"] = float(
+                    spec["sd"] * rng.standard_normal()
+                    + (spec["volume_change"] * severity if patient else 0.0))
+        plans.append(ParticipantPlan(
+            participant_id=f"sub-{index + 1:03d}", index=index, group=group,
+            age=round(age, 1), sex=sex, severity=round(severity, 4),
+            tract_changes=tract_changes, gm_changes=gm_changes,
+            head={"seed": [seed, index, 2]}))
+    return plans
+
+
+@dataclass(frozen=True)
+class SimulatedParticipant:
+    """Images (source grids) and the planted values measured on the noise-free anatomy."""
+
+    dwi: np.ndarray  # (X, Y, Z, n) float32
+    t1w: np.ndarray  # (X, Y, Z) float32
+    head: dict
+    tracts: list[dict]
+    gm: list[dict]
+
+
+def _fov_bbox(base: BaseAnatomy) -> tuple[np.ndarray, np.ndarray]:
+    corners = []
+    for shape, affine in ((base.tensors.shape[:3], base.dwi_affine),
+                          (base.t1.shape, base.t1_affine)):
+        ijk = np.array(np.meshgrid(*[[0, s - 1] for s in shape], indexing="ij")).reshape(3, -1)
+        corners.append(apply_affine(affine, ijk.T))
+    corners = np.vstack(corners)
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def gm_contractions(base: BaseAnatomy, effects: dict) -> dict[str, tuple]:
+    """Per GM region/hemisphere: (Contraction, relative volume change per unit beta)."""
+    out = {}
+    for key, spec in effects["gm"].items():
+        for hemi in HEMISPHERES:
+            mask = base.gm_masks[f"{key}/{hemi}"]
+            contraction = deform.contraction_from_mask(mask, base.t1_affine,
+                                                       sigma_mm=float(spec["sigma_mm"]))
+            points = deform.grid_points(mask.shape, base.t1_affine)
+            moved = points + contraction.displacement(points, CALIBRATION_BETA)
+            ratio = deform.sample(mask.astype(np.float32), base.t1_affine, moved).sum() / (
+                mask.sum())
+            out[f"{key}/{hemi}"] = (contraction, (ratio - 1.0) / CALIBRATION_BETA)
+    return out
+
+
+def participant_transform(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
+                          ) -> tuple[np.ndarray, dict, deform.SmoothField]:
+    """The participant's head position (4x4, params) and smooth deformation field."""
+    rng = np.random.default_rng(plan.head["seed"])
+    center = apply_affine(base.dwi_affine, np.argwhere(base.mask).mean(axis=0))
+    matrix, head = deform.head_position(rng, center=center, **effects["head"])
+    lo, hi = _fov_bbox(base)
+    field = deform.random_smooth_field(rng, bbox_min=lo, bbox_max=hi,
+                                       **effects["deformation"])
+    return matrix, head, field
+
+
+def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict, *,
+                         seed: int, contractions: dict[str, tuple]) -> SimulatedParticipant:
+    """Planted tensors -> deformed -> DWI with Rician noise; deformed + atrophied T1w."""
+    mask = base.mask
+    evals, evecs = tensors.eigen(base.tensors[mask].astype(np.float64))
+    weights = {k: np.clip(w[mask], 0, 1).astype(np.float64) for k, w in base.weights.items()}
+    effect = {k: np.clip(w / EFFECT_SATURATION, 0, 1) for k, w in weights.items()}
+    rd_scales = tensors.radial_factors_for_fa(evals, weights, effect, plan.tract_changes)
+    factor = np.ones(len(evals))
+    for key, k in rd_scales.items():
+        factor *= 1.0 + (k - 1.0) * effect[key]
+    planted_evals = tensors.scale_radial(evals, factor)
+    planted = tensors.compose(planted_evals, evecs)
+    tract_truth = []
+    for key, change in plan.tract_changes.items():
+        atlas, region, hemi = key.split("/")
+        before = tensors.weighted_metrics(evals, weights[key])
+        after = tensors.weighted_metrics(planted_evals, weights[key])
+        tract_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
+                            "target_fa_change": round(change, 6),
+                            "radial_scale": round(rd_scales[key], 6),
+                            "fa_change": after["fa"] / before["fa"] - 1.0, **after})
+
+    matrix, head, field = participant_transform(base, plan, effects)
+
+    # DWI: resample the planted tensor field, rotate it with the head, synthesise signals
+    field_lt = base.tensors.astype(np.float64).copy()
+    field_lt[mask] = planted
+    shape = mask.shape
+    points = deform.source_points(deform.grid_points(shape, base.dwi_affine), matrix=matrix,
+                                  field=field)
+    lt_out = deform.sample(field_lt, base.dwi_affine, points, order=1, cval=0.0)
+    outside = deform.sample(np.ones(shape, np.float32), base.dwi_affine, points, order=0) < 0.5
+    lt_out[outside] = [3e-3, 0, 3e-3, 0, 0, 3e-3]
+    s0_out = deform.sample(base.s0, base.dwi_affine, points, order=1, cval=0.0)
+    frame = base.bvec_frame
+    rotation = frame.T @ (matrix[:3, :3] * head["scale"]) @ frame
+    lt_out = tensors.rotate(lt_out, rotation)
+    gtab = gradient_table(base.bvals, bvecs=base.bvecs)
+    noise_rng = np.random.default_rng([seed, plan.index, 1])
+    snr = float(effects["snr"]) if effects.get("snr") else None  # None: noise-free (tests)
+    dwi = tensors.synthesize(lt_out, s0_out, gtab, snr=snr,
+                             s0_reference=float(np.median(base.s0[mask])), rng=noise_rng)
+    dwi = dwi.reshape(*shape, -1).astype(np.float32)
+
+    # T1w: same head position and field, plus the GM contraction(s)
+    t1_points = deform.source_points(deform.grid_points(base.t1.shape, base.t1_affine),
+                                     matrix=matrix, field=field)
+    displacement = np.zeros_like(t1_points)
+    betas = {}
+    for key, change in plan.gm_changes.items():
+        contraction, per_beta = contractions[key]
+        betas[key] = change / per_beta
+        displacement += contraction.displacement(t1_points, betas[key])
+    atrophied = t1_points + displacement
+    t1w = np.clip(deform.sample(base.t1, base.t1_affine, atrophied, order=3), 0, None)
+    gm_truth = []
+    for key, change in plan.gm_changes.items():
+        atlas, region, hemi = key.split("/")
+        label = base.gm_masks[key].astype(np.float32)
+        with_atrophy = deform.sample(label, base.t1_affine, atrophied).sum()
+        without = deform.sample(label, base.t1_affine, t1_points).sum()
+        gm_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
+                         "target_volume_change": round(change, 6),
+                         "contraction_beta_mm2": round(betas[key], 4),
+                         "volume_ratio": float(with_atrophy / without)})
+    return SimulatedParticipant(dwi=dwi, t1w=t1w.reshape(base.t1.shape).astype(np.float32),
+                                head=head, tracts=tract_truth, gm=gm_truth)
+
+
+def driver_values(participant_truth: dict, driver: str) -> float:
+    """A participant's planted driver value: mean over L/R of a tract FA or GM volume ratio."""
+    atlas, region, metric = driver.split("/")
+    if metric == "fa":
+        rows = [t["fa"] for t in participant_truth["tracts"]
+                if t["atlas"] == atlas and t["region"] == region and t["hemisphere"] in "LR"]
+    else:
+        rows = [g["volume_ratio"] for g in participant_truth["gm"]
+                if g["atlas"] == atlas and g["region"] == region]
+    return float(np.mean(rows))
+
+
+def generate_scores(truth_participants: dict[str, dict], effects: dict, *, seed: int
+                    ) -> dict[str, dict[str, float]]:
+    """Clinical scores for patients from their planted driver values, age, sex and noise.
+
+    ``score = mean + sd * (r z_driver + sqrt(1 - r^2) e)`` with ``e`` a unit-variance mix of
+    standardised age, sex and Gaussian noise, so the population correlation with the driver is
+    ``r``; values are rounded and clipped to the score's range.
+    """
+    patients = [pid for pid, p in truth_participants.items() if p["group"] == PATIENT_LABEL]
+    scores: dict[str, dict[str, float]] = {pid: {} for pid in patients}
+    if not patients:
+        return scores
+
+    def standardise(values: np.ndarray) -> np.ndarray:
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        return (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
+
+    age = standardise(np.array([truth_participants[p]["age"] for p in patients]))
+    sex = standardise(np.array([truth_participants[p]["sex"] == "M" for p in patients], float))
+    for offset, (name, spec) in enumerate(sorted(effects["scores"].items())):
+        rng = np.random.default_rng([seed, 2 * 10**6, offset])
+        z = standardise(np.array([driver_values(truth_participants[p], spec["driver"])
+                                  for p in patients]))
+        wa, ws = float(spec.get("age_weight", 0)), float(spec.get("sex_weight", 0))
+        noise = rng.standard_normal(len(patients))
+        resid = wa * age + ws * sex + np.sqrt(1 - wa**2 - ws**2) * noise
+        r = float(spec["r"])
+        value = spec["mean"] + spec["sd"] * (r * z + np.sqrt(1 - r**2) * resid)
+        value = np.clip(np.round(value, int(spec.get("decimals", 0))),
+                        spec.get("min", -np.inf), spec.get("max", np.inf))
+        for pid, v in zip(patients, value):
+            scores[pid][name] = float(v)
+    return scores

@@ -1,0 +1,156 @@
+"""Simulate a whole cohort into a BIDS directory (entry point behind ``alsmri simulate``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+from bids_app import __version__
+from bids_app.errors import CannotCreateOutput, UsageError
+from bids_app.simulate import cohort, writer
+from bids_app.simulate.base import (
+    AtlasInputs,
+    BaseAnatomy,
+    RegionSource,
+    SourceSubject,
+    load_or_build_base,
+)
+from bids_app.simulate.recovery import build_recovery_table, planted_table
+
+LOGGER = logging.getLogger("alsmri.simulate")
+TRUTH_SCHEMA_VERSION = 1
+BASE_SEED = 0  # registrations of the cached base anatomy (independent of the cohort seed)
+
+
+def default_cache_dir() -> Path:
+    """``$ALSMRI_CACHE/simulate``, else ``$XDG_CACHE_HOME/alsmri/simulate``."""
+    if os.environ.get("ALSMRI_CACHE"):
+        return Path(os.environ["ALSMRI_CACHE"]).expanduser() / "simulate"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "alsmri" / "simulate"
+
+
+def default_source_dir() -> Path:
+    """``$ALSMRI_SHARED/data/bids/ds-xa30`` (default ``<repo>/../shared``)."""
+    shared = os.environ.get("ALSMRI_SHARED") or str(Path(__file__).resolve().parents[3]
+                                                    / "shared")
+    return Path(shared) / "data" / "bids" / "ds-xa30"
+
+
+def atlas_inputs(effects: dict, *, data_dir: Path | None = None) -> AtlasInputs:
+    """MNI-space inputs of the base from the built data directory (``alsmri fetch-data``)."""
+    from bids_app.atlases.api import get_atlas, get_template
+
+    atlases = {}
+
+    def atlas(name: str):
+        if name not in atlases:
+            atlases[name] = get_atlas(name, res=2, data_dir=data_dir)
+        return atlases[name]
+
+    def region(name: str, region_name: str, hemi: str) -> RegionSource:
+        a = atlas(name)
+        if a.kind == "probseg":
+            if (region_name, hemi) not in a.images:
+                raise UsageError(f"atlas {name} has no map for {region_name}/{hemi}")
+            return RegionSource(Path(a.images[(region_name, hemi)]))
+        labels = a.labels
+        members = a.groups.get(region_name, [region_name])
+        rows = labels[labels["region"].isin(members) & (labels["hemisphere"] == hemi)]
+        if rows.empty:
+            raise UsageError(f"atlas {name} has no label for {region_name}/{hemi}")
+        return RegionSource(Path(a.images[("all", "bilateral")]),
+                            tuple(int(i) for i in rows["index"]))
+
+    tracts = {f"{key}/{h}": region(*key.split("/"), h) for key in effects["tracts"]
+              for h in cohort.HEMISPHERES}
+    controls = {key: region(*key.split("/")) for key in effects["control_regions"]}
+    gm = {f"{key}/{h}": region(*key.split("/"), h) for key in effects["gm"]
+          for h in cohort.HEMISPHERES}
+    return AtlasInputs(fa_template=get_template(suffix="FA", res=2, data_dir=data_dir),
+                       t1_template=get_template(suffix="T1w", res=2),
+                       tracts=tracts, controls=controls, gm=gm)
+
+
+def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patients: int,
+                     n_controls: int, seed: int) -> dict:
+    """Write the cohort to ``out_dir``; return the truth dictionary (also in truth.json)."""
+    if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
+        raise UsageError("need at least one participant (--n-patients/--n-controls)")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CannotCreateOutput(f"{out_dir}: cannot create ({exc.strerror})") from None
+    if any(out_dir.glob("sub-*")):
+        raise CannotCreateOutput(f"{out_dir}: already holds participants; use an empty "
+                                 "directory")
+    plans = cohort.plan_cohort(effects, n_patients=n_patients, n_controls=n_controls,
+                               seed=seed)
+    contractions = cohort.gm_contractions(base, effects)
+    participants: dict[str, dict] = {}
+    timings = []
+    for plan in plans:
+        start = time.perf_counter()
+        sim = cohort.simulate_participant(base, plan, effects, seed=seed,
+                                          contractions=contractions)
+        writer.write_participant_images(
+            out_dir, plan.participant_id, dwi=sim.dwi, dwi_affine=base.dwi_affine,
+            bvals=base.bvals, bvecs=base.bvecs, dwi_sidecar=base.dwi_sidecar, t1w=sim.t1w,
+            t1_affine=base.t1_affine, t1_sidecar=base.t1_sidecar)
+        participants[plan.participant_id] = {
+            "group": plan.group, "age": plan.age, "sex": plan.sex, "severity": plan.severity,
+            "head": sim.head, "tracts": sim.tracts, "gm": sim.gm}
+        timings.append(time.perf_counter() - start)
+        LOGGER.info("%s (%s) simulated in %.1f s", plan.participant_id, plan.group,
+                    timings[-1])
+    scores = cohort.generate_scores(participants, effects, seed=seed)
+    for pid, values in scores.items():
+        participants[pid]["scores"] = values
+    truth = {
+        "schema_version": TRUTH_SCHEMA_VERSION,
+        "generated_by": f"alsmri simulate {__version__}",
+        "seed": seed, "n_patients": n_patients, "n_controls": n_controls,
+        "patient_label": cohort.PATIENT_LABEL, "control_label": cohort.CONTROL_LABEL,
+        "effects": effects,
+        "base": base.provenance,
+        "measurement": {
+            "tract_weight": "registered tract probability map (hcp842) on the source DWI grid",
+            "tract_value": "probability-weighted mean over the noise-free planted tensors of "
+                           "the source anatomy (compare with the 'wmean' statistic)",
+            "effect_saturation": cohort.EFFECT_SATURATION,
+            "volume_ratio": "region volume with / without the planted contraction (compare "
+                            "with gmv_pct_tiv)"},
+        "participants": participants,
+        "simulate_seconds_per_participant": round(sum(timings) / max(len(timings), 1), 2),
+    }
+    truth["sample"] = _sample_statistics(truth)
+    writer.write_dataset_files(out_dir, participants=[
+        {"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "group": p.group}
+        for p in plans], scores=scores, effects=effects, truth=truth,
+        source_name="ds-xa30 sub-01")
+    return truth
+
+
+def _sample_statistics(truth: dict) -> list[dict]:
+    """Planted (sample-level) statistics: the recovery table run on the planted values."""
+    table = build_recovery_table(truth, planted_table(truth))
+    keep = ["check", "atlas", "region", "hemisphere", "metric", "score", "planted", "p",
+            "q", "planted_slope"]
+    table = table[keep].rename(columns={"planted": "value", "planted_slope": "slope"})
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in table.to_dict(orient="records")]
+
+
+def simulate(out_dir: Path, *, n_patients: int, n_controls: int, seed: int, effects: dict,
+             source_dir: Path | None = None, data_dir: Path | None = None,
+             cache_dir: Path | None = None) -> dict:
+    """Build (or load) the base anatomy, then simulate the cohort into ``out_dir``."""
+    source = SourceSubject.from_bids(source_dir or default_source_dir())
+    base = load_or_build_base(source, atlas_inputs(effects, data_dir=data_dir),
+                              cache_dir=cache_dir or default_cache_dir(), seed=BASE_SEED)
+    return simulate_dataset(out_dir, base, effects, n_patients=n_patients,
+                            n_controls=n_controls, seed=seed)

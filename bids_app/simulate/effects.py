@@ -1,0 +1,137 @@
+"""Planted-effect specification: defaults, YAML overrides, validation.
+
+Defaults follow the second study's findings in direction and location (lower FA / higher RD in
+the corticospinal, corticostriatal and corticothalamic tracts; precentral GM atrophy; clinical
+scores related to tract FA and precentral volume), with magnitudes deliberately larger than the
+study's (FA -18..-22 %, Cohen d ~3, b0 SNR 80, score correlations |r| 0.6-0.85) so that the 4 + 4 demo
+cohort can detect them (q < 0.05) despite measurement noise; ``--effects`` overrides them.
+Every relative change is a fraction (-0.1 = 10 % lower).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bids_app.errors import MissingInputError, UsageError
+
+PATIENT_LABEL = "ALS"
+CONTROL_LABEL = "control"
+
+DEFAULT_EFFECTS: dict[str, Any] = {
+    "snr": 80.0,
+    "head": {"max_rotation_deg": 4.0, "max_translation_mm": 4.0, "scale_sd": 0.03},
+    "deformation": {"rms_mm": 1.5, "smoothness_mm": 15.0},
+    "demographics": {
+        PATIENT_LABEL: {"age_mean": 60.0, "age_sd": 10.0, "p_male": 0.6},
+        CONTROL_LABEL: {"age_mean": 58.0, "age_sd": 10.0, "p_male": 0.55},
+    },
+    # mean relative FA change in patients (planted through the radial eigenvalues)
+    "tracts": {
+        "hcp842/cst": {"fa_change": -0.22},
+        "hcp842/corticostriatal": {"fa_change": -0.18},
+        "hcp842/corticothalamic": {"fa_change": -0.18},
+    },
+    # between-participant variability of the relative tract FA (everyone), and the spread of
+    # the patients' disease effect (SD of a severity multiplier with mean 1)
+    "tract_variability": {"participant_sd": 0.05, "tract_sd": 0.025, "severity_sd": 0.2},
+    # regions given the same variability in both groups and no group effect
+    "control_regions": {"jhu/mcp/bilateral": {}},
+    "gm": {"aal/precentral": {"volume_change": -0.10, "sd": 0.03, "sigma_mm": 4.0}},
+    # scores (patients only; column names as in the group level's alias table) generated from
+    # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r with the driver; covariate weights are the
+    # correlations of the score residual with age (per SD) and male sex
+    "scores": {
+        "alsfrs_r": {"driver": "hcp842/cst/fa", "r": 0.8, "mean": 38.0, "sd": 6.0,
+                     "min": 0, "max": 48, "decimals": 0, "age_weight": -0.2,
+                     "sex_weight": 0.0, "long_name": "ALS Functional Rating Scale - Revised",
+                     "units": "points (0-48)"},
+        "mrc_sum": {"driver": "aal/precentral/gmv_pct_tiv", "r": 0.6, "mean": 50.0, "sd": 6.0,
+                          "min": 0, "max": 60, "decimals": 0, "age_weight": -0.1,
+                          "sex_weight": 0.1, "long_name": "Medical Research Council sum score",
+                          "units": "points (0-60)"},
+        "fvc": {"driver": "aal/precentral/gmv_pct_tiv", "r": 0.6, "mean": 85.0, "sd": 15.0,
+                        "min": 20, "max": 130, "decimals": 1, "age_weight": -0.2,
+                        "sex_weight": 0.0, "long_name": "Forced vital capacity",
+                        "units": "percent of predicted"},
+        "cmap_z_sum": {"driver": "hcp842/cst/fa", "r": 0.85, "mean": -6.0, "sd": 3.0,
+                       "min": -20, "max": 5, "decimals": 2, "age_weight": -0.1,
+                       "sex_weight": 0.0, "long_name": "Compound muscle action potential "
+                       "Z sum score", "units": "sum of Z scores"},
+        "penn_score": {"driver": "hcp842/cst/fa", "r": -0.8, "mean": 12.0, "sd": 5.0,
+                       "min": 0, "max": 32, "decimals": 0, "age_weight": 0.0,
+                       "sex_weight": 0.0, "long_name": "Penn upper motor neuron score",
+                       "units": "points (0-32)"},
+        "disease_duration": {"driver": "hcp842/corticothalamic/fa", "r": -0.8,
+                                    "mean": 24.0, "sd": 10.0, "min": 3, "max": 120,
+                                    "decimals": 0, "age_weight": 0.0, "sex_weight": 0.0,
+                                    "long_name": "Disease duration since symptom onset",
+                                    "units": "months"},
+    },
+}
+
+
+def load_effects(path: Path | None = None) -> dict[str, Any]:
+    """Defaults merged (recursively) with a YAML file's overrides, validated."""
+    effects = copy.deepcopy(DEFAULT_EFFECTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingInputError(f"{path}: effects file not found")
+        try:
+            override = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        if not isinstance(override, dict):
+            raise UsageError(f"{path}: top level must be a mapping")
+        unknown = set(override) - set(DEFAULT_EFFECTS)
+        if unknown:
+            raise UsageError(f"{path}: unknown keys {sorted(unknown)}; "
+                             f"allowed {sorted(DEFAULT_EFFECTS)}")
+        _merge(effects, override)
+    validate_effects(effects, source=str(path) if path else "defaults")
+    return effects
+
+
+def _merge(into: dict, override: dict) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and key not in (
+                "tracts", "control_regions", "gm", "scores"):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def validate_effects(effects: dict[str, Any], *, source: str) -> None:
+    """Raise :class:`UsageError` naming ``source`` when the spec is inconsistent."""
+    def fail(message: str) -> None:
+        raise UsageError(f"{source}: {message}")
+
+    if not effects["snr"] or float(effects["snr"]) <= 0:
+        fail("snr must be > 0")
+    for key, spec in effects["tracts"].items():
+        if len(key.split("/")) != 2:
+            fail(f"tract key {key!r} must be 'atlas/region'")
+        if not -0.5 < float(spec.get("fa_change", 0)) < 0.5:
+            fail(f"{key}: fa_change must be in (-0.5, 0.5)")
+    for key in effects["control_regions"]:
+        if len(key.split("/")) != 3:
+            fail(f"control region {key!r} must be 'atlas/region/hemisphere'")
+    for key, spec in effects["gm"].items():
+        if len(key.split("/")) != 2:
+            fail(f"gm key {key!r} must be 'atlas/region'")
+        if not -0.4 < float(spec.get("volume_change", 0)) < 0.4:
+            fail(f"{key}: volume_change must be in (-0.4, 0.4)")
+    drivers = {f"{k}/fa" for k in effects["tracts"]} | {f"{k}/gmv_pct_tiv" for k in effects["gm"]}
+    for name, spec in effects["scores"].items():
+        if spec.get("driver") not in drivers:
+            fail(f"score {name}: driver {spec.get('driver')!r} is not one of {sorted(drivers)}")
+        weights = float(spec.get("age_weight", 0)) ** 2 + float(spec.get("sex_weight", 0)) ** 2
+        if not -1 < float(spec["r"]) < 1 or weights >= 1:
+            fail(f"score {name}: need |r| < 1 and age_weight^2 + sex_weight^2 < 1")
+        for required in ("mean", "sd"):
+            if required not in spec:
+                fail(f"score {name}: missing {required!r}")

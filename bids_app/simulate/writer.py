@@ -1,0 +1,107 @@
+"""Write the simulated cohort as a BIDS dataset (+ ``truth.json``, listed in .bidsignore)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_app import __version__
+from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
+
+#: acquisition fields copied from the source subject's sidecars
+DWI_FIELDS = ("Modality", "MagneticFieldStrength", "Manufacturer", "ManufacturersModelName",
+              "EchoTime", "RepetitionTime", "FlipAngle", "MultibandAccelerationFactor",
+              "EffectiveEchoSpacing", "TotalReadoutTime", "PhaseEncodingDirection",
+              "SliceThickness", "PulseSequenceType")
+T1W_FIELDS = ("Modality", "MagneticFieldStrength", "Manufacturer", "ManufacturersModelName",
+              "EchoTime", "RepetitionTime", "InversionTime", "FlipAngle", "MRAcquisitionType")
+TRUTH_FILE = "truth.json"
+
+
+def _json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(data.astype(np.float32), affine)
+    img.set_data_dtype(np.int16)  # nibabel picks scl_slope/inter to keep the range
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, path)
+
+
+def write_participant_images(root: Path, participant_id: str, *, dwi: np.ndarray,
+                             dwi_affine: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray,
+                             dwi_sidecar: dict, t1w: np.ndarray, t1_affine: np.ndarray,
+                             t1_sidecar: dict) -> list[Path]:
+    """Write ``anat/<sub>_T1w`` and ``dwi/<sub>_dwi`` (+ bval/bvec/json); return the paths."""
+    anat = Path(root) / participant_id / "anat" / f"{participant_id}_T1w"
+    dwi_base = Path(root) / participant_id / "dwi" / f"{participant_id}_dwi"
+    _nifti(anat.with_suffix(".nii.gz"), t1w, t1_affine)
+    _json(anat.with_suffix(".json"), {k: t1_sidecar[k] for k in T1W_FIELDS if k in t1_sidecar})
+    _nifti(dwi_base.with_suffix(".nii.gz"), dwi, dwi_affine)
+    meta = {k: dwi_sidecar[k] for k in DWI_FIELDS if k in dwi_sidecar}
+    if "PhaseEncodingDirection" not in meta:
+        meta["PhaseEncodingDirection"] = "j-"
+    _json(dwi_base.with_suffix(".json"), meta)
+    dwi_base.with_suffix(".bval").write_text(" ".join(f"{b:g}" for b in bvals) + "\n")
+    dwi_base.with_suffix(".bvec").write_text(
+        "\n".join(" ".join(f"{v:.6f}" for v in row) for row in np.asarray(bvecs).T) + "\n")
+    return [anat.with_suffix(".nii.gz"), dwi_base.with_suffix(".nii.gz")]
+
+
+def write_dataset_files(root: Path, *, participants: list[dict],
+                        scores: dict[str, dict[str, float]], effects: dict, truth: dict,
+                        source_name: str) -> None:
+    """dataset_description, README, .bidsignore, participants, phenotype, truth.json."""
+    root = Path(root)
+    _json(root / "dataset_description.json", {
+        "Name": "alsmri simulated ALS/control cohort (known truth)",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "License": "BSD-2-Clause",
+        "Authors": ["alsmri simulate"],
+        "HowToAcknowledge": "Anatomy derived from dcm_qa_xa30 (Chris Rorden, BSD-2-Clause).",
+        "GeneratedBy": [{"Name": "alsmri simulate", "Version": __version__,
+                         "Description": "tensors and T1w of a real subject, deformed per "
+                                        "participant, planted effects, Rician noise"}],
+        "SourceDatasets": [{"URL": "https://github.com/neurolabusc/dcm_qa_xa30",
+                            "Version": source_name}],
+    })
+    (root / "README").write_text(
+        "Simulated cohort written by `alsmri simulate`.\n\n"
+        "Every participant's DWI and T1w derive from one real subject (ds-xa30): a tensor field\n"
+        "fitted on its DWI and its T1w, given a random smooth deformation and head position.\n"
+        "Patients have planted lower FA (higher radial diffusivity) in the corticospinal,\n"
+        "corticostriatal and corticothalamic tracts and precentral gray-matter atrophy; clinical\n"
+        "scores derive from the planted values. `truth.json` (ignored by BIDS validation) holds\n"
+        "every planted value per participant and the population parameters.\n")
+    (root / ".bidsignore").write_text(f"{TRUTH_FILE}\n")
+    table = pd.DataFrame([{"participant_id": p["participant_id"], "age": p["age"],
+                           "sex": p["sex"], "group": p["group"]} for p in participants])
+    table.to_csv(root / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    _json(root / "participants.json", {
+        "age": {"Description": "age at scan", "Units": "years"},
+        "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
+        "group": {"Description": "diagnostic group",
+                  "Levels": {PATIENT_LABEL: "amyotrophic lateral sclerosis",
+                             CONTROL_LABEL: "healthy control"}},
+    })
+    names = list(effects["scores"])
+    rows = [{"participant_id": p["participant_id"],
+             **{n: scores.get(p["participant_id"], {}).get(n, np.nan) for n in names}}
+            for p in participants]
+    (root / "phenotype").mkdir(exist_ok=True)
+    pd.DataFrame(rows, columns=["participant_id", *names]).to_csv(
+        root / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
+    _json(root / "phenotype" / "clinical.json", {
+        "MeasurementToolMetadata": {"Description": "clinical scores (simulated; patients only)"},
+        **{n: {"LongName": s.get("long_name", n), "Description": s.get("long_name", n),
+               "Units": s.get("units", "")} for n, s in effects["scores"].items()},
+    })
+    _json(root / TRUTH_FILE, truth)

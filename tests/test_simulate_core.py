@@ -1,0 +1,188 @@
+"""Fast tests of the simulator's pure functions (no real data needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dipy.core.gradients import gradient_table
+from dipy.core.sphere import HemiSphere, disperse_charges
+from dipy.reconst.dti import TensorModel, fractional_anisotropy
+
+from bids_app.errors import MissingInputError, UsageError
+from bids_app.simulate import deform, tensors
+from bids_app.simulate.cohort import generate_scores, plan_cohort
+from bids_app.simulate.effects import DEFAULT_EFFECTS, load_effects
+
+
+def _gtab(n=30, b=1000.0):
+    rng = np.random.default_rng(0)
+    theta, phi = np.arccos(rng.uniform(-1, 1, n)), rng.uniform(0, 2 * np.pi, n)
+    hemi, _ = disperse_charges(HemiSphere(theta=theta, phi=phi), 200)
+    bvecs = np.vstack([[0, 0, 0], hemi.vertices])
+    return gradient_table(np.r_[0, np.full(n, b)], bvecs=bvecs)
+
+
+def _tensors(n=50, seed=1):
+    rng = np.random.default_rng(seed)
+    evals = np.sort(rng.uniform(2e-4, 1.8e-3, (n, 3)), axis=1)[:, ::-1]
+    evecs = np.stack([np.linalg.qr(rng.standard_normal((3, 3)))[0] for _ in range(n)])
+    return evals, evecs
+
+
+def test_synthesize_noise_free_is_recovered_by_dipy():
+    gtab = _gtab()
+    evals, evecs = _tensors()
+    lt = tensors.compose(evals, evecs)
+    signal = tensors.synthesize(lt, np.full(len(lt), 1000.0), gtab, snr=None,
+                                s0_reference=1000.0, rng=np.random.default_rng(0))
+    fit = TensorModel(gtab, fit_method="OLS").fit(signal)
+    np.testing.assert_allclose(fit.lower_triangular(), lt, atol=1e-7)
+    np.testing.assert_allclose(fit.fa, fractional_anisotropy(evals), atol=1e-5)
+
+
+def test_rician_noise_level_matches_snr():
+    gtab = _gtab()
+    lt = np.tile([1e-3, 0, 1e-3, 0, 0, 1e-3], (20000, 1))
+    signal = tensors.synthesize(lt, np.zeros(len(lt)), gtab, snr=20.0,
+                                s0_reference=100.0, rng=np.random.default_rng(1))
+    # zero signal: Rayleigh noise, mean = sigma sqrt(pi/2) with sigma = 100 / 20
+    assert signal.mean() == pytest.approx(5.0 * np.sqrt(np.pi / 2), rel=0.02)
+
+
+def test_scale_radial_raises_rd_keeps_ad_lowers_fa():
+    evals, _ = _tensors()
+    out = tensors.scale_radial(evals, np.full(len(evals), 1.2))
+    np.testing.assert_allclose(out[:, 0], evals[:, 0])
+    assert np.all(out[:, 1:] >= evals[:, 1:] - 1e-12)
+    assert np.all(fractional_anisotropy(out) <= fractional_anisotropy(evals) + 1e-12)
+
+
+def test_radial_factors_hit_target_changes_with_overlap():
+    evals, _ = _tensors(400)
+    w1 = np.r_[np.ones(250), np.zeros(150)]
+    w2 = np.r_[np.zeros(150), np.ones(250)]  # overlaps w1 on 100 voxels
+    weights, effect = {"a": w1, "b": w2}, {"a": w1, "b": w2}
+    changes = {"a": -0.10, "b": -0.05}
+    k = tensors.radial_factors_for_fa(evals, weights, effect, changes)
+    factor = (1 + (k["a"] - 1) * w1) * (1 + (k["b"] - 1) * w2)
+    planted = tensors.scale_radial(evals, factor)
+    for key, change in changes.items():
+        before = tensors.weighted_metrics(evals, weights[key])["fa"]
+        after = tensors.weighted_metrics(planted, weights[key])["fa"]
+        assert after / before - 1 == pytest.approx(change, abs=2e-3)
+
+
+def test_rotate_preserves_invariants():
+    evals, evecs = _tensors()
+    lt = tensors.compose(evals, evecs)
+    rot = deform.Rotation.from_euler("xyz", [10, -5, 20], degrees=True).as_matrix()
+    out = tensors.rotate(lt, rot)
+    new_evals, new_evecs = tensors.eigen(out)
+    np.testing.assert_allclose(new_evals, evals, rtol=1e-6)
+    # principal direction maps to R^T v1
+    expected = evecs[:, :, 0] @ rot
+    assert np.allclose(np.abs((new_evecs[:, :, 0] * expected).sum(axis=1)), 1, atol=1e-6)
+
+
+def test_head_position_and_field_are_seeded():
+    def make(seed):
+        rng = np.random.default_rng(seed)
+        m, p = deform.head_position(rng, center=np.zeros(3), max_rotation_deg=5,
+                                    max_translation_mm=3, scale_sd=0.03)
+        f = deform.random_smooth_field(rng, bbox_min=np.zeros(3), bbox_max=np.full(3, 60.0),
+                                       rms_mm=2.0, smoothness_mm=10.0)
+        return m, p, f
+
+    m1, p1, f1 = make(3)
+    m2, p2, f2 = make(3)
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_array_equal(f1.values, f2.values)
+    assert p1 == p2 and max(abs(a) for a in p1["rotation_deg"]) <= 5
+    rot = m1[:3, :3] * p1["scale"]
+    np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-10)
+    assert f1.values.std() == pytest.approx(2.0, rel=0.05)
+
+
+def test_contraction_shrinks_the_label_by_the_calibrated_amount():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    mask = np.zeros((40, 40, 40), bool)
+    mask[12:28, 14:26, 10:30] = True
+    con = deform.contraction_from_mask(mask, affine, sigma_mm=4.0)
+    pts = deform.grid_points(mask.shape, affine)
+    vol = [deform.sample(mask.astype(np.float32), affine,
+                         pts + con.displacement(pts, beta)).sum() / mask.sum()
+           for beta in (5.0, 10.0, -5.0)]
+    assert vol[0] < 1 and vol[1] < vol[0] and vol[2] > 1
+    # near-linear in beta (the simulator calibrates with one beta)
+    assert (vol[1] - 1) / (vol[0] - 1) == pytest.approx(2.0, rel=0.15)
+
+
+def test_effects_defaults_and_overrides(tmp_path):
+    eff = load_effects()
+    assert set(eff["tracts"]) == {"hcp842/cst", "hcp842/corticostriatal",
+                                  "hcp842/corticothalamic"}
+    assert all(spec["fa_change"] < 0 for spec in eff["tracts"].values())
+    assert eff["gm"]["aal/precentral"]["volume_change"] < 0
+    assert "jhu/mcp/bilateral" in eff["control_regions"]
+    assert {"alsfrs_r", "mrc_sum", "fvc", "cmap_z_sum", "penn_score",
+            "disease_duration"} <= set(eff["scores"])
+    path = tmp_path / "e.yaml"
+    path.write_text("snr: 50\nhead: {max_rotation_deg: 1}\ntracts:\n  hcp842/cst: "
+                    "{fa_change: -0.2}\n  hcp842/corticothalamic: {fa_change: -0.1}\n")
+    eff = load_effects(path)
+    assert eff["snr"] == 50 and eff["head"]["max_rotation_deg"] == 1
+    assert eff["head"]["max_translation_mm"] == DEFAULT_EFFECTS["head"]["max_translation_mm"]
+    assert eff["tracts"] == {"hcp842/cst": {"fa_change": -0.2},
+                             "hcp842/corticothalamic": {"fa_change": -0.1}}
+    # the scores driven by the dropped tract are now invalid
+    with pytest.raises(UsageError, match="driver"):
+        path.write_text("tracts:\n  hcp842/cst: {fa_change: -0.2}\n")
+        load_effects(path)
+
+
+@pytest.mark.parametrize("text, match", [("bogus: 1\n", "unknown keys"),
+                                         ("- a\n", "mapping"),
+                                         ("snr: [\n", "YAML"),
+                                         ("gm: {aal/precentral: {volume_change: 0.9}}\n",
+                                          "volume_change")])
+def test_effects_errors(tmp_path, text, match):
+    path = tmp_path / "e.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=match):
+        load_effects(path)
+    with pytest.raises(MissingInputError):
+        load_effects(tmp_path / "missing.yaml")
+
+
+def test_plan_is_deterministic_and_balanced():
+    eff = load_effects()
+    a = plan_cohort(eff, n_patients=5, n_controls=3, seed=7)
+    b = plan_cohort(eff, n_patients=5, n_controls=3, seed=7)
+    c = plan_cohort(eff, n_patients=5, n_controls=3, seed=8)
+    assert a == b and a != c
+    assert [p.group for p in a].count("ALS") == 5
+    assert all(p.severity == 0 for p in a if p.group == "control")
+
+
+def test_scores_follow_planted_driver():
+    eff = load_effects()
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = {f"sub-{i}": {"group": "ALS", "age": float(rng.normal(60, 10)),
+                          "sex": "M" if rng.random() < 0.5 else "F",
+                          "tracts": [{"atlas": "hcp842", "region": r, "hemisphere": h,
+                                      "fa": float(v)} for r in
+                                     ("cst", "corticostriatal", "corticothalamic")
+                                     for h, v in zip("LR", rng.normal(0.5, 0.05, 2))],
+                          "gm": [{"atlas": "aal", "region": "precentral", "hemisphere": h,
+                                  "volume_ratio": float(rng.normal(0.9, 0.05))}
+                                 for h in "LR"]} for i in range(n)}
+    scores = generate_scores(truth, eff, seed=1)
+    drv = np.array([np.mean([t["fa"] for t in p["tracts"] if t["region"] == "cst"])
+                    for p in truth.values()])
+    for name in ("alsfrs_r", "cmap_z_sum", "penn_score"):
+        values = np.array([scores[pid][name] for pid in truth])
+        r = np.corrcoef(drv, values)[0, 1]
+        assert r == pytest.approx(eff["scores"][name]["r"], abs=0.1)
+        assert values.min() >= eff["scores"][name]["min"]
+        assert values.max() <= eff["scores"][name]["max"]
