@@ -50,7 +50,7 @@ def configure_nipype(log_dir: Path, *, stop_on_first_crash: bool) -> None:
     from nipype import logging as nlogging
 
     config.update_config({
-        "logging": {"log_directory": str(log_dir), "log_to_file": True,
+        "logging": {"log_directory": str(log_dir), "log_to_file": False,
                     "workflow_level": "INFO", "interface_level": "INFO"},
         "execution": {"crashdump_dir": str(log_dir), "crashfile_format": "txt",
                       "stop_on_first_crash": stop_on_first_crash,
@@ -58,12 +58,16 @@ def configure_nipype(log_dir: Path, *, stop_on_first_crash: bool) -> None:
         "monitoring": {"enabled": False},
     })
     nlogging.update_logging(config)
+    # A plain FileHandler: nipype's own rotating handler holds a file lock that breaks when
+    # MultiProc forks workers.
+    handler = logging.FileHandler(log_dir / "nipype.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype"):
         logger = logging.getLogger(name)
         logger.propagate = False
-        for handler in list(logger.handlers):
-            if type(handler) is logging.StreamHandler:
-                logger.removeHandler(handler)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
 
 
 def execute_workflow(workflow, *, settings: Settings, log_dir: Path) -> None:

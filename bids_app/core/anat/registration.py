@@ -1,0 +1,97 @@
+"""Registration of the T1w to the MNI152NLin6Asym template (antspyx affine + SyN)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ants
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Result of :func:`register_to_template`.
+
+    ``forward`` maps T1w images into template space (``from-T1w_to-<template>``), ``inverse``
+    maps template images into T1w space; both are ANTs composite (``.h5``) transforms usable
+    as ``transformlist`` of :func:`ants.apply_transforms`.
+    """
+
+    forward: Path
+    inverse: Path
+    warped: ants.ANTsImage
+    """The moving (T1w) image resampled into template space."""
+
+
+def register_to_template(moving: ants.ANTsImage, fixed: ants.ANTsImage, *,
+                         outprefix: str | os.PathLike[str], seed: int,
+                         syn_iterations: tuple[int, ...] = (40, 20, 0),
+                         affine_iterations: tuple[int, ...] = (1000, 500, 250, 0),
+                         fixed_mask: ants.ANTsImage | None = None) -> Registration:
+    """Affine followed by symmetric normalisation (SyN) [@avants2008] to a template.
+
+    The defaults register at the template's resolution with coarse-to-fine shrink factors
+    (the finest SyN level is skipped), which takes about 10-20 s at 2 mm on two cores. The
+    affine metric uses every voxel (sampling rate 1): random subsampling made repeated runs
+    on the same image differ by up to half a millimetre.
+
+    Parameters
+    ----------
+    moving
+        Bias-corrected T1w (head, not skull-stripped; the template keeps the head too).
+    fixed
+        Template T1w.
+    outprefix
+        Prefix of the written composite transforms (``<prefix>Composite.h5``).
+    seed
+        Random seed of the metric sampling (reproducible results).
+    syn_iterations, affine_iterations
+        Iterations per level (levels shrink 8/4/2/1 for the affine, 4/2/1 for SyN).
+    fixed_mask
+        Optional template-space mask restricting the metric of every stage (e.g. the dilated
+        template brain mask, so that scalp and neck do not drive the alignment).
+
+    Returns
+    -------
+    Registration
+    """
+    Path(outprefix).parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {}
+    if fixed_mask is not None:
+        kwargs.update(mask=fixed_mask, mask_all_stages=True)
+    reg = ants.registration(
+        fixed=fixed, moving=moving, type_of_transform="SyN", outprefix=str(outprefix),
+        random_seed=int(seed), write_composite_transform=True,
+        aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=1.0,
+        aff_iterations=tuple(affine_iterations), aff_shrink_factors=(8, 4, 2, 1),
+        aff_smoothing_sigmas=(3, 2, 1, 0), syn_metric="mattes", syn_sampling=32,
+        reg_iterations=tuple(syn_iterations), grad_step=0.2, flow_sigma=3, total_sigma=0,
+        **kwargs)
+    return Registration(forward=Path(reg["fwdtransforms"]), inverse=Path(reg["invtransforms"]),
+                        warped=reg["warpedmovout"])
+
+
+def warp_image(image: ants.ANTsImage, reference: ants.ANTsImage,
+               transform: str | os.PathLike[str], *,
+               interpolator: str = "linear") -> ants.ANTsImage:
+    """Resample ``image`` onto ``reference`` through one composite transform.
+
+    ``interpolator="nearestNeighbor"`` for label images.
+    """
+    out = ants.apply_transforms(fixed=reference, moving=image, transformlist=[str(transform)],
+                                interpolator=interpolator)
+    return out
+
+
+def similarity(a: ants.ANTsImage, b: ants.ANTsImage, mask: ants.ANTsImage | None = None
+               ) -> float:
+    """Pearson correlation of two images on the same grid (within ``mask`` when given)."""
+    x, y = a.numpy().ravel(), b.numpy().ravel()
+    if mask is not None:
+        sel = mask.numpy().ravel() > 0
+        x, y = x[sel], y[sel]
+    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])

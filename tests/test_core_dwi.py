@@ -1,0 +1,127 @@
+"""Core diffusion functions on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from dipy.core.gradients import gradient_table
+from dipy.sims.voxel import single_tensor
+
+from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.core.dwi import qc
+from bids_app.core.dwi._ants import matrix_transform, rotate_bvecs, transform_matrix
+from bids_app.core.dwi.preproc import motion_params
+from bids_app.core.dwi.roistats import label_stats, tract_stats
+from bids_app.core.dwi.sdc import parse_pe, restrict_vector, sdc_applicable
+from bids_app.core.dwi.tensor import fit_tensor
+
+
+def _scheme(n=30, seed=3):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return np.r_[0, 0, np.full(n, 1000.0)], np.vstack([np.zeros((2, 3)), v])
+
+
+@pytest.mark.parametrize("method", ["wls", "ols", "nlls", "restore"])
+def test_tensor_recovers_known_eigenvalues(method):
+    bvals, bvecs = _scheme()
+    gtab = gradient_table(bvals, bvecs=bvecs)
+    evals = np.array([1.7e-3, 0.3e-3, 0.3e-3])
+    signal = single_tensor(gtab, S0=1000, evals=evals, evecs=np.eye(3))
+    data = np.tile(signal, (3, 3, 2, 1)).astype(np.float32)
+    mask = np.ones(data.shape[:3], bool)
+    mask[0, 0, 0] = False
+    maps = fit_tensor(data, bvals, bvecs, mask=mask, fit_method=method)
+    l1, l2, l3 = evals
+    md = evals.mean()
+    fa = np.sqrt(0.5 * ((l1 - l2) ** 2 + (l2 - l3) ** 2 + (l1 - l3) ** 2) / (evals ** 2).sum())
+    assert maps["fa"][1, 1, 1] == pytest.approx(fa, abs=1e-3)
+    assert maps["md"][1, 1, 1] == pytest.approx(md, rel=1e-3)
+    assert maps["ad"][1, 1, 1] == pytest.approx(l1, rel=1e-3)
+    assert maps["rd"][1, 1, 1] == pytest.approx(l2, rel=1e-3)
+    assert maps["fa"][0, 0, 0] == 0  # outside the mask
+    assert maps["colfa"].shape == (3, 3, 2, 3)
+    assert maps["colfa"][1, 1, 1, 0] == pytest.approx(fa, abs=1e-3)  # principal axis = x
+
+
+def test_tract_and_label_stats():
+    fa = np.zeros((4, 4, 4))
+    fa[:2] = 0.6
+    fa[2:] = 0.2
+    metrics = {"fa": fa, "md": fa * 1e-3}
+    prob = np.zeros_like(fa)
+    prob[0] = 1.0
+    prob[3] = 0.2
+    mask = np.ones(fa.shape, bool)
+    table = tract_stats(metrics, {("cst", "L"): prob}, mask=mask, threshold=0.25)
+    assert tuple(table.columns) == STATS_COLUMNS
+    row = table.set_index(["metric", "statistic"]).loc[("fa", "wmean")]
+    assert row["value"] == pytest.approx((16 * 0.6 + 16 * 0.2 * 0.2) / (16 + 16 * 0.2))
+    assert row["n_voxels"] == 32
+    row = table.set_index(["metric", "statistic"]).loc[("fa", "mean")]
+    assert row["value"] == pytest.approx(0.6) and row["n_voxels"] == 16
+    labels_img = np.zeros(fa.shape, int)
+    labels_img[0] = 7
+    labels_img[3] = 8
+    labels = pd.DataFrame({"index": [7, 8, 9], "name": ["a", "b", "c"],
+                           "hemisphere": ["R", "L", "bilateral"], "region": ["cst", "cst", ""]})
+    rois = label_stats(metrics, labels_img, labels, mask=mask)
+    fa_rows = rois[rois.metric == "fa"].set_index("hemisphere")
+    assert fa_rows.loc["R", "value"] == pytest.approx(0.6)
+    assert fa_rows.loc["L", "value"] == pytest.approx(0.2)
+    assert set(rois.statistic) == {"mean"} and len(fa_rows) == 2  # empty region skipped
+
+
+def test_motion_params_and_fd():
+    shift = np.eye(4)
+    shift[:3, 3] = [1.0, 0, 0]
+    rot = np.eye(4)
+    c, s = np.cos(0.01), np.sin(0.01)
+    rot[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    params = motion_params([np.eye(4), shift, rot], center=np.zeros(3))
+    assert params.loc[1, "trans_x"] == pytest.approx(1.0)
+    assert params.loc[2, "rot_z"] == pytest.approx(0.01)
+    assert params["framewise_displacement"].tolist() == pytest.approx([0, 1.0, 1.0 + 0.5])
+
+
+def test_matrix_roundtrip_and_bvec_rotation():
+    mat = np.eye(4)
+    c, s = np.cos(0.2), np.sin(0.2)
+    mat[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    mat[:3, 3] = [2, -1, 3]
+    assert np.allclose(transform_matrix(matrix_transform(mat)), mat)
+    las = np.diag([-2.0, 2, 2, 1])
+    g = np.array([[1.0, 0, 0]])
+    out = rotate_bvecs(g, [mat], las)
+    # world(g) = -x; R^T (-x) = (-c, s, 0) in world; back to LAS voxel axes: (c, s, 0)
+    assert np.allclose(out[0], [c, s, 0])
+
+
+def test_pe_helpers():
+    assert parse_pe("j-") == (1, -1) and parse_pe("j") == (1, 1) and parse_pe("x") is None
+    assert sdc_applicable(["j-", "j"]) and not sdc_applicable(["j", "j"])
+    assert not sdc_applicable(["j"]) and not sdc_applicable(["i", "j-"])
+    assert restrict_vector(np.diag([-3.0, 3, 3, 1]), 1) == (0.0, 1.0, 0.0)
+
+
+def test_qc_numbers_and_figures(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 1, size=(6, 6, 4, 8)).astype(np.float32)
+    data[..., 5] *= 0.5  # dropout volume
+    bvals = np.r_[0, np.full(7, 1000.0)]
+    mask = np.ones((6, 6, 4), bool)
+    fd = np.zeros(8)
+    fd[2] = 3.0
+    flags = qc.outlier_volumes(data, bvals, mask, fd)
+    assert np.flatnonzero(flags).tolist() == [2, 5]
+    assert qc.b0_snr(data[..., 0], mask, np.full((6, 6, 4), 2.0)) == pytest.approx(50, rel=0.02)
+    motion = pd.DataFrame(np.zeros((8, 7)), columns=["trans_x", "trans_y", "trans_z", "rot_x",
+                                                      "rot_y", "rot_z",
+                                                      "framewise_displacement"])
+    assert qc.plot_motion(motion, tmp_path / "m.svg").stat().st_size > 0
+    fa = rng.uniform(0, 1, (20, 20, 10))
+    assert qc.plot_tracts(fa, {("cst", "L"): fa}, tmp_path / "t.png").stat().st_size > 0
+    assert qc.plot_registration(fa, fa, tmp_path / "r.png").stat().st_size > 0
+    assert qc.plot_sdc((fa, fa), (fa, fa), tmp_path / "s.png").stat().st_size > 0

@@ -1,0 +1,192 @@
+"""Anatomical workflow: graph structure (fast) and end-to-end runs on ds-xa30 (slow)."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.errors import BadDataError, UsageError
+from bids_app.settings import AnatSettings
+from bids_app.workflows.anat import OUTPUT_FIELDS, init_anat_wf
+
+#: Every file the anatomical branch writes for sub-01 (relative to the output directory).
+EXPECTED = sorted([
+    "sub-01/anat/sub-01_atlas-aal_dseg.json",
+    "sub-01/anat/sub-01_atlas-aal_dseg.nii.gz",
+    "sub-01/anat/sub-01_desc-anat_qc.json",
+    "sub-01/anat/sub-01_desc-anat_qc.tsv",
+    "sub-01/anat/sub-01_desc-brain_mask.json",
+    "sub-01/anat/sub-01_desc-brain_mask.nii.gz",
+    "sub-01/anat/sub-01_desc-gmvolume_morph.json",
+    "sub-01/anat/sub-01_desc-gmvolume_morph.tsv",
+    "sub-01/anat/sub-01_desc-preproc_T1w.json",
+    "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
+    "sub-01/anat/sub-01_dseg.json",
+    "sub-01/anat/sub-01_dseg.nii.gz",
+    "sub-01/anat/sub-01_from-MNI152NLin6Asym_to-T1w_mode-image_xfm.h5",
+    "sub-01/anat/sub-01_from-T1w_to-MNI152NLin6Asym_mode-image_xfm.h5",
+    "sub-01/anat/sub-01_label-CSF_probseg.json",
+    "sub-01/anat/sub-01_label-CSF_probseg.nii.gz",
+    "sub-01/anat/sub-01_label-GM_probseg.json",
+    "sub-01/anat/sub-01_label-GM_probseg.nii.gz",
+    "sub-01/anat/sub-01_label-WM_probseg.json",
+    "sub-01/anat/sub-01_label-WM_probseg.nii.gz",
+    "sub-01/anat/sub-01_space-MNI152NLin6Asym_res-2_desc-preproc_T1w.json",
+    "sub-01/anat/sub-01_space-MNI152NLin6Asym_res-2_desc-preproc_T1w.nii.gz",
+    "sub-01/figures/sub-01_desc-seg_T1w.svg",
+    "sub-01/figures/sub-01_space-MNI152NLin6Asym_desc-reg_T1w.svg",
+])
+
+STUDY_REGIONS = ("precentral", "superior_frontal", "middle_frontal", "medial_superior_frontal",
+                 "caudate", "putamen", "striatum", "thalamus")
+MORPH = "sub-01/anat/sub-01_desc-gmvolume_morph.tsv"
+
+
+@pytest.fixture(scope="module")
+def t1w(ds_xa30) -> Path:
+    return ds_xa30 / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+
+
+def _run(t1w: Path, root: Path, data_dir: Path) -> Path:
+    out = root / "out"
+    wf = init_anat_wf(t1w=t1w, settings=AnatSettings(), output_dir=out, data_dir=data_dir,
+                      omp_nthreads=2)
+    wf.base_dir = str(root / "work")
+    wf.run(plugin="Linear")
+    return out
+
+
+def _volumes(out: Path) -> pd.Series:
+    df = pd.read_csv(out / MORPH, sep="\t")
+    return df[df.metric.isin(["gmv", "tiv"])].set_index(["region", "hemisphere"]).value
+
+
+# --- graph structure (fast) -------------------------------------------------------------
+
+def test_graph_interface(t1w, built_data_dir, tmp_path):
+    wf = init_anat_wf(t1w=t1w, settings=AnatSettings(), output_dir=tmp_path,
+                      data_dir=built_data_dir)
+    assert wf.name == "anat_wf"
+    assert wf.get_node("inputnode").inputs.t1w == str(t1w)
+    assert set(wf.get_node("outputnode").outputs.copyable_trait_names()) == set(OUTPUT_FIELDS)
+    sinks = [n for n in wf.list_node_names() if n.startswith("ds_")]
+    assert len(sinks) == len(OUTPUT_FIELDS)
+    # every [@key] of the methods text exists in references.bib
+    bib = resources.files("bids_app.boilerplate").joinpath("references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    cited = set(re.findall(r"@([A-Za-z0-9_]+)", wf.__desc__))
+    assert cited and cited <= keys, cited - keys
+
+
+def test_bad_t1w_fails_at_build(tmp_path, built_data_dir):
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20, 4), np.float32), np.eye(4)), path)
+    with pytest.raises(BadDataError, match="sub-01_T1w.nii.gz") as err:
+        init_anat_wf(t1w=path, settings=AnatSettings(), output_dir=tmp_path / "o",
+                     data_dir=built_data_dir)
+    assert err.value.exit_code == 65
+
+
+def test_unknown_atlas(t1w, tmp_path, built_data_dir):
+    with pytest.raises(UsageError, match="GM atlas"):
+        init_anat_wf(t1w=t1w, settings=AnatSettings(gm_atlas="jhu"), output_dir=tmp_path,
+                     data_dir=built_data_dir)
+
+
+# --- end-to-end on the real subject (slow) ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def anat_out(t1w, built_data_dir, tmp_path_factory) -> Path:
+    return _run(t1w, tmp_path_factory.mktemp("anat"), built_data_dir)
+
+
+@pytest.mark.slow
+def test_every_output_written(anat_out):
+    found = sorted(str(p.relative_to(anat_out)) for p in anat_out.rglob("*") if p.is_file())
+    assert found == EXPECTED
+    table = pd.read_csv(anat_out / MORPH, sep="\t")
+    assert tuple(table.columns) == STATS_COLUMNS
+    side = json.loads((anat_out / MORPH.replace(".tsv", ".json")).read_text())
+    assert set(STATS_COLUMNS) <= set(side) and side["Sources"]
+    t1 = nib.load(anat_out / "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz")
+    assert nib.aff2axcodes(t1.affine) == ("R", "A", "S")
+    for tissue in ("GM", "WM", "CSF"):
+        p = nib.load(anat_out / f"sub-01/anat/sub-01_label-{tissue}_probseg.nii.gz")
+        assert p.shape == t1.shape
+    mni = nib.load(anat_out / "sub-01/anat/sub-01_space-MNI152NLin6Asym_res-2_desc-preproc_T1w"
+                                ".nii.gz")
+    assert mni.shape == (91, 109, 91)
+
+
+@pytest.mark.slow
+def test_plausible_volumes(anat_out):
+    table = pd.read_csv(anat_out / MORPH, sep="\t").set_index(
+        ["region", "hemisphere", "metric"]).value
+    tiv_cm3 = table[("tiv", "bilateral", "tiv")] / 1000
+    assert 1100 <= tiv_cm3 <= 2000
+    assert 0.3 <= table[("total_gm", "bilateral", "gmv_pct_tiv")] / 100 <= 0.6
+    qc = pd.read_csv(anat_out / "sub-01/anat/sub-01_desc-anat_qc.tsv", sep="\t").iloc[0]
+    assert qc.tiv_cm3 == pytest.approx(tiv_cm3, rel=1e-4)
+    assert qc.registration_similarity > 0.3
+    for region in STUDY_REGIONS:
+        for hemi in ("L", "R"):
+            pct = table[(region, hemi, "gmv_pct_tiv")]
+            assert 0.05 <= pct <= 2.0, (region, hemi, pct)
+    # left/right within 25 % (medial superior frontal excluded: the AAL labels themselves
+    # differ by 40 % in volume between hemispheres; precentral: see the xfail test below)
+    for region in ("superior_frontal", "middle_frontal", "caudate", "putamen", "striatum",
+                   "thalamus"):
+        left, right = table[(region, "L", "gmv")], table[(region, "R", "gmv")]
+        assert abs(left - right) / max(left, right) < 0.25, (region, left, right)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="ds-xa30: right precentral GM measures ~32 % below the "
+                   "left (0.54 vs 0.36 % TIV), stable across registration settings")
+def test_precentral_left_right_within_25pct(anat_out):
+    table = pd.read_csv(anat_out / MORPH, sep="\t").set_index(
+        ["region", "hemisphere", "metric"]).value
+    left, right = table[("precentral", "L", "gmv")], table[("precentral", "R", "gmv")]
+    assert abs(left - right) / max(left, right) < 0.25
+
+
+@pytest.mark.slow
+def test_known_truth_precentral_atrophy(anat_out, t1w, built_data_dir, tmp_path):
+    from bids_app.atlases.api import get_atlas
+    from bids_app.core.anat.atrophy import plant_atrophy
+
+    raw = nib.load(t1w)
+    base = anat_out / "sub-01" / "anat"
+    labels = np.asarray(nib.load(base / "sub-01_atlas-aal_dseg.nii.gz").dataobj)
+    gm_img = nib.load(base / "sub-01_label-GM_probseg.nii.gz")
+    assert np.allclose(gm_img.affine, raw.affine) and gm_img.shape == raw.shape  # RAS input
+    table = get_atlas("aal", res=1, data_dir=built_data_dir).labels
+    index = int(table[(table.region == "precentral") & (table.hemisphere == "L")]["index"].iloc[0])
+    planted = plant_atrophy(raw.get_fdata(), region=labels == index,
+                            gm=gm_img.get_fdata(), loss=0.10)
+    assert 0.09 <= planted.planted_loss <= 0.11
+    assert np.abs(planted.displacement).max() < 1.0  # voxels: a smooth, sub-voxel field
+
+    bids = tmp_path / "bids" / "sub-01" / "anat"
+    bids.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(planted.image, raw.affine, raw.header),
+             bids / "sub-01_T1w.nii.gz")
+    out = _run(bids / "sub-01_T1w.nii.gz", tmp_path, built_data_dir)
+
+    before, after = _volumes(anat_out), _volumes(out)
+    change = after / before - 1
+    measured = -change[("precentral", "L")]
+    assert abs(measured - planted.planted_loss) < 0.03, (measured, planted.planted_loss)
+    controls = [(r, h) for r in STUDY_REGIONS + ("postcentral",) for h in ("L", "R")
+                if (r, h) != ("precentral", "L")]
+    controls += [("total_gm", "bilateral"), ("tiv", "bilateral")]
+    worst = change[controls].abs()
+    assert (worst < 0.03).all(), worst[worst >= 0.03]
