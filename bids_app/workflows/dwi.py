@@ -56,10 +56,10 @@ def _describe(settings: DwiSettings, n_runs: int) -> str:
     if settings.motion_correction:
         steps.append("between-volume motion correction (rigid registration of every volume "
                      "to the mean b0 with ANTs, mutual information; b-vectors rotated "
-                     "accordingly) [@avants2008; @tustison2021]")
+                     "accordingly) [@avants2008; @ants]")
     text = (f"Diffusion data ({n_runs} run(s)) were checked (b-values below "
             f"{settings.b0_threshold:g} s/mm^2 treated as b0) and preprocessed with DIPY "
-            f"[@garyfallidis2014]: " + "; ".join(steps) + ". ")
+            f"[@dipy]: " + "; ".join(steps) + ". ")
     if settings.sdc != "none":
         text += ("Runs acquired with opposite phase-encoding polarities were corrected for "
                  "susceptibility distortion without a fieldmap: after rigid alignment of "

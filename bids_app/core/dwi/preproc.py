@@ -52,8 +52,10 @@ def _mppca_radius(n_volumes: int) -> int:
 
 
 def _denoise_mppca(data, *, bvals, b0_threshold, mask):
-    den, sigma = mppca(data, mask=mask, patch_radius=_mppca_radius(data.shape[3]),
-                       return_sigma=True)
+    # dipy divides by the patch weights, which are 0 outside the mask (values replaced below)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den, sigma = mppca(data, mask=mask, patch_radius=_mppca_radius(data.shape[3]),
+                           return_sigma=True)
     den = np.where(mask[..., None], np.nan_to_num(den), data).astype(np.float32)
     return den, np.nan_to_num(np.asarray(sigma, dtype=np.float32))
 
