@@ -49,6 +49,6 @@ COPY bids_app /src/bids_app
 RUN pip install --no-cache-dir --no-deps /src && rm -rf /src \
     && useradd --create-home --uid 1000 alsmri
 
-USER alsmri
+USER 1000:1000
 WORKDIR /tmp
 ENTRYPOINT ["alsmri"]

@@ -30,7 +30,18 @@ def test_dockerfile_contract():
     for var in ("TEMPLATEFLOW_HOME", "ALSMRI_DATA", "HOME", "MPLCONFIGDIR"):
         assert f"{var}=" in text
     assert 'ENTRYPOINT ["alsmri"]' in text
-    assert "USER alsmri" in text
+    assert "USER 1000:1000" in text  # the non-root alsmri user
     assert "fetch_data --mirror" in text
     # dependencies come from pyproject.toml, in a layer before the code is copied
     assert text.index("pyproject.toml") < text.index("COPY bids_app /src/bids_app")
+
+
+def test_hadolint_passes():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path as _Path
+
+    exe = shutil.which("hadolint") or str(_Path(sys.executable).parent / "hadolint")
+    proc = subprocess.run([exe, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
