@@ -19,9 +19,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     TEMPLATEFLOW_HOME=/opt/templateflow \
     ALSMRI_DATA=/opt/alsmri/data \
     ALSMRI_CONTAINER_TAG="alsmri:${VERSION}" \
-    ALSMRI_CONTAINER_TYPE=docker \
-    OMP_NUM_THREADS=1 \
-    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1
+    ALSMRI_CONTAINER_TYPE=docker
 
 # 1. Dependencies only (the slow layer): read from pyproject.toml so they cannot drift.
 COPY pyproject.toml /src/pyproject.toml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def configure_nipype(log_dir: Path, *, stop_on_first_crash: bool) -> None:
 def execute_workflow(workflow, *, settings: Settings, log_dir: Path) -> None:
     """Run ``workflow`` in the work directory with the configured plugin."""
     ex, ny = settings.execution, settings.nipype
+    # Threads per process for ITK (antspyx) and BLAS/OpenMP; a value set by the user wins.
+    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(var, str(ny.omp_nthreads))
     configure_nipype(log_dir, stop_on_first_crash=ny.stop_on_first_crash)
     workflow.base_dir = str(ex.work_dir)
     if ex.write_graph:
