@@ -12,10 +12,18 @@ DS="$SHARED/data/bids/ds-xa30"
 OUT="$(mktemp -d /tmp/alsmri-docker-out.XXXXXX)"
 chmod 777 "$OUT"
 
-# Build context: sources mirror and TemplateFlow home (git-ignored docker-data/).
-rm -rf docker-data && mkdir -p docker-data
-cp -r "$SHARED/data/sources" docker-data/sources
-cp -r "$SHARED/data/templateflow" docker-data/templateflow
+# Build context: sources mirror and TemplateFlow home in docker-data/ (git-ignored except its
+# README.md). ALSMRI_DOCKER_DATA=online leaves them out, so the Dockerfile downloads the atlas
+# sources and TemplateFlow files from upstream (as a public build does); default: mirror.
+mkdir -p docker-data && chmod -R u+w docker-data  # copies of read-only shared files
+find docker-data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+case "${ALSMRI_DOCKER_DATA:-mirror}" in
+  mirror)
+    cp -r "$SHARED/data/sources" docker-data/sources
+    cp -r "$SHARED/data/templateflow" docker-data/templateflow ;;
+  online) echo "docker-test: ALSMRI_DOCKER_DATA=online: image data from upstream URLs" ;;
+  *) echo "docker-test: ALSMRI_DOCKER_DATA must be mirror or online" >&2; exit 64 ;;
+esac
 
 before=$(cd "$DS" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum)
 version=$(python3 -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('bids_app/__init__.py').read()).group(1))")

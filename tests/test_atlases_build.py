@@ -132,8 +132,14 @@ def test_left_right_maps_overlap_after_mirroring(data_dir, name):
         assert dice >= 0.5, f"{name} {region}: Dice {dice:.2f}"
 
 
+#: XTRACT's striatal projection (str) is a population map that runs into the caudate and
+#: putamen, so >= a third of its p > 0.2 voxels are gray matter: its template mean FA is
+#: 0.28-0.30 (the HCP842/HCP1065 corticostriatal maps used by default are >= 0.37).
+GM_ENDING = {("xtract", "str"): 0.25}
+
+
 @pytest.mark.parametrize("res", RES)
-@pytest.mark.parametrize("name", ["hcp842", "hcp1065"])
+@pytest.mark.parametrize("name", ["hcp842", "hcp1065", "xtract"])
 def test_fa_inside_tracts_is_white_matter(data_dir, name, res):
     fa_img = nib.load(api.get_template(res=res, suffix="FA", data_dir=data_dir))
     fa = fa_img.get_fdata(dtype=F32)
@@ -141,7 +147,8 @@ def test_fa_inside_tracts_is_white_matter(data_dir, name, res):
     for key, path in atlas.images.items():
         inside = nib.load(path).get_fdata(dtype=F32) > 0.2
         assert inside.sum() > 20
-        assert fa[inside].mean() >= 0.3, f"{name} {key}: mean FA {fa[inside].mean():.2f}"
+        floor = GM_ENDING.get((name, key[0]), 0.3)
+        assert fa[inside].mean() >= floor, f"{name} {key}: mean FA {fa[inside].mean():.2f}"
 
 
 def test_hcp842_cst_agrees_with_xtract(data_dir):

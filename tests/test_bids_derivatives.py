@@ -60,6 +60,9 @@ def test_description_without_doi(ds_xa30):
     desc = dataset_description(ds_xa30)
     assert desc["DatasetType"] == "derivative"
     assert "GeneratedBy" in desc
+    # BIDS DatasetLinks values are URIs, not bare paths
+    assert desc["DatasetLinks"] == {"raw": ds_xa30.resolve().as_uri()}
+    assert desc["DatasetLinks"]["raw"].startswith("file:///")
 
 
 def test_write_atomic_interrupted_leaves_nothing(tmp_path):

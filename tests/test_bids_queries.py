@@ -16,7 +16,7 @@ from bids_app.bids.queries import (
     phenotype_files,
     select_t1w,
 )
-from bids_app.errors import MissingInputError, NoDataError, UsageError, ValidationFailed
+from bids_app.errors import BadDataError, NoDataError, UsageError, ValidationFailed
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,12 @@ def test_unknown_labels(ds114_layout):
         collect_subject_sessions(ds114_layout, participant_label=["01", "99"])
     with pytest.raises(NoDataError, match="session label"):
         collect_subject_sessions(ds114_layout, participant_label=["01"], session_label=["x"])
+    # one unknown label among known ones is an error too, not silently dropped
+    with pytest.raises(NoDataError) as info:
+        collect_subject_sessions(ds114_layout, session_label=["test", "nope"])
+    msg = str(info.value)
+    assert info.value.exit_code == 18 and "\n" not in msg
+    assert "session label(s) nope not found" in msg and str(ds114_layout.root) in msg
 
 
 def test_xa30_two_runs_with_metadata(ds_xa30, tmp_path):
@@ -91,8 +97,9 @@ def test_missing_bval_is_reported(ds_xa30, tmp_path):
     shutil.copytree(ds_xa30, bids)
     (bids / "sub-01" / "dwi" / "sub-01_dir-AP_dwi.bval").unlink()
     layout = build_layout(bids)
-    with pytest.raises(MissingInputError, match="sub-01_dir-AP_dwi.nii.gz: no bval"):
+    with pytest.raises(BadDataError, match="sub-01_dir-AP_dwi.nii.gz: no bval file") as info:
         collect_subject_sessions(layout)
+    assert info.value.exit_code == 65
 
 
 def test_session_falls_back_to_subject_level_anat(ds_xa30, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -152,3 +153,134 @@ def test_settings_round_trip(ds114, tmp_path):
     assert settings.nipype.omp_nthreads == 2
     assert settings.dwi.denoise == "none" and settings.dwi.unringing is False
     assert Settings.from_toml(settings.to_toml()) == settings
+
+
+def test_unknown_session_among_known_18(ds114, tmp_path, capsys):
+    rc = run_cli(ds114, tmp_path / "o", "participant", "--session-label", "test", "nope",
+                 "-w", tmp_path / "w", "--boilerplate-only")
+    assert rc == 18
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "session label(s) nope not found" in err[0]
+    assert str(ds114) in err[0]
+
+
+def _drop_top_level_bval(bids):
+    (bids / "dwi.bval").unlink()
+    return "sub-01_ses-retest_dwi.nii.gz: no bval file"
+
+
+def _corrupt_dwi_sidecar(bids):
+    sidecar = bids / "sub-01" / "ses-test" / "dwi" / "sub-01_ses-test_dwi.json"
+    sidecar.write_text('{"PhaseEncodingDirection": ')
+    return str(sidecar)
+
+
+@pytest.mark.parametrize("damage", [_drop_top_level_bval, _corrupt_dwi_sidecar])
+def test_bad_data_65_one_line(ds114, tmp_path, capsys, damage):
+    bids = tmp_path / "ds"
+    shutil.copytree(ds114, bids)
+    expected = damage(bids)
+    rc = run_cli(bids, tmp_path / "o", "participant", "--participant-label", "01",
+                 "--boilerplate-only", "-w", tmp_path / "w")
+    assert rc == 65
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alsmri: error: ") and expected in err[0]
+
+
+def test_work_dir_help_matches_default(ds114, tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    from bids_app.cli.parser import build_parser
+    from bids_app.cli.run import settings_from_args
+
+    parser = build_parser()
+    (work,) = [a for a in parser._actions if "--work-dir" in a.option_strings]
+    assert "default: $TMPDIR/alsmri-work)" in work.help
+    assert "default: None" not in parser.format_help()
+    settings = settings_from_args(parser.parse_args([str(ds114), str(tmp_path / "o"),
+                                                     "participant"]))
+    assert settings.execution.work_dir == Path(tempfile.gettempdir()) / "alsmri-work"
+
+
+def _tiny_workflow():
+    from nipype.interfaces.utility import IdentityInterface
+    from nipype.pipeline import engine as pe
+
+    inner = pe.Workflow(name="sub_01_wf")
+    inputnode = pe.Node(IdentityInterface(fields=["x"]), name="inputnode")
+    inputnode.inputs.x = 1
+    step = pe.Node(IdentityInterface(fields=["x"]), name="step")
+    inner.connect(inputnode, "x", step, "x")
+    outer = pe.Workflow(name="alsmri_wf")
+    outer.add_nodes([inner])
+    return outer
+
+
+def test_write_graph_writes_dot_without_graphviz(ds114, tmp_path):
+    import pydot
+
+    from bids_app.cli.execute import execute_workflow
+    from bids_app.cli.parser import build_parser
+    from bids_app.cli.run import settings_from_args
+
+    opts = build_parser().parse_args([str(ds114), str(tmp_path / "o"), "participant",
+                                      "--write-graph", "--nprocs", "1",
+                                      "-w", str(tmp_path / "w")])
+    settings = settings_from_args(opts)
+    assert settings.execution.write_graph
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    execute_workflow(_tiny_workflow(), settings=settings, log_dir=log_dir)
+    text = (log_dir / "graph.dot").read_text()
+    (graph,) = pydot.graph_from_dot_data(text)
+    assert graph.get_name() == "alsmri_wf"
+    assert "sub_01_wf" in text and "step" in text
+
+
+def test_write_graph_failure_only_warns(tmp_path, monkeypatch, caplog):
+    from bids_app.cli.execute import write_workflow_graph
+
+    workflow = _tiny_workflow()
+
+    def broken(**kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(workflow, "write_hierarchical_dotfile", broken)
+    # earlier CLI runs detach "alsmri" from the root logger that caplog listens on
+    monkeypatch.setattr(logging.getLogger("alsmri"), "propagate", True)
+    with caplog.at_level("WARNING", logger="alsmri"):
+        assert write_workflow_graph(workflow, tmp_path) is None
+    assert "disk full" in caplog.text and not (tmp_path / "graph.dot").exists()
+
+
+def _raise_bad_data(x):
+    from bids_app.errors import BadDataError
+
+    raise BadDataError(f"/data/sub-{x}_dwi.nii.gz: empty image (all voxels zero)")
+
+
+def test_bad_data_inside_a_node_exits_65(ds114, tmp_path):
+    """A BadDataError raised while a node runs maps to exit 65 with its message, not 1."""
+    from nipype.interfaces.utility import Function
+    from nipype.pipeline import engine as pe
+
+    from bids_app.cli.execute import execute_workflow
+    from bids_app.cli.parser import build_parser
+    from bids_app.cli.run import settings_from_args
+    from bids_app.errors import BadDataError
+
+    workflow = pe.Workflow(name="alsmri_wf")
+    node = pe.Node(Function(input_names=["x"], output_names=["y"], function=_raise_bad_data),
+                   name="check")
+    node.inputs.x = "01"
+    workflow.add_nodes([node])
+    opts = build_parser().parse_args([str(ds114), str(tmp_path / "o"), "participant",
+                                      "--nprocs", "1", "-w", str(tmp_path / "w")])
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    with pytest.raises(BadDataError) as caught:
+        execute_workflow(workflow, settings=settings_from_args(opts), log_dir=log_dir)
+    message = str(caught.value)
+    assert caught.value.exit_code == 65 and "\n" not in message
+    assert message.startswith("/data/sub-01_dwi.nii.gz: empty image") and "crash-" in message

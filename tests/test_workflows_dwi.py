@@ -81,6 +81,50 @@ def test_graph_combined_and_separate(ds_xa30, built_data_dir, tmp_path):
     assert sep.get_node("ds_fa_u2").inputs.direction == "PA"
 
 
+def _bad_copy(ds_xa30: Path, dest: Path, edit) -> Path:
+    """A tmp copy of ds-xa30 with ``edit(dwi_dir)`` applied (the input is never touched)."""
+    root = dest / "ds"
+    shutil.copytree(ds_xa30, root)
+    edit(root / "sub-01" / "dwi")
+    return root
+
+
+def _drop_last_bval(dwi: Path) -> None:
+    path = dwi / "sub-01_dir-PA_dwi.bval"
+    path.write_text(" ".join(path.read_text().split()[:-1]) + "\n")
+
+
+def _all_b_high(dwi: Path) -> None:
+    path = dwi / "sub-01_dir-AP_dwi.bval"
+    path.write_text(" ".join("2500" for _ in path.read_text().split()) + "\n")
+
+
+def _make_3d(dwi: Path) -> None:
+    path = dwi / "sub-01_dir-AP_dwi.nii.gz"
+    img = nb.load(path)
+    nb.save(nb.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine), path)
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (_drop_last_bval, ("sub-01_dir-PA_dwi.bval", "20 b-values", "21 volumes")),
+    (_all_b_high, ("sub-01_dir-AP_dwi.bval", "no b0")),
+    (_make_3d, ("sub-01_dir-AP_dwi.nii.gz", "4D")),
+])
+def test_bad_dwi_exits_65_before_running(ds_xa30, built_data_dir, tmp_path, capsys, edit,
+                                         words):
+    """Bad DWI input is caught when the workflow is built: exit 65, one line, no outputs."""
+    from bids_app.cli.run import main
+
+    bids = _bad_copy(ds_xa30, tmp_path, edit)
+    out = tmp_path / "out"
+    rc = main([str(bids), str(out), "participant", "--skip-bids-validation",
+               "-w", str(tmp_path / "work"), "--data-dir", str(built_data_dir)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 65
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+    assert not list(out.glob("sub-01/dwi/*")) and not list(out.glob("sub-01/anat/*"))
+
+
 @pytest.fixture(scope="module")
 def xa30_run(ds_xa30, built_data_dir, tmp_path_factory):
     """One full DWI-branch run on ds-xa30 (fast settings, 2 processes)."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from bids_app.atlases import layout
 from bids_app.atlases.manifest import Manifest, load_manifest
@@ -178,6 +180,53 @@ def citations(names) -> list[str]:
                 out.append(ref)
     return out
 
+
+
+@dataclass(frozen=True)
+class ResourceCredit:
+    """How a run credits one template or atlas (read from the manifest).
+
+    ``label``: short display name (the description up to its first ``(``, ``,`` or ``;``);
+    ``references``: the citation entries that are publications; ``acknowledgements``: those
+    equal to a top-level ``*_acknowledgement`` text of the manifest (e.g. the HCP one).
+    """
+
+    name: str
+    kind: str
+    label: str
+    description: str
+    references: tuple[str, ...]
+    acknowledgements: tuple[str, ...]
+    license: str
+    commercial_use: str
+
+
+def credits(names) -> list[ResourceCredit]:
+    """References, acknowledgements and licence of the named resources, in the given order.
+
+    Raises
+    ------
+    UsageError
+        If a name is not in the manifest.
+    """
+    manifest = load_manifest()
+    raw = yaml.safe_load(manifest.path.read_text()) or {}
+    acks = {" ".join(str(v).split()) for k, v in raw.items()
+            if str(k).endswith("acknowledgement") and isinstance(v, str)}
+    out: list[ResourceCredit] = []
+    for name in dict.fromkeys(names):
+        if name not in manifest.resources:
+            raise UsageError(f"unknown resource {name!r}; known: {', '.join(manifest.resources)}")
+        res = manifest.resources[name]
+        entries = [" ".join(str(c).split()) for c in res.citation]
+        label = re.split(r"\s*[(,;]", res.description, maxsplit=1)[0].strip().rstrip(".")
+        out.append(ResourceCredit(
+            name=name, kind=res.kind, label=label or name, description=res.description,
+            references=tuple(c for c in entries if c not in acks),
+            acknowledgements=tuple(c for c in entries if c in acks),
+            license=res.license, commercial_use=res.commercial_use,
+        ))
+    return out
 
 @dataclass(frozen=True)
 class LicenseInfo:

@@ -164,7 +164,7 @@ def dataset_description(bids_dir: str | os.PathLike[str], *,
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
         "HowToAcknowledge": "Cite alsmri and the references in logs/CITATION.md.",
-        "DatasetLinks": {"raw": str(Path(bids_dir).resolve())},
+        "DatasetLinks": {"raw": Path(bids_dir).resolve().as_uri()},
     }
     src = Path(bids_dir) / "dataset_description.json"
     source: dict[str, str] = {}

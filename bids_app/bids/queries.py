@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_app.bids.records import DwiRun, SubjectSession
-from bids_app.errors import MissingInputError, NoDataError, UsageError
+from bids_app.errors import BadDataError, NoDataError, UsageError
 
 LOGGER = logging.getLogger("alsmri.bids")
 
@@ -109,6 +109,8 @@ def collect_subject_sessions(
     ------
     NoDataError
         A requested participant or session label is not in the dataset, or nothing matched.
+    BadDataError
+        A DWI run has no ``.bval`` or ``.bvec`` file (none by the inheritance principle either).
     """
     filters = bids_filters or {}
     available = sorted(layout.get_subjects())
@@ -120,6 +122,14 @@ def collect_subject_sessions(
             f"(available: {', '.join(available) or 'none'})")
     records: list[SubjectSession] = []
     session_label = list(session_label)
+    if session_label:
+        known = {s for subject in wanted for s in layout.get_sessions(subject=subject)}
+        unknown = [s for s in session_label if s not in known]
+        if unknown:
+            raise NoDataError(
+                f"{layout.root}: session label(s) {', '.join(unknown)} not found for "
+                f"participant(s) {', '.join(wanted)} (available: "
+                f"{', '.join(sorted(known)) or 'none'})")
     for subject in wanted:
         sessions = sorted(layout.get_sessions(subject=subject)) or [None]
         if session_label:
@@ -153,8 +163,8 @@ def _collect_one(layout, subject: str, session: str | None,
         bval = _nearest(layout, f.path, ".bval")
         bvec = _nearest(layout, f.path, ".bvec")
         if not bval or not bvec:
-            raise MissingInputError(
-                f"{f.path}: no {'bval' if not bval else 'bvec'} file found for this DWI")
+            absent = " and ".join(n for n, v in (("bval", bval), ("bvec", bvec)) if not v)
+            raise BadDataError(f"{f.path}: no {absent} file found for this DWI")
         ent = {k: str(v) for k, v in f.get_entities().items()
                if k not in ("suffix", "extension", "datatype")}
         runs.append(DwiRun(dwi=Path(f.path), bval=Path(bval), bvec=Path(bvec),

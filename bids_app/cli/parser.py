@@ -26,6 +26,15 @@ class BidsAppArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: ...)`` except for ``None``, whose real default the help text states."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -54,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             "alsmri: DTI tract metrics (FA/MD/AD/RD) and motor-region gray-matter volumes from "
             "BIDS diffusion and T1w MRI, joined with clinical scores for ALS studies. "
             "Other commands: 'alsmri fetch-data', 'alsmri simulate', 'alsmri demo'."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path, help="where derivatives are written")
@@ -76,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
-                   help="nipype working directory (default: OUTPUT_DIR/../work when writable, "
-                        "else $TMPDIR/alsmri-work); reuse it to resume a run")
+                   help="nipype working directory (default: $TMPDIR/alsmri-work); reuse it "
+                        "to resume a run")
     g.add_argument("--nprocs", "--n-cpus", "--n_cpus", type=_positive_int,
                    default=os.cpu_count() or 1, help="maximum parallel processes")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,

@@ -70,8 +70,8 @@ def _run_participant(settings: Settings, argv: list[str]) -> int:
     has_dwi = any(r.dwi_runs for r in records)
     has_anat = any(r.t1w_selected for r in records)
     sdc = None
-    if settings.dwi.sdc == "none":
-        sdc = False
+    if settings.dwi.sdc == "none" or settings.dwi.dwi_runs == "separate":
+        sdc = False  # separate runs are processed one at a time: no reverse-PE pair
     elif has_dwi:
         sdc = any(_has_reverse_pe(r) for r in records) or False
     citation = render_citation(settings, participants=[r.label for r in records],
@@ -84,6 +84,9 @@ def _run_participant(settings: Settings, argv: list[str]) -> int:
     for record in records:
         if not record.dwi_runs:
             notes[record.label].append("No DWI found: diffusion branch skipped.")
+        elif settings.dwi.sdc != "none" and settings.dwi.dwi_runs == "separate":
+            notes[record.label].append("DWI runs processed separately (--dwi-runs separate): "
+                                       "no susceptibility distortion correction was applied.")
         elif settings.dwi.sdc != "none" and not _has_reverse_pe(record):
             notes[record.label].append("No reverse phase-encoded DWI runs: no susceptibility "
                                        "distortion correction was applied.")

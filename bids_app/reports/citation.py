@@ -8,6 +8,7 @@ from importlib import metadata, resources
 from string import Template
 
 from bids_app import __version__
+from bids_app.atlases import api
 from bids_app.settings import Settings
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
@@ -15,25 +16,24 @@ _ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.DOTALL)
 _FIELD = re.compile(r"(\w+)\s*=\s*\{(.*?)\},?\s*(?=\w+\s*=|$)", re.DOTALL)
 
 _DENOISE = {
-    "mppca": "Noise was removed with Marchenko-Pastur PCA denoising [@veraart2016].",
-    "patch2self": "Noise was removed with Patch2Self [@fadnavis2020].",
+    "mppca": "Noise was removed with Marchenko-Pastur PCA denoising [@veraart2016] (DIPY).",
+    "patch2self": "Noise was removed with Patch2Self [@fadnavis2020] (DIPY).",
     "none": "No denoising was applied.",
 }
 _TENSOR = {
-    "wls": "weighted least squares", "ols": "ordinary least squares",
-    "nlls": "non-linear least squares", "restore": "the RESTORE outlier-robust estimator",
+    "wls": "weighted least squares [@basser1994]",
+    "ols": "ordinary least squares [@basser1994]",
+    "nlls": "non-linear least squares [@basser1994]",
+    "restore": "the RESTORE outlier-robust estimator [@basser1994; @chang2005]",
 }
-_TRACT_ATLAS = {
-    "hcp842": (("HCP842 population tractography atlas (corticospinal, corticostriatal and "
-               "corticothalamic tracts)"), "@yeh2018"),
-    "hcp1065": ("HCP1065 population tractography atlas", "@yeh2022"),
-    "xtract": ("XTRACT HCP tract atlas", "@warrington2020"),
-}
-_GM_ATLAS = {
-    "aal": ("AAL", "@tzourio2002"),
-    "harvard-oxford": ("Harvard-Oxford", "@desikan2006"),
-    "neuromorphometrics": ("Neuromorphometrics", "@neuromorphometrics"),
-}
+#: ``transform`` used by :func:`bids_app.core.dwi.preproc.motion_correct` as the workflow
+#: calls it (its default; tests/test_reports_citation.py checks they agree).
+MOTION_TRANSFORM = "Rigid"
+_MOTION_MODEL = {"Rigid": "rigid-body (6 degrees of freedom)",
+                 "Affine": "affine (12 degrees of freedom)"}
+#: Manifest resource the template text refers to (TemplateFlow's MNI152NLin6Asym).
+TEMPLATE = "MNI152NLin6Asym"
+FA_TEMPLATE = "fa-template"
 
 
 def library_versions() -> dict[str, str]:
@@ -70,6 +70,16 @@ def load_references() -> dict[str, str]:
     return refs
 
 
+def used_resources(settings: Settings, *, has_dwi: bool, has_anat: bool) -> list[str]:
+    """Manifest names of the templates and atlases a run uses, in order of first use."""
+    names: list[str] = []
+    if has_dwi:
+        names += [FA_TEMPLATE, TEMPLATE, settings.dwi.tract_atlas, settings.dwi.roi_atlas]
+    if has_anat:
+        names += [TEMPLATE, settings.anat.gm_atlas]
+    return list(dict.fromkeys(names))
+
+
 def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi: bool,
                     has_anat: bool, sdc_applied: bool | None = None,
                     versions: Mapping[str, str] | None = None) -> str:
@@ -85,9 +95,22 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
         Whether the diffusion and anatomical branches run.
     sdc_applied
         ``True``/``False`` when known; ``None`` = depends on the data (reverse-PE pairs).
+        Ignored with ``--sdc none`` or ``--dwi-runs separate`` (no correction either way).
+    versions
+        Library versions (default :func:`library_versions`).
+
+    Returns
+    -------
+    str
+        Markdown: methods, references (BibTeX entries and the atlas manifest's citations),
+        the templates and atlases used with their licences, acknowledgements, versions.
     """
     versions = dict(versions or library_versions())
     dwi, anat = settings.dwi, settings.anat
+    credits = api.credits(used_resources(settings, has_dwi=has_dwi, has_anat=has_anat))
+    refs = load_references()
+    cite = _credit_keys(credits, refs)
+    label = {c.name: c.label for c in credits}
     values = {
         "alsmri_version": versions["alsmri"], "nipype_version": versions["nipype"],
         "pybids_version": versions["pybids"], "dipy_version": versions["dipy"],
@@ -98,15 +121,19 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
         "b0_threshold": f"{dwi.b0_threshold:g}",
         "denoise_text": _DENOISE[dwi.denoise],
         "unringing_text": ("Gibbs ringing was removed with the local sub-voxel shift method "
-                           "[@kellner2016]." if dwi.unringing else ""),
-        "sdc_text": _sdc_text(dwi.sdc, sdc_applied),
+                           "[@kellner2016]." if dwi.unringing
+                           else "No Gibbs-ringing removal was applied."),
+        "motion_text": _motion_text(dwi.motion_correction),
+        "runs_text": _runs_text(dwi.dwi_runs),
+        "sdc_text": _sdc_text(dwi.sdc, sdc_applied, dwi_runs=dwi.dwi_runs),
         "tensor_fit_text": _TENSOR[dwi.tensor_fit],
-        "tract_atlas_name": _TRACT_ATLAS[dwi.tract_atlas][0],
-        "tract_atlas_cite": _TRACT_ATLAS[dwi.tract_atlas][1],
         "tract_threshold": f"{dwi.tract_threshold:g}",
-        "gm_atlas_name": _GM_ATLAS[anat.gm_atlas][0],
-        "gm_atlas_cite": _GM_ATLAS[anat.gm_atlas][1],
+        "mni_cite": cite.get(TEMPLATE, ""),
     }
+    for field, name in (("fa_template", FA_TEMPLATE), ("tract_atlas", dwi.tract_atlas),
+                        ("roi_atlas", dwi.roi_atlas), ("gm_atlas", anat.gm_atlas)):
+        values[f"{field}_name"] = label.get(name, name)
+        values[f"{field}_cite"] = cite.get(name, "")
     sections = [_template("general.md").substitute(values)]
     if has_dwi:
         sections.append(_template("dwi.md").substitute(values))
@@ -114,10 +141,9 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
         sections.append(_template("anat.md").substitute(values))
     if settings.execution.analysis_level == "group":
         sections.append(_template("group.md").substitute(values))
-    body = "\n\n".join(s.strip() for s in sections)
-    refs = load_references()
+    body = "\n\n".join(_tidy(s) for s in sections)
     order: list[str] = []
-    for key in _CITE.findall(body):
+    for key in _CITE.findall(body) + _CITE.findall(" ".join(cite.values())):
         if key in refs and key not in order:
             order.append(key)
 
@@ -130,19 +156,77 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
              ("The following text may be copied into a manuscript; it describes what was (or "
              "will be) run, with the versions used."), "", body, "", "## References", ""]
     lines += [f"{i}. {refs[k]}" for i, k in enumerate(order, 1)]
+    if credits:
+        lines += ["", "## Templates and atlases", ""]
+        for credit in credits:
+            numbers = re.sub(r"\[(@[^\]]+)\]", _number, cite.get(credit.name, ""))
+            lines.append(f"- **{credit.name}** ({credit.kind}): {credit.description} "
+                         f"References: {numbers or 'none listed'}. "
+                         f"Licence: {credit.license or 'not stated'}; "
+                         f"commercial use: {credit.commercial_use or 'not stated'}.")
+    acks = list(dict.fromkeys(a for c in credits for a in c.acknowledgements))
+    if acks:
+        lines += ["", "## Acknowledgements", ""] + acks
     lines += ["", "## Software versions", ""]
     lines += [f"- {name} {ver}" for name, ver in versions.items()]
     return "\n".join(lines) + "\n"
 
 
-def _sdc_text(method: str, applied: bool | None) -> str:
+def _credit_keys(credits, refs: dict[str, str]) -> dict[str, str]:
+    """Add each resource's manifest references to ``refs``; resource name -> ``[@k; ...]``."""
+    by_text = {text: key for key, text in refs.items()}
+    out = {}
+    for credit in credits:
+        keys = []
+        for text in credit.references:
+            if text not in by_text:
+                by_text[text] = f"manifest{len(by_text) + 1}"
+                refs[by_text[text]] = text
+            keys.append(by_text[text])
+        out[credit.name] = "[" + "; ".join(f"@{k}" for k in keys) + "]" if keys else ""
+    return out
+
+
+def _tidy(text: str) -> str:
+    # Switched-off steps leave empty placeholders: collapse the doubled spaces they leave.
+    text = re.sub(r"[ \t]{2,}", " ", text.strip())
+    return re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+
+
+def _motion_text(enabled: bool) -> str:
+    if not enabled:
+        return ("No between-volume motion correction was applied (disabled by the user), so "
+                "the b-vectors were not rotated.")
+    return (f"Between-volume head motion was corrected by {_MOTION_MODEL[MOTION_TRANSFORM]} "
+            "registration in ANTs [@avants2008] with Mattes mutual information: b=0 volumes "
+            "were registered to the mean b=0 image and diffusion-weighted volumes to the mean "
+            "diffusion-weighted image, itself registered to the mean b=0 image; the b-vectors "
+            "were rotated accordingly [@leemans2009] and framewise displacement was computed "
+            "[@power2012].")
+
+
+def _runs_text(dwi_runs: str) -> str:
+    if dwi_runs == "separate":
+        return "Each DWI run was processed separately."
+    return ("When a session had several DWI runs, their mean b=0 images were rigidly aligned to "
+            "the first run's, each run was scaled to the first run's median b=0 brain signal, "
+            "and the runs were concatenated; motion, between-run and distortion transforms were "
+            "applied in a single resampling.")
+
+
+def _sdc_text(method: str, applied: bool | None, *, dwi_runs: str = "combine") -> str:
     if method == "none":
         return "No susceptibility distortion correction was applied (disabled by the user)."
-    text = ("When runs with opposite phase-encoding directions were available, a "
-            "susceptibility distortion correction was estimated from their mean b=0 images with "
-            "SyN registration restricted to the phase-encoding axis, towards their midway space "
-            "[@andersson2003; @avants2008], and applied to each run before combining them.")
+    if dwi_runs == "separate":
+        return ("No susceptibility distortion correction was applied because runs were "
+                "processed separately.")
     if applied is False:
         return ("No reverse phase-encoded runs were available, so no susceptibility distortion "
                 "correction was applied.")
-    return text
+    return ("When runs with opposite phase-encoding directions along the same axis were "
+            "available, a susceptibility distortion correction was estimated without a "
+            "fieldmap from their mean b=0 images: after rigid alignment, SyN registration "
+            "restricted to the phase-encoding axis [@avants2008] registered the two polarities "
+            "and half of the displacement field took each to their midway space "
+            "[@andersson2003]; series without a reverse phase-encoded counterpart were not "
+            "distortion-corrected.")

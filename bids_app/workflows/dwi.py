@@ -113,9 +113,18 @@ def init_dwi_wf(
     Outputs
     -------
     See :data:`OUTPUT_FIELDS`; each field is a list with one entry per processing unit.
+
+    Raises
+    ------
+    BadDataError
+        A run fails the header/gradient pre-flight check
+        (:func:`bids_app.core.dwi.gradients.preflight_dwi`).
     """
     from bids_app.atlases.api import get_template
+    from bids_app.core.dwi.gradients import preflight_dwi
 
+    for run in runs:  # header + gradient checks now: a bad run fails before anything runs
+        preflight_dwi(run.dwi, run.bval, run.bvec, b0_threshold=settings.b0_threshold)
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = _describe(settings, len(runs))
     inputnode = pe.Node(IdentityInterface(fields=["fa_template"]), name="inputnode")

@@ -221,3 +221,48 @@ def check_dwi_array(data: np.ndarray, *, dwi_file: Path | str) -> tuple[np.ndarr
         warnings.warn(f"{dwi_file}: {n_bad} voxel(s) with NaN/Inf values; set to 0 and "
                       "excluded from the brain mask", DwiWarning, stacklevel=2)
     return out, n_bad
+
+
+def preflight_dwi(dwi_file: Path | str, bval_file: Path | str, bvec_file: Path | str, *,
+                  b0_threshold: float = 50.0) -> Gradients:
+    """Check a DWI run from its header and gradient files, before any processing.
+
+    Reads only the NIfTI header (no voxel data), so a participant's bad DWI is rejected when
+    the workflow is built, with the file named, instead of failing inside a nipype node.
+    Voxel-level checks (empty image, NaN/Inf) stay in :func:`check_dwi_array`.
+
+    Parameters
+    ----------
+    dwi_file, bval_file, bvec_file
+        The DWI series and its FSL-format gradient files.
+    b0_threshold
+        b-values below this are b0 volumes.
+
+    Returns
+    -------
+    Gradients
+
+    Raises
+    ------
+    BadDataError
+        Unreadable image, not a 4D series, a zero-sized dimension, or any gradient problem
+        listed in :func:`check_gradients`.
+    """
+    import nibabel as nib
+
+    dwi_file = Path(dwi_file)
+    try:
+        shape = tuple(int(s) for s in nib.load(dwi_file).shape)
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise BadDataError(f"{dwi_file}: unreadable DWI image ({exc})") from exc
+    if len(shape) != 4:
+        raise BadDataError(f"{dwi_file}: DWI must be a 4D series, got a {len(shape)}D image "
+                           f"of shape {shape}")
+    if 0 in shape:
+        raise BadDataError(f"{dwi_file}: empty image (shape {shape})")
+    if shape[3] < 2:
+        raise BadDataError(f"{dwi_file}: DWI has {shape[3]} volume(s); need a series")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DwiWarning)  # re-reported by the check node
+        return check_gradients(bval_file, bvec_file, n_volumes=shape[3], dwi_file=dwi_file,
+                               b0_threshold=b0_threshold)
