@@ -27,14 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-controls", type=int, default=32)
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="simulation base-anatomy cache (see 'alsmri demo --help')")
     opts = parser.parse_args(argv)
     out = opts.out or Path(tempfile.mkdtemp(prefix="alsmri-recovery-"))
     from bids_app.cli.demo import main as demo_main
 
     start = time.perf_counter()
+    extra = ["--cache-dir", str(opts.cache_dir)] if opts.cache_dir else []
     rc = demo_main([str(out), "--n-patients", str(opts.n_patients), "--n-controls",
                     str(opts.n_controls), "--nprocs", str(opts.nprocs), "--seed",
-                    str(opts.seed)])
+                    str(opts.seed), *extra])
     wall = time.perf_counter() - start
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

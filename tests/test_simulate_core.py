@@ -103,18 +103,23 @@ def test_head_position_and_field_are_seeded():
     assert f1.values.std() == pytest.approx(2.0, rel=0.05)
 
 
-def test_contraction_shrinks_the_label_by_the_calibrated_amount():
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    mask = np.zeros((40, 40, 40), bool)
-    mask[12:28, 14:26, 10:30] = True
-    con = deform.contraction_from_mask(mask, affine, sigma_mm=4.0)
-    pts = deform.grid_points(mask.shape, affine)
-    vol = [deform.sample(mask.astype(np.float32), affine,
-                         pts + con.displacement(pts, beta)).sum() / mask.sum()
-           for beta in (5.0, 10.0, -5.0)]
-    assert vol[0] < 1 and vol[1] < vol[0] and vol[2] > 1
-    # near-linear in beta (the simulator calibrates with one beta)
-    assert (vol[1] - 1) / (vol[0] - 1) == pytest.approx(2.0, rel=0.15)
+def test_atrophy_gray_matter_plants_the_asked_change_locally():
+    from bids_app.simulate.cohort import GmTissue, atrophy_gray_matter
+
+    # a GM shell (CSF inside, WM around) and two separate regions cutting through it
+    grid = np.indices((40, 40, 40)).astype(float) - 19.5
+    radius = np.sqrt((grid ** 2).sum(axis=0))
+    p_gm = np.clip(1 - np.abs(radius - 12) / 3, 0, 1).astype(np.float32)
+    t1 = (40 + 60 * p_gm + 100 * (radius > 15)).astype(np.float32)
+    left, right = (radius < 17) & (grid[0] < -4), (radius < 17) & (grid[0] > 4)
+    out, realised = atrophy_gray_matter(t1, GmTissue(p_gm), {"L": (left, -0.10),
+                                                             "R": (right, 0.05)})
+    assert realised["L"] == pytest.approx(-0.10, abs=0.01)
+    assert realised["R"] == pytest.approx(0.05, abs=0.01)
+    far = np.abs(grid[0]) < 1  # between the regions: (almost) untouched
+    assert np.abs(out[far] - t1[far]).max() < 0.1 * np.ptp(t1)
+    unchanged, zero = atrophy_gray_matter(t1, GmTissue(p_gm), {"L": (left, 0.0)})
+    assert zero == {"L": 0.0} and np.array_equal(unchanged, t1)
 
 
 def test_effects_defaults_and_overrides(tmp_path):
@@ -123,7 +128,7 @@ def test_effects_defaults_and_overrides(tmp_path):
                                   "hcp842/corticothalamic"}
     assert all(spec["fa_change"] < 0 for spec in eff["tracts"].values())
     assert eff["gm"]["aal/precentral"]["volume_change"] < 0
-    assert "jhu/mcp/bilateral" in eff["control_regions"]
+    assert "jhu/cc_splenium/bilateral" in eff["control_regions"]
     assert {"alsfrs_r", "mrc_sum", "fvc", "cmap_z_sum", "penn_score",
             "disease_duration"} <= set(eff["scores"])
     path = tmp_path / "e.yaml"

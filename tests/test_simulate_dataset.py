@@ -36,7 +36,7 @@ def sim_effects():
 def sim_base(built_data_dir, ds_xa30, sim_effects):
     return load_or_build_base(SourceSubject.from_bids(ds_xa30),
                               atlas_inputs(sim_effects, data_dir=built_data_dir),
-                              cache_dir=REPO / ".cache" / "alsmri-simulate")
+                              cache_dir=REPO / ".cache" / "simulate")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def test_base_anatomy_is_plausible(sim_base):
     assert sim_base.tensors.shape == (72, 72, 39, 6) and sim_base.t1.shape == (96, 128, 128)
     assert 1.0e6 < sim_base.mask.sum() * 27 < 2.0e6  # brain-mask volume in mm^3
     for key in ("hcp842/cst/L", "hcp842/cst/R", "hcp842/corticostriatal/L",
-                "hcp842/corticothalamic/R", "jhu/mcp/bilateral"):
+                "hcp842/corticothalamic/R", "jhu/cc_splenium/bilateral"):
         assert sim_base.weights[key].sum() > 50, key
     for hemi in "LR":  # AAL precentral gyrus is ~15-30 cm^3 per hemisphere
         assert 12e3 < sim_base.gm_masks[f"aal/precentral/{hemi}"].sum() * 8 < 35e3
@@ -101,7 +101,7 @@ def test_truth_contents(sim_dataset, sim_effects):
     assert set(on_disk["participants"]) == {"sub-001", "sub-002", "sub-003", "sub-004"}
     for part in on_disk["participants"].values():
         keys = {(t["atlas"], t["region"], t["hemisphere"]) for t in part["tracts"]}
-        assert ("jhu", "mcp", "bilateral") in keys and ("hcp842", "cst", "L") in keys
+        assert ("jhu", "cc_splenium", "bilateral") in keys and ("hcp842", "cst", "L") in keys
         assert len(part["gm"]) == 2 and set(part["head"]) == {"rotation_deg",
                                                               "translation_mm", "scale"}
         for t in part["tracts"]:  # realised FA change equals the planted target
@@ -129,12 +129,12 @@ def test_planted_fa_reduction_is_measurable_and_deterministic(sim_base, sim_effe
                                               seed=SEED) if p.group == "ALS")
     unchanged = type(plan)(**{**vars(plan), "tract_changes": {
         k: 0.0 for k in plan.tract_changes}})
-    contractions = cohort.gm_contractions(sim_base, sim_effects)
+    tissue = cohort.gm_tissue(sim_base)
     noise_free = {**sim_effects, "snr": None}
 
     def run(p, effects):
         return cohort.simulate_participant(sim_base, p, effects, seed=SEED,
-                                           contractions=contractions)
+                                           tissue=tissue)
 
     sick = run(plan, sim_effects)
     again = run(plan, sim_effects)

@@ -40,7 +40,8 @@ def _truth(n_patients=8, n_controls=8, seed=0):
                 "gm": [{"atlas": "aal", "region": "precentral", "hemisphere": h,
                         "volume_ratio": float(1 + (-0.1 if patient else 0) +
                                               rng.normal(0, 0.02))} for h in "LR"]}
-        part["tracts"].append({"atlas": "jhu", "region": "mcp", "hemisphere": "bilateral",
+        part["tracts"].append({"atlas": "jhu", "region": "cc_splenium",
+                               "hemisphere": "bilateral",
                                "fa": float(0.4 + rng.normal(0, 0.02))})
         if patient:
             cst = np.mean([t["fa"] for t in part["tracts"] if t["region"] == "cst"])
@@ -60,7 +61,7 @@ def _joined(truth, *, noise=0.0, seed=1):
     """A group-level joined table built from the planted values (+ measurement noise)."""
     rng = np.random.default_rng(seed)
     table = planted_table(truth)
-    features = [c for c in table.columns if c.endswith(("_wmean", "_ratio"))]
+    features = [c for c in table.columns if c.endswith(("mean", "_ratio"))]
     table[features] = table[features] + rng.normal(0, noise, (len(table), len(features)))
     table.insert(1, "session_id", np.nan)
     table["participant_id"] = table["participant_id"].str.removeprefix("sub-")
@@ -77,7 +78,8 @@ def test_identical_values_pass_and_match_references():
     pt = planted_table(truth)
     pvals = []
     for row in diff.itertuples():
-        col = f"{row.atlas}_{row.region}_{row.hemisphere}_fa_wmean"
+        statistic = "mean" if row.atlas == "jhu" else "wmean"  # label atlas: plain mean
+        col = f"{row.atlas}_{row.region}_{row.hemisphere}_fa_{statistic}"
         a = pt.loc[pt.group == "ALS", col].to_numpy()
         b = pt.loc[pt.group == "control", col].to_numpy()
         pvals.append(stats.ttest_ind(a, b, equal_var=False).pvalue)
@@ -116,7 +118,7 @@ def test_control_region_difference_fails_and_d_tolerance():
     truth = _truth()
     joined = _joined(truth)
     patients = joined["group"] == "ALS"
-    joined.loc[patients, "jhu_mcp_bilateral_fa_wmean"] -= 0.1
+    joined.loc[patients, "jhu_cc_splenium_bilateral_fa_mean"] -= 0.1
     table = build_recovery_table(truth, joined)
     control = table[table.check == "control_region"].iloc[0]
     assert control.q < 0.05 and not control.passed

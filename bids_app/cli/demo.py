@@ -18,7 +18,20 @@ from pathlib import Path
 
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
 
+LOGGER = logging.getLogger("alsmri.demo")
 EXIT_NOT_RECOVERED = 1
+DEFAULT_PATIENTS = 5
+DEFAULT_CONTROLS = 5
+
+#: participant-level options of the demo, each justified by how the data were simulated
+PARTICIPANT_OPTIONS = {
+    "--no-unringing": "the simulated DWI is synthesised voxel-wise from tensors (no k-space "
+                      "truncation), so it has no Gibbs ringing to remove",
+    "--no-motion-correction": "every volume of a simulated DWI shares one head position (no "
+                              "between-volume motion to correct)",
+    "--denoise none": "the Rician noise is i.i.d. at a known SNR and tract values are "
+                      "probability-weighted means over thousands of voxels",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", type=Path, nargs="?", default=Path("alsmri-demo"),
                         help="working directory of the demo")
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--n-patients", type=int, default=4)
-    parser.add_argument("--n-controls", type=int, default=4)
+    parser.add_argument("--n-patients", type=int, default=DEFAULT_PATIENTS)
+    parser.add_argument("--n-controls", type=int, default=DEFAULT_CONTROLS)
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--effects", type=Path, metavar="YAML")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="templates/atlases (default: $ALSMRI_DATA, else the user cache)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the simulation's base anatomy is cached (default: "
+                             "$ALSMRI_CACHE/simulate or ~/.cache/alsmri/simulate)")
     return parser
 
 
@@ -92,10 +108,16 @@ def _demo(opts) -> int:
     os.environ["ALSMRI_DATA"] = str(data_dir)
     if not (bids / "truth.json").is_file():
         simulate(bids, n_patients=opts.n_patients, n_controls=opts.n_controls,
-                 seed=opts.seed, effects=load_effects(opts.effects), data_dir=data_dir)
+                 seed=opts.seed, effects=load_effects(opts.effects), data_dir=data_dir,
+                 cache_dir=opts.cache_dir, nprocs=opts.nprocs)
+    LOGGER.info("simulated cohort ready in %.0f s", time.perf_counter() - start)
+    for option, reason in PARTICIPANT_OPTIONS.items():
+        LOGGER.info("participant option %s: %s", option, reason)
     common = ["--data-dir", str(data_dir)]
+    options = [word for option in PARTICIPANT_OPTIONS for word in option.split()]
+    # one thread per node: the scheduler then runs --nprocs participants' nodes side by side
     rc = run_main([str(bids), str(derivatives), "participant", "--nprocs", str(opts.nprocs),
-                   "-w", str(out / "work"), *common])
+                   "--omp-nthreads", "1", "-w", str(out / "work"), *options, *common])
     if rc != 0:
         print(f"alsmri demo: participant level failed (exit {rc})", file=sys.stderr)
         return rc
@@ -104,7 +126,10 @@ def _demo(opts) -> int:
         print(f"alsmri demo: group level failed (exit {rc})", file=sys.stderr)
         return rc
     table = recovery_from_outputs(bids, derivatives)
-    path = write_recovery(table, out / "recovery.tsv")
+    path = write_recovery(table, out / "recovery.tsv", meta={
+        "ParticipantOptions": PARTICIPANT_OPTIONS,
+        "Cohort": {"n_patients": opts.n_patients, "n_controls": opts.n_controls,
+                   "seed": opts.seed}})
     print(format_table(table))
     print(f"recovery table: {path} (demo took {time.perf_counter() - start:.0f} s)")
     return 0 if recovered_all(table) else EXIT_NOT_RECOVERED

@@ -22,7 +22,7 @@ import numpy as np
 from bids_app.errors import BadDataError, MissingInputError
 
 LOGGER = logging.getLogger("alsmri.simulate")
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 DWI_SMOOTHING_VOXELS = 0.5
 
 
@@ -99,11 +99,13 @@ class BaseAnatomy:
         return frame
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def _fingerprint(paths: list[Path], regions: list[str]) -> str:
     digest = hashlib.sha256(CACHE_VERSION.encode())
     for path in sorted(str(p) for p in paths):
         stat = Path(path).stat()
         digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for region in sorted(regions):  # which regions (and labels) the base holds
+        digest.update(region.encode())
     return digest.hexdigest()[:16]
 
 
@@ -113,7 +115,9 @@ def load_or_build_base(source: SourceSubject, atlases: AtlasInputs, *, cache_dir
     inputs = [*vars(source).values(), atlases.fa_template, atlases.t1_template,
               *(r.path for group in (atlases.tracts, atlases.controls, atlases.gm)
                 for r in group.values())]
-    key = _fingerprint(inputs)
+    regions = [f"{key}:{region.labels}" for group in (atlases.tracts, atlases.controls,
+                                                     atlases.gm) for key, region in group.items()]
+    key = _fingerprint(inputs, regions)
     npz = Path(cache_dir) / f"base-{key}.npz"
     meta = npz.with_suffix(".json")
     if npz.is_file() and meta.is_file():

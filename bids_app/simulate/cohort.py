@@ -18,7 +18,8 @@ from bids_app.simulate.base import BaseAnatomy
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
 
 HEMISPHERES = ("L", "R")
-CALIBRATION_BETA = 20.0  # mm^2, contraction amplitude used to calibrate volume change
+#: largest relative GM volume change planted in a region (either sign)
+MAX_GM_LOSS = 0.3
 #: tract probability at which the planted effect reaches its full strength (linear below)
 EFFECT_SATURATION = 0.4
 
@@ -65,9 +66,9 @@ def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
         gm_changes = {}
         for key, spec in effects["gm"].items():
             for hemi in HEMISPHERES:
-                gm_changes[f"{key}/{hemi}"] = float(
-                    spec["sd"] * rng.standard_normal()
-                    + (spec["volume_change"] * severity if patient else 0.0))
+                change = (spec["sd"] * rng.standard_normal()
+                          + (spec["volume_change"] * severity if patient else 0.0))
+                gm_changes[f"{key}/{hemi}"] = float(np.clip(change, -MAX_GM_LOSS, MAX_GM_LOSS))
         plans.append(ParticipantPlan(
             participant_id=f"sub-{index + 1:03d}", index=index, group=group,
             age=round(age, 1), sex=sex, severity=round(severity, 4),
@@ -97,20 +98,70 @@ def _fov_bbox(base: BaseAnatomy) -> tuple[np.ndarray, np.ndarray]:
     return corners.min(axis=0), corners.max(axis=0)
 
 
-def gm_contractions(base: BaseAnatomy, effects: dict) -> dict[str, tuple]:
-    """Per GM region/hemisphere: (Contraction, relative volume change per unit beta)."""
-    out = {}
-    for key, spec in effects["gm"].items():
-        for hemi in HEMISPHERES:
-            mask = base.gm_masks[f"{key}/{hemi}"]
-            contraction = deform.contraction_from_mask(mask, base.t1_affine,
-                                                       sigma_mm=float(spec["sigma_mm"]))
-            points = deform.grid_points(mask.shape, base.t1_affine)
-            moved = points + contraction.displacement(points, CALIBRATION_BETA)
-            ratio = deform.sample(mask.astype(np.float32), base.t1_affine, moved).sum() / (
-                mask.sum())
-            out[f"{key}/{hemi}"] = (contraction, (ratio - 1.0) / CALIBRATION_BETA)
-    return out
+@dataclass(frozen=True)
+class GmTissue:
+    """Gray-matter content of the source T1w (where the planted atrophy acts).
+
+    Attributes
+    ----------
+    probability : ndarray
+        GM posterior of a 3-class Atropos segmentation of the source T1w (T1w grid).
+    """
+
+    probability: np.ndarray
+
+
+def gm_tissue(base: BaseAnatomy, *, seed: int = 0) -> GmTissue:
+    """Segment the source T1w (Atropos, K-means init) inside the DWI brain mask."""
+    import ants
+
+    from bids_app.core.anat.segmentation import segment_tissues
+
+    points = deform.grid_points(base.t1.shape, base.t1_affine)
+    brain = deform.sample(base.mask.astype(np.float32), base.dwi_affine, points, order=0)
+    brain = brain.reshape(base.t1.shape) > 0.5
+    image = ants.from_numpy(base.t1.astype(np.float32))
+    seg = segment_tissues(image, image.new_image_like(brain.astype(np.float32)), seed=seed)
+    return GmTissue(probability=seg.probseg["GM"].numpy().astype(np.float32))
+
+
+def atrophy_gray_matter(t1: np.ndarray, tissue: GmTissue, changes: dict[str, tuple]
+                        ) -> tuple[np.ndarray, dict[str, float]]:
+    """Plant smooth, localised GM volume changes with the anatomy's known-truth deformation.
+
+    Uses :func:`bids_app.core.anat.atrophy.plant_atrophy` (the deformation validated by the
+    anatomical workflow's known-truth test): the region's GM-dominant voxels contract (or
+    expand) and its other voxels take up the difference, so tissue outside the region keeps
+    its volume. Regions are deformed one after another.
+
+    Parameters
+    ----------
+    t1
+        Source T1w data.
+    tissue
+        Its GM probability.
+    changes
+        ``key -> (region mask, relative GM volume change)`` (-0.1 = 10 % loss).
+
+    Returns
+    -------
+    image : ndarray
+        The deformed T1w (float32).
+    realised : dict
+        ``key -> relative GM volume change`` actually planted (from the exact Jacobian).
+    """
+    from bids_app.core.anat.atrophy import plant_atrophy
+
+    image = np.asarray(t1, dtype=np.float32)
+    realised = {}
+    for key, (mask, change) in changes.items():
+        if abs(change) < 1e-4 or not np.any(mask):
+            realised[key] = 0.0
+            continue
+        planted = plant_atrophy(image, region=mask, gm=tissue.probability, loss=-change)
+        image = planted.image
+        realised[key] = -float(planted.planted_loss)
+    return image, realised
 
 
 def participant_transform(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
@@ -126,8 +177,8 @@ def participant_transform(base: BaseAnatomy, plan: ParticipantPlan, effects: dic
 
 
 def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict, *,
-                         seed: int, contractions: dict[str, tuple]) -> SimulatedParticipant:
-    """Planted tensors -> deformed -> DWI with Rician noise; deformed + atrophied T1w."""
+                         seed: int, tissue: GmTissue) -> SimulatedParticipant:
+    """Planted tensors -> deformed -> DWI with Rician noise; atrophied + deformed T1w."""
     mask = base.mask
     evals, evecs = tensors.eigen(base.tensors[mask].astype(np.float64))
     weights = {k: np.clip(w[mask], 0, 1).astype(np.float64) for k, w in base.weights.items()}
@@ -170,27 +221,22 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                              s0_reference=float(np.median(base.s0[mask])), rng=noise_rng)
     dwi = dwi.reshape(*shape, -1).astype(np.float32)
 
-    # T1w: same head position and field, plus the GM contraction(s)
+    # T1w: GM atrophy in the source anatomy, then the same head position and field
+    regions = {key: (base.gm_masks[key], change) for key, change in plan.gm_changes.items()}
+    thinned, realised = atrophy_gray_matter(base.t1, tissue, regions)
     t1_points = deform.source_points(deform.grid_points(base.t1.shape, base.t1_affine),
                                      matrix=matrix, field=field)
-    displacement = np.zeros_like(t1_points)
-    betas = {}
-    for key, change in plan.gm_changes.items():
-        contraction, per_beta = contractions[key]
-        betas[key] = change / per_beta
-        displacement += contraction.displacement(t1_points, betas[key])
-    atrophied = t1_points + displacement
-    t1w = np.clip(deform.sample(base.t1, base.t1_affine, atrophied, order=3), 0, None)
+    t1w = np.clip(deform.sample(thinned, base.t1_affine, t1_points, order=3), 0, None)
     gm_truth = []
+    voxel_mm3 = float(abs(np.linalg.det(base.t1_affine[:3, :3])))
     for key, change in plan.gm_changes.items():
         atlas, region, hemi = key.split("/")
-        label = base.gm_masks[key].astype(np.float32)
-        with_atrophy = deform.sample(label, base.t1_affine, atrophied).sum()
-        without = deform.sample(label, base.t1_affine, t1_points).sum()
+        before = float((tissue.probability * base.gm_masks[key]).sum()) * voxel_mm3
         gm_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
                          "target_volume_change": round(change, 6),
-                         "contraction_beta_mm2": round(betas[key], 4),
-                         "volume_ratio": float(with_atrophy / without)})
+                         "volume_change": round(realised[key], 6),
+                         "gm_volume_mm3": round(before, 1),
+                         "volume_ratio": 1.0 + realised[key]})
     return SimulatedParticipant(dwi=dwi, t1w=t1w.reshape(base.t1.shape).astype(np.float32),
                                 head=head, tracts=tract_truth, gm=gm_truth)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bids_app import __version__
@@ -76,8 +78,12 @@ def atlas_inputs(effects: dict, *, data_dir: Path | None = None) -> AtlasInputs:
 
 
 def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patients: int,
-                     n_controls: int, seed: int) -> dict:
-    """Write the cohort to ``out_dir``; return the truth dictionary (also in truth.json)."""
+                     n_controls: int, seed: int, nprocs: int = 1) -> dict:
+    """Write the cohort to ``out_dir``; return the truth dictionary (also in truth.json).
+
+    Participants are simulated in ``nprocs`` worker processes; the result does not depend on
+    ``nprocs`` (every participant's randomness comes from its own seeded generators).
+    """
     if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
         raise UsageError("need at least one participant (--n-patients/--n-controls)")
     out_dir = Path(out_dir)
@@ -90,23 +96,24 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
                                  "directory")
     plans = cohort.plan_cohort(effects, n_patients=n_patients, n_controls=n_controls,
                                seed=seed)
-    contractions = cohort.gm_contractions(base, effects)
+    tissue = cohort.gm_tissue(base, seed=BASE_SEED)
     participants: dict[str, dict] = {}
     timings = []
-    for plan in plans:
-        start = time.perf_counter()
-        sim = cohort.simulate_participant(base, plan, effects, seed=seed,
-                                          contractions=contractions)
-        writer.write_participant_images(
-            out_dir, plan.participant_id, dwi=sim.dwi, dwi_affine=base.dwi_affine,
-            bvals=base.bvals, bvecs=base.bvecs, dwi_sidecar=base.dwi_sidecar, t1w=sim.t1w,
-            t1_affine=base.t1_affine, t1_sidecar=base.t1_sidecar)
-        participants[plan.participant_id] = {
-            "group": plan.group, "age": plan.age, "sex": plan.sex, "severity": plan.severity,
-            "head": sim.head, "tracts": sim.tracts, "gm": sim.gm}
-        timings.append(time.perf_counter() - start)
-        LOGGER.info("%s (%s) simulated in %.1f s", plan.participant_id, plan.group,
-                    timings[-1])
+    jobs = [(plan, out_dir) for plan in plans]
+    if nprocs > 1 and len(plans) > 1:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        with ProcessPoolExecutor(max_workers=min(nprocs, len(plans)), mp_context=context,
+                                 initializer=_init_worker,
+                                 initargs=(base, effects, tissue, seed)) as pool:
+            results = list(pool.map(_simulate_one, jobs))
+    else:
+        _init_worker(base, effects, tissue, seed)
+        results = [_simulate_one(job) for job in jobs]
+        _WORKER.clear()
+    for plan, (record, seconds) in zip(plans, results):
+        participants[plan.participant_id] = record
+        timings.append(seconds)
+        LOGGER.info("%s (%s) simulated in %.1f s", plan.participant_id, plan.group, seconds)
     scores = cohort.generate_scores(participants, effects, seed=seed)
     for pid, values in scores.items():
         participants[pid]["scores"] = values
@@ -122,8 +129,13 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
             "tract_value": "probability-weighted mean over the noise-free planted tensors of "
                            "the source anatomy (compare with the 'wmean' statistic)",
             "effect_saturation": cohort.EFFECT_SATURATION,
-            "volume_ratio": "region volume with / without the planted contraction (compare "
-                            "with gmv_pct_tiv)"},
+            "volume_ratio": "region GM volume (Atropos GM posterior of the source T1w in the "
+                            "registered label) with / without the planted atrophy (compare "
+                            "with gmv_pct_tiv)",
+            "gm_atrophy": "smooth local deformation contracting (or expanding) the region's "
+                          "GM-dominant voxels, other tissue of the region taking up the "
+                          "difference (bids_app.core.anat.atrophy.plant_atrophy); the "
+                          "realised change comes from the field's exact Jacobian"},
         "participants": participants,
         "simulate_seconds_per_participant": round(sum(timings) / max(len(timings), 1), 2),
     }
@@ -133,6 +145,30 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         for p in plans], scores=scores, effects=effects, truth=truth,
         source_name="ds-xa30 sub-01")
     return truth
+
+
+#: per-process simulation inputs (set once per worker by :func:`_init_worker`)
+_WORKER: dict = {}
+
+
+def _init_worker(base: BaseAnatomy, effects: dict, tissue: cohort.GmTissue, seed: int) -> None:
+    _WORKER.update(base=base, effects=effects, tissue=tissue, seed=seed)
+
+
+def _simulate_one(job: tuple[cohort.ParticipantPlan, Path]) -> tuple[dict, float]:
+    """Simulate and write one participant (in a worker); return its truth record and time."""
+    plan, out_dir = job
+    base, effects = _WORKER["base"], _WORKER["effects"]
+    start = time.perf_counter()
+    sim = cohort.simulate_participant(base, plan, effects, seed=_WORKER["seed"],
+                                      tissue=_WORKER["tissue"])
+    writer.write_participant_images(
+        out_dir, plan.participant_id, dwi=sim.dwi, dwi_affine=base.dwi_affine,
+        bvals=base.bvals, bvecs=base.bvecs, dwi_sidecar=base.dwi_sidecar, t1w=sim.t1w,
+        t1_affine=base.t1_affine, t1_sidecar=base.t1_sidecar)
+    record = {"group": plan.group, "age": plan.age, "sex": plan.sex,
+              "severity": plan.severity, "head": sim.head, "tracts": sim.tracts, "gm": sim.gm}
+    return record, time.perf_counter() - start
 
 
 def _sample_statistics(truth: dict) -> list[dict]:
@@ -147,10 +183,10 @@ def _sample_statistics(truth: dict) -> list[dict]:
 
 def simulate(out_dir: Path, *, n_patients: int, n_controls: int, seed: int, effects: dict,
              source_dir: Path | None = None, data_dir: Path | None = None,
-             cache_dir: Path | None = None) -> dict:
+             cache_dir: Path | None = None, nprocs: int = 1) -> dict:
     """Build (or load) the base anatomy, then simulate the cohort into ``out_dir``."""
     source = SourceSubject.from_bids(source_dir or default_source_dir())
     base = load_or_build_base(source, atlas_inputs(effects, data_dir=data_dir),
                               cache_dir=cache_dir or default_cache_dir(), seed=BASE_SEED)
     return simulate_dataset(out_dir, base, effects, n_patients=n_patients,
-                            n_controls=n_controls, seed=seed)
+                            n_controls=n_controls, seed=seed, nprocs=nprocs)

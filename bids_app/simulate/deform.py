@@ -1,4 +1,4 @@
-"""Per-participant spatial transforms: head position, smooth random deformation, local atrophy.
+"""Per-participant spatial transforms: head position and smooth random deformation.
 
 Every transform is a function of *world* (scanner, mm) coordinates, so one participant's
 transform applies identically to the DWI grid and the T1w grid (both live in the scanner frame
@@ -7,8 +7,7 @@ not move; the head moves inside it): for each output voxel centre ``y`` the sour
 
     x = A y + u(A y)          (A: rigid + isotropic scale about the brain centre, u: smooth field)
 
-and, for the T1w only, a local contraction ``x -> x - beta * grad g(x)`` around a label (``g`` is
-the Gaussian-smoothed label mask), which shrinks the label region by a controlled fraction.
+(GM atrophy is planted separately: :func:`bids_app.simulate.cohort.atrophy_gray_matter`).
 """
 
 from __future__ import annotations
@@ -129,35 +128,3 @@ def sample(volume: np.ndarray, affine: np.ndarray, points: np.ndarray, *, order:
         return map_coordinates(volume, ijk, order=order, mode="constant", cval=cval)
     return np.stack([map_coordinates(volume[..., c], ijk, order=order, mode="constant",
                                      cval=cval) for c in range(volume.shape[-1])], axis=-1)
-
-
-@dataclass(frozen=True)
-class Contraction:
-    """Gradient of a smoothed label mask (per mm), used for local contraction/expansion.
-
-    ``x -> x - beta * grad g(x)`` with ``beta > 0`` pushes sampling points out of the label,
-    so the label region shrinks in the output image (``beta < 0`` grows it).
-    """
-
-    affine: np.ndarray
-    gradient: np.ndarray  # (3, X, Y, Z) world-axis gradient of the smoothed mask, 1/mm
-
-    def displacement(self, points: np.ndarray, beta: float) -> np.ndarray:
-        """``-beta * grad g`` at world points (N, 3)."""
-        if beta == 0.0:
-            return np.zeros_like(points)
-        ijk = apply_affine(np.linalg.inv(self.affine), points).T
-        grad = np.stack([map_coordinates(g, ijk, order=1, mode="constant") for g in
-                         self.gradient], axis=1)
-        return -beta * grad
-
-
-def contraction_from_mask(mask: np.ndarray, affine: np.ndarray, *,
-                          sigma_mm: float) -> Contraction:
-    """Build a :class:`Contraction` around a binary mask on a grid with the given affine."""
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    smooth = gaussian_filter(mask.astype(np.float64), sigma_mm / zooms)
-    voxel_grads = np.gradient(smooth, *zooms)  # d/d(voxel axis) in 1/mm
-    directions = affine[:3, :3] / zooms  # unit world direction of each voxel axis
-    world = np.einsum("ra,axyz->rxyz", directions, np.stack(voxel_grads))
-    return Contraction(affine=affine, gradient=world.astype(np.float32))

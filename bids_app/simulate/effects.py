@@ -3,9 +3,15 @@
 Defaults follow the second study's findings in direction and location (lower FA / higher RD in
 the corticospinal, corticostriatal and corticothalamic tracts; precentral GM atrophy; clinical
 scores related to tract FA and precentral volume), with magnitudes deliberately larger than the
-study's (FA -18..-22 %, Cohen d ~3, b0 SNR 80, score correlations |r| 0.6-0.85) so that the 4 + 4 demo
-cohort can detect them (q < 0.05) despite measurement noise; ``--effects`` overrides them.
-Every relative change is a fraction (-0.1 = 10 % lower).
+study's (FA -22..-25 %, Cohen d ~3, b0 SNR 80, score correlations |r| 0.6-0.85) so that the
+5 + 5 demo cohort detects them (q < 0.05) despite measurement noise; ``--effects`` overrides
+them.  Every relative change is a fraction (-0.1 = 10 % lower).
+
+Between-participant tract variability is mostly one factor shared by all tracts of a participant
+(``participant_sd``), i.e. spatially coherent like the disease effect, and large compared with
+the pipeline's measurement error (registration, noise: ~1-2 % of FA), so that the recovered
+Cohen d estimates the planted one (measurement error attenuates d by
+``sqrt(reliability)``; the criterion allows 0.3).
 """
 
 from __future__ import annotations
@@ -31,21 +37,25 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     },
     # mean relative FA change in patients (planted through the radial eigenvalues)
     "tracts": {
-        "hcp842/cst": {"fa_change": -0.22},
-        "hcp842/corticostriatal": {"fa_change": -0.18},
-        "hcp842/corticothalamic": {"fa_change": -0.18},
+        "hcp842/cst": {"fa_change": -0.25},
+        "hcp842/corticostriatal": {"fa_change": -0.22},
+        "hcp842/corticothalamic": {"fa_change": -0.22},
     },
     # between-participant variability of the relative tract FA (everyone), and the spread of
     # the patients' disease effect (SD of a severity multiplier with mean 1)
-    "tract_variability": {"participant_sd": 0.05, "tract_sd": 0.025, "severity_sd": 0.2},
+    "tract_variability": {"participant_sd": 0.07, "tract_sd": 0.01, "severity_sd": 0.2},
     # regions given the same variability in both groups and no group effect
-    "control_regions": {"jhu/mcp/bilateral": {}},
-    "gm": {"aal/precentral": {"volume_change": -0.10, "sd": 0.03, "sigma_mm": 4.0}},
+    # (the splenium of the corpus callosum: callosal fibres, no overlap with the planted tracts)
+    "control_regions": {"jhu/cc_splenium/bilateral": {}},
+    # GM atrophy: a smooth local deformation of the region's gray matter (the anatomical
+    # workflow's known-truth method, bids_app.core.anat.atrophy); relative volume change
+    # N(0, sd) in everyone plus volume_change x severity in patients
+    "gm": {"aal/precentral": {"volume_change": -0.15, "sd": 0.04}},
     # scores (patients only; column names as in the group level's alias table) generated from
     # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r with the driver; covariate weights are the
     # correlations of the score residual with age (per SD) and male sex
     "scores": {
-        "alsfrs_r": {"driver": "hcp842/cst/fa", "r": 0.8, "mean": 38.0, "sd": 6.0,
+        "alsfrs_r": {"driver": "hcp842/cst/fa", "r": 0.85, "mean": 38.0, "sd": 6.0,
                      "min": 0, "max": 48, "decimals": 0, "age_weight": -0.2,
                      "sex_weight": 0.0, "long_name": "ALS Functional Rating Scale - Revised",
                      "units": "points (0-48)"},
@@ -61,11 +71,11 @@ DEFAULT_EFFECTS: dict[str, Any] = {
                        "min": -20, "max": 5, "decimals": 2, "age_weight": -0.1,
                        "sex_weight": 0.0, "long_name": "Compound muscle action potential "
                        "Z sum score", "units": "sum of Z scores"},
-        "penn_score": {"driver": "hcp842/cst/fa", "r": -0.8, "mean": 12.0, "sd": 5.0,
+        "penn_score": {"driver": "hcp842/cst/fa", "r": -0.85, "mean": 12.0, "sd": 5.0,
                        "min": 0, "max": 32, "decimals": 0, "age_weight": 0.0,
                        "sex_weight": 0.0, "long_name": "Penn upper motor neuron score",
                        "units": "points (0-32)"},
-        "disease_duration": {"driver": "hcp842/corticothalamic/fa", "r": -0.8,
+        "disease_duration": {"driver": "hcp842/corticothalamic/fa", "r": -0.85,
                                     "mean": 24.0, "sd": 10.0, "min": 3, "max": 120,
                                     "decimals": 0, "age_weight": 0.0, "sex_weight": 0.0,
                                     "long_name": "Disease duration since symptom onset",
