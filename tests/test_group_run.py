@@ -85,6 +85,11 @@ def test_simulated_study_group_difference_and_tables(study):
     joined = read(out, "joined")
     assert len(joined) == 71 and "alsfrs_r" in joined and "ALSFRS-R" not in joined
     assert "hcp842_cst_L_fa_wmean" in joined
+    # label-atlas ROIs (JHU: no probability weights, only "mean") enter the analyses too
+    assert {"jhu_cst_L_fa_mean", "jhu_mcp_bilateral_fa_mean"} <= set(joined.columns)
+    jhu = comp[(comp.atlas == "jhu") & (comp.metric == "fa")]
+    assert set(jhu.region) == {"cst", "cerebral_peduncle", "plic", "mcp"}
+    assert (jhu.statistic == "mean").all() and jhu.p.notna().all()
     np.testing.assert_allclose(joined.set_index("participant_id")["hcp842_cst_L_fa_wmean"],
                                table.set_index("participant_id")["hcp842_cst_L_fa_wmean"],
                                rtol=1e-7)

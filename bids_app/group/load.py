@@ -86,6 +86,36 @@ def feature_name(atlas: str, region: str, hemisphere: str, metric: str, statisti
     return f"{atlas}_{region}_{hemisphere}_{metric}_{statistic}"
 
 
+#: Statistic used for a metric when the configured one does not exist for an atlas: label
+#: atlases (JHU ROIs) have no probability weights, so no ``wmean``, only ``mean``.
+FALLBACK_STATISTIC = "mean"
+
+
+def _keep_statistics(parts: list[list[str]], statistics: Mapping[str, str]) -> list[bool]:
+    """Which ``(atlas, region, hemisphere, metric, statistic)`` rows feed the analyses.
+
+    Per atlas and metric: the configured statistic if that atlas has it, else
+    :data:`FALLBACK_STATISTIC` if it has that, else every statistic; metrics not configured
+    keep every statistic.
+    """
+    available: dict[tuple[str, str], set[str]] = {}
+    for atlas, _, _, metric, statistic in parts:
+        available.setdefault((atlas, metric), set()).add(statistic)
+    keep = []
+    for atlas, _, _, metric, statistic in parts:
+        wanted = statistics.get(metric)
+        have = available[(atlas, metric)]
+        if wanted is None:
+            keep.append(True)
+        elif wanted in have:
+            keep.append(statistic == wanted)
+        elif FALLBACK_STATISTIC in have:
+            keep.append(statistic == FALLBACK_STATISTIC)
+        else:
+            keep.append(True)
+    return keep
+
+
 def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
                  notes: Notes) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the tables listed by :func:`find_participant_outputs` into one wide table.
@@ -98,8 +128,9 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
     files
         Output of :func:`find_participant_outputs`.
     statistics
-        Metric -> statistic to keep (e.g. ``fa: wmean``); metrics not listed keep every
-        statistic.
+        Metric -> statistic to keep (e.g. ``fa: wmean``); an atlas without that statistic
+        (a label atlas such as JHU has only ``mean``) keeps :data:`FALLBACK_STATISTIC`;
+        metrics not listed keep every statistic.
 
     Returns
     -------
@@ -142,7 +173,7 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
         owner.extend([row] * (len(keys) - len(owner)))
     uniq, codes = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
     parts = [k.split("\t") for k in uniq]
-    keep = np.array([statistics.get(p[3], p[4]) == p[4] for p in parts], dtype=bool)
+    keep = np.array(_keep_statistics(parts, statistics), dtype=bool)
     new_code = np.cumsum(keep) - 1
     cols = ["atlas", "region", "hemisphere", "metric", "statistic"]
     catalogue = pd.DataFrame([p for p, k in zip(parts, keep) if k], columns=cols)

@@ -54,11 +54,14 @@ class Feature:
 
 
 def features() -> list[Feature]:
-    """The 50 analysed features (DWI wmean, gmv_pct_tiv) of the synthetic cohort."""
+    """The 50 analysed features of the synthetic cohort, named as the participant level does.
+
+    Tract (probability) atlases: ``wmean``; JHU labels: ``mean`` (no weights); GM: ``ratio``.
+    """
     out = [Feature("hcp842", r, h, m, "wmean", "dwi") for r in HCP for h in "LR" for m in DTI]
-    out += [Feature("jhu", r, h, m, "wmean", "dwi") for r in JHU for h in "LR" for m in ("fa",
-                                                                                          "md")]
-    out += [Feature("jhu", "mcp", "bilateral", m, "wmean", "dwi") for m in ("fa", "md")]
+    out += [Feature("jhu", r, h, m, "mean", "dwi") for r in JHU for h in "LR" for m in ("fa",
+                                                                                         "md")]
+    out += [Feature("jhu", "mcp", "bilateral", m, "mean", "dwi") for m in ("fa", "md")]
     out += [Feature("aal", r, h, "gmv_pct_tiv", "ratio", "anat") for r in AAL for h in "LR"]
     return out
 
