@@ -313,3 +313,23 @@ def test_cli_group_level_exit_codes(tmp_path):
     assert main([str(bids), str(out), "group", "--skip-bids-validation",
                  "--analysis-spec", str(spec), "--scores", "ALSFRS-R"]) == 0
     assert set(read(out, "clinical").score) == {"alsfrs_r"}
+
+
+def test_spec_metrics_and_regions_without_data_are_named():
+    """A spec metric/region that no participant table has is named, not silently empty."""
+    import pandas as pd
+
+    from bids_app.group.notes import Notes
+    from bids_app.group.run import warn_unmatched_imaging_names
+    from bids_app.group.spec import AnalysisSpec, GmTractSpec
+
+    catalogue = pd.DataFrame({"metric": ["fa", "md", "gmv_pct_tiv"],
+                              "region": ["cst", "cst", "precentral"]})
+    spec = AnalysisSpec(metrics=("fa", "kurtosis"), interhemispheric_metrics=("fa",),
+                        gm_tract=GmTractSpec(pairs=(("precentral", "cst"),
+                                                    ("insula", "cst"))))
+    notes = Notes()
+    messages = warn_unmatched_imaging_names(spec, catalogue, notes=notes)
+    assert len(messages) == 2 and notes.warnings == messages
+    assert "'metrics'" in messages[0] and "['kurtosis']" in messages[0]
+    assert "insula" in messages[1] and "precentral" not in messages[1]

@@ -200,7 +200,34 @@ def load_inputs(settings: Settings, *, notes: Notes) -> tuple[AnalysisSpec, pd.D
     pheno = load_phenotype(ex.bids_dir, aliases, notes=notes)
     joined = join(wide, pheno, notes=notes)
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
+    warn_unmatched_imaging_names(spec, catalogue, notes=notes)
     return spec, joined, catalogue, inclusion(wide, pheno, notes=notes), pheno
+
+
+def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
+                                 notes: Notes) -> list[str]:
+    """Warn about spec metrics/regions that no participant output has (their tables are empty).
+
+    Returns the warning messages (also added to ``notes``).
+    """
+    metrics, regions = set(catalogue["metric"]), set(catalogue["region"])
+    messages = []
+    for key, names in (("metrics", spec.metrics),
+                       ("interhemispheric_metrics", spec.interhemispheric_metrics),
+                       ("gm_tract.gm_metric", (spec.gm_tract.gm_metric,)),
+                       ("gm_tract.tract_metric", (spec.gm_tract.tract_metric,))):
+        missing = sorted(set(names) - metrics)
+        if missing:
+            messages.append(f"analysis spec '{key}': {missing} not in any participant metrics "
+                            f"table (metrics present: {sorted(metrics)}); not analysed")
+    pair_regions = {name for pair in spec.gm_tract.pairs for name in pair}
+    missing = sorted(pair_regions - regions)
+    if missing:
+        messages.append(f"analysis spec 'gm_tract.pairs': region(s) {missing} not in any "
+                        "participant metrics table; those pairs are skipped")
+    for message in messages:
+        notes.warn(message)
+    return messages
 
 
 def run_group(settings: Settings) -> Path:
