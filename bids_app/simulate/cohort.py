@@ -8,8 +8,10 @@ or the number of participants simulated after it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 from dipy.core.gradients import gradient_table
 from nibabel.affines import apply_affine
 
@@ -106,23 +108,60 @@ class GmTissue:
     ----------
     probability : ndarray
         GM posterior of a 3-class Atropos segmentation of the source T1w (T1w grid).
+    regions : dict
+        ``"atlas/region/hemisphere"`` -> boolean mask of the label placed by the anatomical
+        workflow's registration, dilated by one voxel (so that a participant's slightly
+        different label placement still sees the planted change); empty = use the base's.
     """
 
     probability: np.ndarray
+    regions: dict[str, np.ndarray] | None = None
 
 
-def gm_tissue(base: BaseAnatomy, *, seed: int = 0) -> GmTissue:
-    """Segment the source T1w (Atropos, K-means init) inside the DWI brain mask."""
+def gm_tissue(base: BaseAnatomy, *, seed: int = 0, regions: dict | None = None) -> GmTissue:
+    """GM posterior of the source T1w from the anatomical workflow's own steps.
+
+    N4, registration to MNI152NLin6Asym, template brain mask refined on the image, and
+    3-class Atropos (:mod:`bids_app.core.anat`), so the atrophy is planted in the tissue the
+    participant level measures (a K-means segmentation inside the looser DWI mask takes
+    scalp into account and mistakes WM for GM).
+    """
+    import tempfile
+
     import ants
+    import nibabel as nib
 
+    from bids_app.atlases.api import get_template
+    from bids_app.core.anat import preproc, registration
     from bids_app.core.anat.segmentation import segment_tissues
 
-    points = deform.grid_points(base.t1.shape, base.t1_affine)
-    brain = deform.sample(base.mask.astype(np.float32), base.dwi_affine, points, order=0)
-    brain = brain.reshape(base.t1.shape) > 0.5
-    image = ants.from_numpy(base.t1.astype(np.float32))
-    seg = segment_tissues(image, image.new_image_like(brain.astype(np.float32)), seed=seed)
-    return GmTissue(probability=seg.probseg["GM"].numpy().astype(np.float32))
+    with tempfile.TemporaryDirectory(prefix="alsmri-sim-seg-") as tmp:
+        path = Path(tmp) / "t1w.nii.gz"
+        nib.save(nib.Nifti1Image(base.t1.astype(np.float32), base.t1_affine), path)
+        image = ants.image_read(str(path))
+        corrected = preproc.n4_correct(image, mask=preproc.head_mask(image))
+        template = ants.image_read(str(get_template("MNI152NLin6Asym", res=2, suffix="T1w")))
+        template_mask = ants.image_read(str(get_template("MNI152NLin6Asym", res=2,
+                                                         suffix="mask", desc="brain")))
+        reg = registration.register_to_template(corrected, template,
+                                                outprefix=str(Path(tmp) / "reg_"), seed=seed)
+        prior = registration.warp_image(template_mask, corrected, reg.inverse,
+                                        interpolator="linear")
+        brain = preproc.refine_brain_mask(corrected, prior)
+        seg = segment_tissues(corrected, brain, seed=seed)
+        masks = {}
+        for key, region in (regions or {}).items():  # label atlases (RegionSource.labels)
+            labels = registration.warp_image(ants.image_read(str(region.path)), corrected,
+                                             reg.inverse, interpolator="nearestNeighbor")
+            masks[key] = np.isin(np.rint(labels.numpy()), region.labels)
+    others = {key: ndimage.binary_dilation(mask, iterations=1) for key, mask in masks.items()}
+    for key, mask in masks.items():  # grow by a voxel, never into another planted region
+        taken = np.zeros_like(mask)
+        for other, grown in others.items():
+            if other != key:
+                taken |= masks[other]
+        masks[key] = others[key] & ~taken
+    return GmTissue(probability=seg.probseg["GM"].numpy().astype(np.float32), regions=masks)
 
 
 def atrophy_gray_matter(t1: np.ndarray, tissue: GmTissue, changes: dict[str, tuple]
@@ -222,7 +261,9 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
     dwi = dwi.reshape(*shape, -1).astype(np.float32)
 
     # T1w: GM atrophy in the source anatomy, then the same head position and field
-    regions = {key: (base.gm_masks[key], change) for key, change in plan.gm_changes.items()}
+    placed = tissue.regions or {}
+    regions = {key: (placed.get(key, base.gm_masks[key]), change)
+               for key, change in plan.gm_changes.items()}
     thinned, realised = atrophy_gray_matter(base.t1, tissue, regions)
     t1_points = deform.source_points(deform.grid_points(base.t1.shape, base.t1_affine),
                                      matrix=matrix, field=field)
@@ -231,7 +272,7 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
     voxel_mm3 = float(abs(np.linalg.det(base.t1_affine[:3, :3])))
     for key, change in plan.gm_changes.items():
         atlas, region, hemi = key.split("/")
-        before = float((tissue.probability * base.gm_masks[key]).sum()) * voxel_mm3
+        before = float((tissue.probability * regions[key][0]).sum()) * voxel_mm3
         gm_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
                          "target_volume_change": round(change, 6),
                          "volume_change": round(realised[key], 6),

@@ -78,7 +78,8 @@ def atlas_inputs(effects: dict, *, data_dir: Path | None = None) -> AtlasInputs:
 
 
 def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patients: int,
-                     n_controls: int, seed: int, nprocs: int = 1) -> dict:
+                     n_controls: int, seed: int, nprocs: int = 1,
+                     atlases: AtlasInputs | None = None) -> dict:
     """Write the cohort to ``out_dir``; return the truth dictionary (also in truth.json).
 
     Participants are simulated in ``nprocs`` worker processes; the result does not depend on
@@ -96,7 +97,8 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
                                  "directory")
     plans = cohort.plan_cohort(effects, n_patients=n_patients, n_controls=n_controls,
                                seed=seed)
-    tissue = cohort.gm_tissue(base, seed=BASE_SEED)
+    gm_regions = (atlases or atlas_inputs(effects)).gm
+    tissue = cohort.gm_tissue(base, seed=BASE_SEED, regions=gm_regions)
     participants: dict[str, dict] = {}
     timings = []
     jobs = [(plan, out_dir) for plan in plans]
@@ -186,7 +188,8 @@ def simulate(out_dir: Path, *, n_patients: int, n_controls: int, seed: int, effe
              cache_dir: Path | None = None, nprocs: int = 1) -> dict:
     """Build (or load) the base anatomy, then simulate the cohort into ``out_dir``."""
     source = SourceSubject.from_bids(source_dir or default_source_dir())
-    base = load_or_build_base(source, atlas_inputs(effects, data_dir=data_dir),
+    atlases = atlas_inputs(effects, data_dir=data_dir)
+    base = load_or_build_base(source, atlases,
                               cache_dir=cache_dir or default_cache_dir(), seed=BASE_SEED)
     return simulate_dataset(out_dir, base, effects, n_patients=n_patients,
-                            n_controls=n_controls, seed=seed, nprocs=nprocs)
+                            n_controls=n_controls, seed=seed, nprocs=nprocs, atlases=atlases)
