@@ -166,10 +166,13 @@ def test_every_output_written(xa30_run):
 @pytest.mark.slow
 def test_sdc_improves_ap_pa_agreement(xa30_run):
     qc = pd.read_csv(xa30_run / "sub-01/dwi/sub-01_desc-dwi_qc.tsv", sep="\t").iloc[0]
-    print(f"AP/PA mean-b0 correlation in mask: before {qc.sdc_corr_before:.3f}, "
-          f"after {qc.sdc_corr_after:.3f}")
+    print(f"AP/PA mean-b0 correlation in mask: raw {qc.sdc_corr_before:.3f}, rigid "
+          f"{qc.sdc_corr_rigid:.3f}, after SDC {qc.sdc_corr_after:.3f}")
     assert qc.sdc_method == "reverse-pe-syn"
-    assert qc.sdc_corr_after > qc.sdc_corr_before + 0.05
+    # the distortion correction itself, not just the rigid alignment, improves agreement
+    # (ds-xa30: raw 0.65, rigid 0.66, SDC 0.82)
+    assert qc.sdc_corr_rigid >= qc.sdc_corr_before - 0.01
+    assert qc.sdc_corr_after > qc.sdc_corr_rigid + 0.05
 
 
 @pytest.mark.slow
