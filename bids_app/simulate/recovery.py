@@ -31,7 +31,6 @@ JOINED = Path("group") / "group_desc-joined_participants.tsv"
 STATISTIC = {"fa": "wmean", "gmv_pct_tiv": "ratio"}
 #: label (not probability) atlases: their DTI values are plain means within the label
 LABEL_ATLASES = {"jhu": "mean"}
-PARTICIPANT_STATS = "sub-*/**/dwi/*_desc-tracts_dwistats.tsv"
 COLUMNS = ("check", "atlas", "region", "hemisphere", "metric", "score", "n_patients",
            "n_controls", "planted", "recovered", "ci_low", "ci_high", "p", "q",
            "planted_slope", "recovered_slope", "slope_ci_low", "slope_ci_high",
@@ -233,34 +232,6 @@ def load_joined(output_dir: Path) -> pd.DataFrame:
                        dtype={"participant_id": str, "session_id": str, "group": str})
 
 
-def add_participant_values(joined: pd.DataFrame, output_dir: Path, columns: list[str]
-                           ) -> pd.DataFrame:
-    """Add ``columns`` missing from the joined table from the participant-level dwistats.
-
-    The group level keeps one statistic per metric (``wmean`` for FA), so label-atlas
-    values (JHU: ``mean``) such as the control region come from
-    ``OUTPUT_DIR/sub-*/[ses-*/]dwi/*_desc-tracts_dwistats.tsv`` (first session).
-    """
-    missing = [c for c in columns if c not in joined.columns]
-    if not missing:
-        return joined
-    values: dict[str, dict[str, float]] = {c: {} for c in missing}
-    for path in sorted(Path(output_dir).glob(PARTICIPANT_STATS)):
-        pid = path.name.split("_")[0].removeprefix("sub-")
-        stats_table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
-        names = (stats_table["atlas"] + "_" + stats_table["region"] + "_"
-                 + stats_table["hemisphere"] + "_" + stats_table["metric"] + "_"
-                 + stats_table["statistic"])
-        for column, value in zip(names, stats_table["value"]):
-            if column in values:
-                values[column].setdefault(pid, float(value))
-    out = joined.copy()
-    ids = out["participant_id"].astype(str).str.removeprefix("sub-")
-    for column in missing:
-        out[column] = ids.map(values[column]).astype(float)
-    return out
-
-
 def recovery_from_outputs(bids_dir: Path, output_dir: Path) -> pd.DataFrame:
     """Read ``BIDS_DIR/truth.json`` and the group outputs; return the recovery table."""
     truth_path = Path(bids_dir) / "truth.json"
@@ -268,9 +239,7 @@ def recovery_from_outputs(bids_dir: Path, output_dir: Path) -> pd.DataFrame:
         raise MissingInputError(f"{truth_path}: not found (was the dataset made by "
                                 "'alsmri simulate'?)")
     truth = json.loads(truth_path.read_text())
-    controls = [_column(*key.split("/"), "fa") for key in truth["effects"]["control_regions"]]
-    joined = add_participant_values(load_joined(output_dir), output_dir, controls)
-    return build_recovery_table(truth, joined)
+    return build_recovery_table(truth, load_joined(output_dir))
 
 
 def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None) -> Path:
