@@ -55,8 +55,13 @@ def run_branch(out: Path, *, nprocs: int, denoise: str, unringing: bool,
                entities={"subject": "01", "direction": d})
         for d in ("AP", "PA"))
     wf = init_dwi_wf(runs=runs, settings=DwiSettings(denoise=denoise, unringing=unringing),
-                     output_dir=out / "derivatives", data_dir=data_dir, omp_nthreads=nprocs)
+                     output_dir=out / "derivatives", data_dir=data_dir,
+                     omp_nthreads=int(os.environ["OMP_NUM_THREADS"]))
+    from bids_app.cli.execute import execution_config
+
     wf.base_dir = str(out / "work")
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    wf.config["execution"].update(execution_config(out / "logs"))
     start = time.perf_counter()
     wf.run(plugin="MultiProc", plugin_args={"n_procs": nprocs})
     return time.perf_counter() - start
@@ -113,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                             "ALSMRI_DATA") else None)
     parser.add_argument("--keep", type=Path, help="keep outputs here (default: temp dir)")
     args = parser.parse_args(argv)
+    # threads as `alsmri participant` sets them (bids_app/cli/execute.py), before numpy loads
+    from bids_app.settings import default_omp_nthreads
+
+    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(var, str(default_omp_nthreads(args.nprocs)))
     tmp_ctx = tempfile.TemporaryDirectory(prefix="alsmri-bench-dwi-")
     out = args.keep or Path(tmp_ctx.name)
     out.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,12 @@ def test_bids_exec_spec_is_boutiques(capsys):
     assert ids["skip_bids_validation"]["type"] == "Flag"
 
 
+def test_default_omp_nthreads():
+    from bids_app.settings import default_omp_nthreads
+
+    assert [default_omp_nthreads(n) for n in (1, 2, 4, 16)] == [1, 1, 3, 8]
+
+
 def test_settings_round_trip(ds114, tmp_path):
     from bids_app.cli.parser import build_parser
     from bids_app.cli.run import settings_from_args
@@ -150,7 +156,7 @@ def test_settings_round_trip(ds114, tmp_path):
                                       "--participant-label", "01", "--nprocs", "2",
                                       "--denoise", "none", "--no-unringing"])
     settings = settings_from_args(opts)
-    assert settings.nipype.omp_nthreads == 2
+    assert settings.nipype.omp_nthreads == 1  # fMRIPrep's nprocs - 1
     assert settings.dwi.denoise == "none" and settings.dwi.unringing is False
     assert Settings.from_toml(settings.to_toml()) == settings
 

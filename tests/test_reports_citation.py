@@ -15,7 +15,7 @@ from bids_app.settings import DwiSettings, ExecutionSettings, Settings
 
 VERSIONS = {name: "0.0" for name in ("alsmri", "nipype", "pybids", "dipy", "antspyx",
                                      "nibabel")}
-MOTION_SENTENCE = "Between-volume head motion was corrected by rigid-body"
+MOTION_SENTENCE = "Between-volume head motion was corrected by affine (12 degrees"
 SDC_SENTENCE = "a susceptibility distortion correction was estimated"
 HCP_ACK = "Data were provided in part by the Human Connectome Project"
 
@@ -51,10 +51,10 @@ def test_default_run_describes_every_step():
     text = _render()
     methods = _methods(text)
     for sentence in ("Marchenko-Pastur PCA", "Gibbs ringing was removed", MOTION_SENTENCE,
-                     "b-vectors were rotated accordingly", SDC_SENTENCE,
+                     "b-vectors were rotated by the rotation part", SDC_SENTENCE,
                      "weighted least squares", "three-class Atropos", "N4"):
         assert sentence in methods, sentence
-    assert "affine registration of every volume" not in methods
+    assert "rigid-body" not in methods
     assert "RESTORE" not in methods and "Chang" not in text
 
 
@@ -63,7 +63,7 @@ def test_motion_transform_matches_the_code():
     from bids_app.interfaces.dwi import MotionCorrect
 
     default = inspect.signature(motion_correct).parameters["transform"].default
-    assert default == citation.MOTION_TRANSFORM == "Rigid"
+    assert default == citation.MOTION_TRANSFORM == "Affine"
     assert "transform=" not in inspect.getsource(MotionCorrect._run_interface)
 
 
@@ -77,7 +77,7 @@ def test_disabled_steps_are_not_claimed():
     assert ("No susceptibility distortion correction was applied (disabled by the user)."
             in methods)
     for absent in ("Marchenko", "Patch2Self", "Gibbs ringing was removed", MOTION_SENTENCE,
-                   "rotated accordingly", SDC_SENTENCE, "midway"):
+                   "rotated by the rotation part", SDC_SENTENCE, "midway"):
         assert absent not in methods, absent
     refs = _section(text, "References")
     for absent in ("Veraart", "Kellner", "Leemans", "Andersson", "Power, J. D."):

@@ -16,8 +16,8 @@ from bids_app.bids.records import DwiRun
 from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.settings import DwiSettings
 
-# Fast settings for CI (the defaults mppca + unringing cost ~2 min more CPU; see benchmarks).
-FAST = DwiSettings(denoise="patch2self", unringing=False)
+# The defaults (MP-PCA, unringing, affine motion correction, SDC): ~80 s on 2 cores.
+DEFAULTS = DwiSettings()
 
 EXPECTED = (
     "sub-01/dwi/sub-01_desc-dwi_motion.json",
@@ -127,11 +127,11 @@ def test_bad_dwi_exits_65_before_running(ds_xa30, built_data_dir, tmp_path, caps
 
 @pytest.fixture(scope="module")
 def xa30_run(ds_xa30, built_data_dir, tmp_path_factory):
-    """One full DWI-branch run on ds-xa30 (fast settings, 2 processes)."""
+    """One full DWI-branch run on ds-xa30 (default settings, 2 processes)."""
     from bids_app.workflows.dwi import init_dwi_wf
 
     base = tmp_path_factory.mktemp("dwi_xa30")
-    wf = init_dwi_wf(runs=xa30_runs(ds_xa30), settings=FAST, output_dir=base / "out",
+    wf = init_dwi_wf(runs=xa30_runs(ds_xa30), settings=DEFAULTS, output_dir=base / "out",
                      data_dir=built_data_dir, omp_nthreads=1)
     wf.base_dir = str(base / "work")
     wf.run(plugin="MultiProc", plugin_args={"n_procs": 2})

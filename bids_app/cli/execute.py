@@ -47,11 +47,16 @@ class _Progress:
             LOGGER.error("%s %s FAILED", who, step)
 
 
-def _execution_config(log_dir: Path, stop_on_first_crash: bool) -> dict:
-    """nipype execution options: text crash files in the run's log dir, keep outputs."""
+def execution_config(log_dir: Path, stop_on_first_crash: bool = False) -> dict:
+    """nipype execution options: text crash files in the run's log dir, keep outputs.
+
+    The scheduler polls every 0.1 s instead of nipype's 2 s: a participant graph has ~15
+    dependency levels of mostly sub-second nodes, so 2 s polls added ~30 s per DWI branch.
+    """
     return {"crashdump_dir": str(log_dir), "crashfile_format": "txt",
             "stop_on_first_crash": stop_on_first_crash,
-            "remove_unnecessary_outputs": False, "check_version": False}
+            "remove_unnecessary_outputs": False, "check_version": False,
+            "poll_sleep_duration": 0.1}
 
 
 def configure_nipype(log_dir: Path, *, stop_on_first_crash: bool) -> None:
@@ -62,7 +67,7 @@ def configure_nipype(log_dir: Path, *, stop_on_first_crash: bool) -> None:
     config.update_config({
         "logging": {"log_directory": str(log_dir), "log_to_file": False,
                     "workflow_level": "INFO", "interface_level": "INFO"},
-        "execution": _execution_config(log_dir, stop_on_first_crash),
+        "execution": execution_config(log_dir, stop_on_first_crash),
         "monitoring": {"enabled": False},
     })
     nlogging.update_logging(config)
@@ -117,7 +122,7 @@ def execute_workflow(workflow, *, settings: Settings, log_dir: Path) -> None:
     configure_nipype(log_dir, stop_on_first_crash=ny.stop_on_first_crash)
     # A workflow copies nipype's global config when it is created (before the call above),
     # and its own copy wins at run time: set the execution options on it too.
-    workflow.config["execution"].update(_execution_config(log_dir, ny.stop_on_first_crash))
+    workflow.config["execution"].update(execution_config(log_dir, ny.stop_on_first_crash))
     workflow.base_dir = str(ex.work_dir)
     if ex.write_graph:
         write_workflow_graph(workflow, log_dir)

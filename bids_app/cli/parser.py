@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nprocs", "--n-cpus", "--n_cpus", type=_positive_int,
                    default=os.cpu_count() or 1, help="maximum parallel processes")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
-                   help="threads per process (default: min(8, nprocs))")
+                   help="threads per process (default: min(8, nprocs - 1), at least 1)")
     g.add_argument("--mem-mb", "--mem_mb", type=_positive_int, default=None,
                    help="memory limit for the nipype scheduler, in MB")
     g.add_argument("--stop-on-first-crash", action="store_true",

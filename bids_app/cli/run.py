@@ -24,6 +24,7 @@ from bids_app.settings import (
     GroupSettings,
     NipypeSettings,
     Settings,
+    default_omp_nthreads,
 )
 
 LOGGER = logging.getLogger("alsmri")
@@ -125,7 +126,7 @@ def settings_from_args(opts) -> Settings:
     )
     nipype = NipypeSettings(
         nprocs=opts.nprocs,
-        omp_nthreads=opts.omp_nthreads or min(8, opts.nprocs),
+        omp_nthreads=opts.omp_nthreads or default_omp_nthreads(opts.nprocs),
         mem_mb=opts.mem_mb,
         stop_on_first_crash=opts.stop_on_first_crash,
     )

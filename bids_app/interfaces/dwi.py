@@ -131,7 +131,6 @@ class Denoise(SimpleInterface):
 
 class _UnringInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
-    num_threads = traits.Int(1, usedefault=True)
 
 
 class _OutFileSpec(TraitedSpec):
@@ -148,7 +147,7 @@ class Unring(SimpleInterface):
         from bids_app.core.dwi.preproc import unring
 
         data, img = _load(self.inputs.in_file)
-        out = unring(data, num_processes=max(1, self.inputs.num_threads))
+        out = unring(data)
         self._results["out_file"] = _save(out, img, "dwi_unringed.nii", runtime)
         return runtime
 

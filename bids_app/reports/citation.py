@@ -28,7 +28,7 @@ _TENSOR = {
 }
 #: ``transform`` used by :func:`bids_app.core.dwi.preproc.motion_correct` as the workflow
 #: calls it (its default; tests/test_reports_citation.py checks they agree).
-MOTION_TRANSFORM = "Rigid"
+MOTION_TRANSFORM = "Affine"
 _MOTION_MODEL = {"Rigid": "rigid-body (6 degrees of freedom)",
                  "Affine": "affine (12 degrees of freedom)"}
 #: Manifest resource the template text refers to (TemplateFlow's MNI152NLin6Asym).
@@ -201,8 +201,9 @@ def _motion_text(enabled: bool) -> str:
             "registration in ANTs [@avants2008] with Mattes mutual information: b=0 volumes "
             "were registered to the mean b=0 image and diffusion-weighted volumes to the mean "
             "diffusion-weighted image, itself registered to the mean b=0 image; the b-vectors "
-            "were rotated accordingly [@leemans2009] and framewise displacement was computed "
-            "[@power2012].")
+            "were rotated by the rotation part of each transform [@leemans2009] (the affine "
+            "part also absorbs eddy-current scaling and shear), and framewise displacement "
+            "was computed from its translation and rotation [@power2012].")
 
 
 def _runs_text(dwi_runs: str) -> str:

@@ -54,7 +54,7 @@ def _describe(settings: DwiSettings, n_runs: int) -> str:
     if settings.unringing:
         steps.append("Gibbs-ringing removal by local sub-voxel shifts [@kellner2016] (DIPY)")
     if settings.motion_correction:
-        steps.append("between-volume motion correction (rigid registration of every volume "
+        steps.append("between-volume motion correction (affine registration of every volume "
                      "to the mean b0 with ANTs, mutual information; b-vectors rotated "
                      "accordingly) [@avants2008; @ants]")
     text = (f"Diffusion data ({n_runs} run(s)) were checked (b-values below "
@@ -178,8 +178,7 @@ def _add_unit(workflow, unit, *, settings, output_dir, data_dir, omp_nthreads, t
             (hmc, m_motion, [("out_motion", f"in{i + 1}")]),
         ])
         if settings.unringing:
-            unring = pe.Node(Unring(num_threads=omp_nthreads), name=f"unring{sfx}",
-                             n_procs=omp_nthreads)
+            unring = pe.Node(Unring(), name=f"unring{sfx}")
             workflow.connect([(denoise, unring, [("out_file", "in_file")]),
                               (unring, hmc, [("out_file", "in_file")]),
                               (unring, m_dwi, [("out_file", f"in{i + 1}")])])

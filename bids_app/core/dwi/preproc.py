@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import ants
 import numpy as np
 import pandas as pd
-from dipy.denoise.gibbs import gibbs_removal
-from dipy.denoise.localpca import mppca
 from dipy.denoise.patch2self import patch2self
 from dipy.segment.mask import median_otsu
 from scipy.spatial.transform import Rotation
 
+from bids_app.core.dwi.batched import gibbs_removal_batched, mppca_batched
 from bids_app.core.dwi._ants import (
     ants_seed,
     matrix_transform,
@@ -52,11 +51,9 @@ def _mppca_radius(n_volumes: int) -> int:
 
 
 def _denoise_mppca(data, *, bvals, b0_threshold, mask):
-    # dipy divides by the patch weights, which are 0 outside the mask (values replaced below)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        den, sigma = mppca(data, mask=mask, patch_radius=_mppca_radius(data.shape[3]),
-                           return_sigma=True)
-    den = np.where(mask[..., None], np.nan_to_num(den), data).astype(np.float32)
+    den, sigma = mppca_batched(data, mask=mask, patch_radius=_mppca_radius(data.shape[3]),
+                               return_sigma=True)
+    den = np.where(mask[..., None], den, data).astype(np.float32)
     return den, np.nan_to_num(np.asarray(sigma, dtype=np.float32))
 
 
@@ -110,11 +107,10 @@ def denoise(data: np.ndarray, *, method: str, bvals: np.ndarray, b0_threshold: f
                              b0_threshold=b0_threshold, mask=mask)
 
 
-def unring(data: np.ndarray, *, slice_axis: int = 2, num_processes: int = 1) -> np.ndarray:
-    """Gibbs-ringing removal (local sub-voxel shifts, dipy) slice by slice."""
-    out = gibbs_removal(np.asarray(data, dtype=np.float32), slice_axis=slice_axis,
-                        inplace=False, num_processes=num_processes)
-    return np.asarray(out, dtype=np.float32)
+def unring(data: np.ndarray, *, slice_axis: int = 2) -> np.ndarray:
+    """Gibbs-ringing removal (local sub-voxel shifts; dipy's algorithm, batched)."""
+    return gibbs_removal_batched(np.asarray(data, dtype=np.float32),
+                                 slice_axis=slice_axis).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -157,7 +153,7 @@ def motion_correct(
     bvals: np.ndarray,
     bvecs: np.ndarray,
     b0_threshold: float = 50.0,
-    transform: str = "Rigid",
+    transform: str = "Affine",
     iterations: tuple[int, ...] = (30,),
     shrink_factors: tuple[int, ...] = (2,),
     smoothing_sigmas: tuple[int, ...] = (1,),
@@ -184,7 +180,9 @@ def motion_correct(
     b0_threshold
         b-values below are b0.
     transform
-        ``Rigid`` (6 dof) or ``Affine`` (12 dof, also absorbs eddy-current scaling/shear).
+        ``Affine`` (12 dof: also absorbs eddy-current scaling/shear; the issue's model) or
+        ``Rigid`` (6 dof). Translations/rotations in the motion table and the b-vector
+        rotation use the rotation part of each matrix.
     iterations, shrink_factors, smoothing_sigmas, sampling_rate
         ANTs optimisation settings.
     seed

