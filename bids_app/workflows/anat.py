@@ -32,8 +32,9 @@ OUTPUT_FIELDS = ["t1w_preproc", "brain_mask", "gm_probseg", "wm_probseg", "csf_p
 _DESC = """\
 The T1-weighted image was reoriented to RAS+ and corrected for intensity non-uniformity with
 N4 [@tustison2010] as implemented in ANTs [@ants] (antspyx). It was registered to the
-{template} template [@templateflow] at {res} mm with an affine followed by symmetric
-diffeomorphic (SyN) registration [@avants2008]. The template brain mask was brought to native
+{template} template [@templateflow] at {res} mm with an affine (Mattes mutual information)
+followed by symmetric diffeomorphic (SyN) registration with neighbourhood cross-correlation
+[@avants2008]. The template brain mask was brought to native
 space through the inverse transform and refined on the image (intersection with the head
 foreground, largest connected component, holes filled). Gray matter (GM), white matter and
 cerebrospinal fluid were segmented with three-class Atropos [@avants2011] (K-means

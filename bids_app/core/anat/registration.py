@@ -29,13 +29,18 @@ def register_to_template(moving: ants.ANTsImage, fixed: ants.ANTsImage, *,
                          outprefix: str | os.PathLike[str], seed: int,
                          syn_iterations: tuple[int, ...] = (40, 20, 0),
                          affine_iterations: tuple[int, ...] = (1000, 500, 250, 0),
-                         fixed_mask: ants.ANTsImage | None = None) -> Registration:
+                         fixed_mask: ants.ANTsImage | None = None,
+                         syn_metric: str = "CC", syn_sampling: int = 2) -> Registration:
     """Affine followed by symmetric normalisation (SyN) [@avants2008] to a template.
 
     The defaults register at the template's resolution with coarse-to-fine shrink factors
-    (the finest SyN level is skipped), which takes about 10-20 s at 2 mm on two cores. The
-    affine metric uses every voxel (sampling rate 1): random subsampling made repeated runs
-    on the same image differ by up to half a millimetre.
+    (the finest SyN level is skipped), about 40 s at 2 mm on two cores. The affine metric
+    (Mattes) uses every voxel (sampling rate 1): random subsampling made repeated runs on
+    the same image differ by up to half a millimetre. The SyN metric is neighbourhood
+    cross-correlation (radius 2), ANTs' choice for same-contrast images: on ds-xa30 it
+    brought the precentral left/right difference from 38 % (Mattes SyN) to 19 %, and the
+    known-truth 10 % precentral shrinkage measured 10.7 % (Mattes: 12.0 %, with 4.5 % spill
+    into the right postcentral gyrus; CC: 3.1 %).
 
     Parameters
     ----------
@@ -49,6 +54,9 @@ def register_to_template(moving: ants.ANTsImage, fixed: ants.ANTsImage, *,
         Random seed of the metric sampling (reproducible results).
     syn_iterations, affine_iterations
         Iterations per level (levels shrink 8/4/2/1 for the affine, 4/2/1 for SyN).
+    syn_metric, syn_sampling
+        SyN similarity metric and its parameter (``CC``: neighbourhood radius; ``mattes``:
+        histogram bins).
     fixed_mask
         Optional template-space mask restricting the metric of every stage (e.g. the dilated
         template brain mask, so that scalp and neck do not drive the alignment).
@@ -66,7 +74,7 @@ def register_to_template(moving: ants.ANTsImage, fixed: ants.ANTsImage, *,
         random_seed=int(seed), write_composite_transform=True,
         aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=1.0,
         aff_iterations=tuple(affine_iterations), aff_shrink_factors=(8, 4, 2, 1),
-        aff_smoothing_sigmas=(3, 2, 1, 0), syn_metric="mattes", syn_sampling=32,
+        aff_smoothing_sigmas=(3, 2, 1, 0), syn_metric=syn_metric, syn_sampling=syn_sampling,
         reg_iterations=tuple(syn_iterations), grad_step=0.2, flow_sigma=3, total_sigma=0,
         **kwargs)
     return Registration(forward=Path(reg["fwdtransforms"]), inverse=Path(reg["invtransforms"]),
