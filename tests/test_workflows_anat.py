@@ -150,9 +150,9 @@ def test_plausible_volumes(anat_out):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="ds-xa30 (2 mm), CC SyN: passes in the test runs so "
-                   "far, but one repeat measured 10.7 % for the 10 % planted loss with 3.1 % "
-                   "spill into the left postcentral gyrus (limit 3 %): borderline, run-to-run")
+@pytest.mark.xfail(strict=False, reason="ds-xa30 (2 mm), CC SyN: 2 of 3 repeats pass (10.5 % "
+                   "measured for 10 % planted, worst other region 1.9 %); one measured 10.7 % "
+                   "with 3.1 % spill into the left postcentral gyrus (limit 3 %)")
 def test_known_truth_precentral_atrophy(anat_out, t1w, built_data_dir, tmp_path):
     from bids_app.atlases.api import get_atlas
     from bids_app.core.anat.atrophy import plant_atrophy
