@@ -19,10 +19,14 @@ from bids_app.cli.run import main
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
-    # Not run in CI yet: on the 5 + 5 cohort the recovered tract Cohen d exceeds the planted d
-    # by 0.3-0.6 in four of six tracts (patients' measured FA falls below the planted-FA line
-    # beyond the planted change), so the demo exits 1. Run: pytest --runxfail tests/test_demo.py
-    pytest.mark.xfail(run=False, reason="tract Cohen d inflated vs planted; see module notes"),
+    # Not run in CI yet: on the 5 + 5 cohort (latest run, 879 s) the recovered tract Cohen d
+    # exceeds the planted d by 0.40-0.59 in three of six tracts (CST L/R, corticostriatal L),
+    # and right precentral atrophy is not recovered (d +0.04 vs planted -2.59) since the
+    # anatomical SyN uses cross-correlation, although the known-truth test on the real T1w
+    # measures a planted 10 % right precentral loss as 8.3 %. So the demo exits 1.
+    # Run: pytest --runxfail tests/test_demo.py
+    pytest.mark.xfail(run=False, reason="tract Cohen d inflated vs planted, right precentral "
+                      "atrophy missed; see module notes"),
 ]
 
 TRACTS = {("hcp842", region, hemi) for region in ("cst", "corticostriatal", "corticothalamic")
