@@ -115,8 +115,7 @@ def mppca_batched(arr: np.ndarray, *, mask: np.ndarray | None = None, patch_radi
     if arr.ndim != 4:
         raise ValueError(f"MP-PCA needs a 4D series, got shape {arr.shape}")
     out_dtype = arr.dtype
-    calc = np.float64  # float32 eigenvalues flip borderline component counts
-    data = arr.astype(calc, copy=False)
+    data = arr.astype(np.float64, copy=False)  # float32 eigenvalues flip borderline counts
     shape, dim = arr.shape[:3], arr.shape[3]
     pr = np.array([0 if s == 1 else patch_radius for s in shape])
     offsets = np.stack(np.meshgrid(*[np.arange(-p, p + 1) for p in pr], indexing="ij"),
@@ -125,12 +124,11 @@ def mppca_batched(arr: np.ndarray, *, mask: np.ndarray | None = None, patch_radi
     if n_samples == 1:
         raise ValueError("MP-PCA needs more than one voxel per patch")
     tau_factor = 1.0 + np.sqrt(dim / n_samples)
-    if mask is None:
-        mask = np.ones(shape, dtype=bool)
+    mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     # dipy only uses centres whose patch fits inside the array
     inner = np.zeros(shape, dtype=bool)
     inner[tuple(slice(p, s - p) for p, s in zip(pr, shape))] = True
-    centres = np.argwhere(np.asarray(mask, dtype=bool) & inner)
+    centres = np.argwhere(mask & inner)
     n_vox = int(np.prod(shape))
     theta = np.zeros(n_vox)
     thetax = np.zeros((dim, n_vox))
@@ -166,11 +164,11 @@ def mppca_batched(arr: np.ndarray, *, mask: np.ndarray | None = None, patch_radi
         sig2 = var_acc / theta
     den = np.nan_to_num(den)
     den.clip(min=0, out=den)
-    den[~np.asarray(mask, dtype=bool)] = 0
+    den[~mask] = 0
     if not return_sigma:
         return den.astype(out_dtype)
     sig2 = np.nan_to_num(sig2)
-    sig2[~np.asarray(mask, dtype=bool)] = 0
+    sig2[~mask] = 0
     return den.astype(out_dtype), np.sqrt(sig2)
 
 

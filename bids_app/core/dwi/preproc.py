@@ -54,7 +54,7 @@ def _denoise_mppca(data, *, bvals, b0_threshold, mask):
     den, sigma = mppca_batched(data, mask=mask, patch_radius=_mppca_radius(data.shape[3]),
                                return_sigma=True)
     den = np.where(mask[..., None], den, data).astype(np.float32)
-    return den, np.nan_to_num(np.asarray(sigma, dtype=np.float32))
+    return den, sigma.astype(np.float32)
 
 
 def _denoise_patch2self(data, *, bvals, b0_threshold, mask):

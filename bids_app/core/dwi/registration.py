@@ -40,8 +40,6 @@ def register_fa_to_template(
     seed: int | None = 20261122,
     aff_iterations: tuple[int, ...] = (100, 50, 25),
     syn_iterations: tuple[int, ...] = (40, 20, 0),
-    syn_metric: str = "mattes",
-    syn_sampling: int = 32,
 ) -> TemplateRegistration:
     """Register a native FA map to an FA template (affine + SyN, Mattes MI).
 
@@ -61,8 +59,6 @@ def register_fa_to_template(
         Affine iterations at shrink factors 4, 2, 1.
     syn_iterations
         SyN iterations at shrink factors 4, 2, 1 (0 skips the full-resolution level).
-    syn_metric, syn_sampling
-        SyN metric and its parameter (``mattes``: histogram bins; ``CC``: radius).
 
     Returns
     -------
@@ -75,8 +71,7 @@ def register_fa_to_template(
     levels = len(aff_iterations)
     with ants_seed(seed):
         reg = ants.registration(
-            fixed, moving, type_of_transform="SyN", aff_metric="mattes", syn_metric=syn_metric,
-            syn_sampling=syn_sampling,
+            fixed, moving, type_of_transform="SyN", aff_metric="mattes", syn_metric="mattes",
             aff_iterations=tuple(aff_iterations),
             aff_shrink_factors=tuple(2 ** i for i in range(levels - 1, -1, -1)),
             aff_smoothing_sigmas=tuple(range(levels - 1, -1, -1)),
