@@ -18,6 +18,8 @@ SDC_METHODS = ("auto", "none")
 DWI_RUN_MODES = ("combine", "separate")
 GM_ATLASES = ("aal", "harvard-oxford", "neuromorphometrics")
 TRACT_ATLASES = ("hcp842", "hcp1065", "xtract")
+#: Seed of the randomised steps unless --random-seed is given.
+DEFAULT_SEED = 20261122
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class DwiSettings:
     tract_threshold: float = 0.25
     tract_atlas: str = "hcp842"
     roi_atlas: str = "jhu"
-    seed: int = 20261122
+    seed: int = DEFAULT_SEED
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class AnatSettings:
     """Anatomical branch options."""
 
     gm_atlas: str = "aal"
-    seed: int = 20261122
+    seed: int = DEFAULT_SEED
 
 
 @dataclass(frozen=True)

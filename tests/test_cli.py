@@ -159,6 +159,10 @@ def test_settings_round_trip(ds114, tmp_path):
     assert settings.nipype.omp_nthreads == 1  # fMRIPrep's nprocs - 1
     assert settings.dwi.denoise == "none" and settings.dwi.unringing is False
     assert Settings.from_toml(settings.to_toml()) == settings
+    seeded = settings_from_args(build_parser().parse_args(
+        [str(ds114), str(tmp_path / "o"), "participant", "--random-seed", "7"]))
+    assert seeded.dwi.seed == seeded.anat.seed == 7
+    assert settings.dwi.seed == settings.anat.seed != 7  # the documented default
 
 
 def test_unknown_session_among_known_18(ds114, tmp_path, capsys):

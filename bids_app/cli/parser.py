@@ -9,6 +9,7 @@ from pathlib import Path
 from bids_app import __version__
 from bids_app.errors import UsageError
 from bids_app.settings import (
+    DEFAULT_SEED,
     DENOISE_METHODS,
     DWI_RUN_MODES,
     GM_ATLASES,
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.cpu_count() or 1, help="maximum parallel processes")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per process (default: min(8, nprocs - 1), at least 1)")
+    g.add_argument("--random-seed", type=int, default=DEFAULT_SEED, metavar="N",
+                   help="seed of every randomised step (ANTs metric sampling, tissue "
+                        "segmentation); with --omp-nthreads 1, repeated runs give identical "
+                        "outputs (ANTs' multithreaded metrics are not bit-reproducible)")
     g.add_argument("--mem-mb", "--mem_mb", type=_positive_int, default=None,
                    help="memory limit for the nipype scheduler, in MB")
     g.add_argument("--stop-on-first-crash", action="store_true",

@@ -133,9 +133,9 @@ def settings_from_args(opts) -> Settings:
     dwi = DwiSettings(
         denoise=opts.denoise, unringing=opts.unringing, motion_correction=opts.motion_correction,
         tensor_fit=opts.tensor_fit, b0_threshold=opts.b0_threshold, sdc=opts.sdc,
-        dwi_runs=opts.dwi_runs, tract_threshold=opts.tract_threshold,
+        dwi_runs=opts.dwi_runs, tract_threshold=opts.tract_threshold, seed=opts.random_seed,
     )
-    anat = AnatSettings(gm_atlas=opts.gm_atlas)
+    anat = AnatSettings(gm_atlas=opts.gm_atlas, seed=opts.random_seed)
     group = GroupSettings(
         analysis_spec=opts.analysis_spec, group_column=opts.group_column,
         patient_label=opts.patient_label, control_label=opts.control_label,

@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_app.core.seeding import ants_seed
 from bids_app.errors import BadDataError, MissingInputError
 
 LOGGER = logging.getLogger("alsmri.simulate")
@@ -198,8 +199,9 @@ def _register_and_warp(*, fixed: nib.Nifti1Image, moving: Path,
     if shrink_mm:  # registration at a coarser grid is plenty for region placement
         fixed_reg = ants.resample_image(fixed_ants, (shrink_mm,) * 3, use_voxels=False)
         moving_reg = ants.resample_image(moving_ants, (shrink_mm,) * 3, use_voxels=False)
-    reg = ants.registration(fixed_reg, moving_reg, type_of_transform="SyN",
-                            reg_iterations=(40, 20, 0), random_seed=seed)
+    with ants_seed(seed):
+        reg = ants.registration(fixed_reg, moving_reg, type_of_transform="SyN",
+                                reg_iterations=(40, 20, 0))
     out = {}
     for key, region in regions.items():
         image = ants.image_read(str(region.path))

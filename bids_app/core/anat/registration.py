@@ -9,6 +9,8 @@ from pathlib import Path
 import ants
 import numpy as np
 
+from bids_app.core.seeding import ants_seed
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -69,14 +71,15 @@ def register_to_template(moving: ants.ANTsImage, fixed: ants.ANTsImage, *,
     kwargs = {}
     if fixed_mask is not None:
         kwargs.update(mask=fixed_mask, mask_all_stages=True)
-    reg = ants.registration(
-        fixed=fixed, moving=moving, type_of_transform="SyN", outprefix=str(outprefix),
-        random_seed=int(seed), write_composite_transform=True,
-        aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=1.0,
-        aff_iterations=tuple(affine_iterations), aff_shrink_factors=(8, 4, 2, 1),
-        aff_smoothing_sigmas=(3, 2, 1, 0), syn_metric=syn_metric, syn_sampling=syn_sampling,
-        reg_iterations=tuple(syn_iterations), grad_step=0.2, flow_sigma=3, total_sigma=0,
-        **kwargs)
+    with ants_seed(seed):
+        reg = ants.registration(
+            fixed=fixed, moving=moving, type_of_transform="SyN", outprefix=str(outprefix),
+            write_composite_transform=True,
+            aff_metric="mattes", aff_sampling=32, aff_random_sampling_rate=1.0,
+            aff_iterations=tuple(affine_iterations), aff_shrink_factors=(8, 4, 2, 1),
+            aff_smoothing_sigmas=(3, 2, 1, 0), syn_metric=syn_metric, syn_sampling=syn_sampling,
+            reg_iterations=tuple(syn_iterations), grad_step=0.2, flow_sigma=3, total_sigma=0,
+            **kwargs)
     return Registration(forward=Path(reg["fwdtransforms"]), inverse=Path(reg["invtransforms"]),
                         warped=reg["warpedmovout"])
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import ants
 import numpy as np
 from scipy.linalg import polar
+
 
 #: RAS <-> LPS (ITK physical space) sign flip.
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -87,18 +87,6 @@ def rotate_bvecs(bvecs: np.ndarray, matrices: Sequence[np.ndarray | None],
         world = to_world @ out[i]
         out[i] = np.linalg.solve(to_world, rot.T @ world)
     return out
-
-
-@contextmanager
-def ants_seed(seed: int | None):
-    """Deterministic ANTs random sampling inside the block only (restores the old seed)."""
-    old_seed = ants.config._random_seed
-    if seed is not None:
-        ants.config._random_seed = int(seed)
-    try:
-        yield
-    finally:
-        ants.config._random_seed = old_seed
 
 
 def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

@@ -13,8 +13,8 @@ from dipy.segment.mask import median_otsu
 from scipy.spatial.transform import Rotation
 
 from bids_app.core.dwi.batched import gibbs_removal_batched, mppca_batched
+from bids_app.core.seeding import ants_seed
 from bids_app.core.dwi._ants import (
-    ants_seed,
     matrix_transform,
     rotate_bvecs,
     rotation_part,

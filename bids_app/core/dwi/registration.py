@@ -9,7 +9,8 @@ from pathlib import Path
 import ants
 import numpy as np
 
-from bids_app.core.dwi._ants import ants_seed, correlation, to_ants
+from bids_app.core.dwi._ants import correlation, to_ants
+from bids_app.core.seeding import ants_seed
 
 #: antspyx interpolators for atlas kinds (probability maps linear, label images nearest).
 INTERPOLATORS = {"probseg": "linear", "dseg": "nearestNeighbor"}

@@ -18,9 +18,9 @@ import ants
 import nibabel as nb
 import numpy as np
 
+from bids_app.core.seeding import ants_seed
 from bids_app.core.dwi._ants import (
     LPS,
-    ants_seed,
     correlation,
     rotate_bvecs,
     to_ants,
