@@ -146,7 +146,6 @@ class BrainMask(SimpleInterface):
 class _SegmentInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w")
     mask = File(exists=True, mandatory=True, desc="brain mask")
-    seed = traits.Int(mandatory=True)
 
 
 class _SegmentOutputSpec(TraitedSpec):
@@ -164,8 +163,7 @@ class TissueSegmentation(SimpleInterface):
 
     def _run_interface(self, runtime):
         seg = segmentation.segment_tissues(ants.image_read(self.inputs.in_file),
-                                           ants.image_read(self.inputs.mask),
-                                           seed=self.inputs.seed)
+                                           ants.image_read(self.inputs.mask))
         for tissue, img in seg.probseg.items():
             key = tissue.lower()
             self._results[key] = _out(runtime, f"probseg_{tissue}.nii.gz")

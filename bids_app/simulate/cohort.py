@@ -148,7 +148,7 @@ def gm_tissue(base: BaseAnatomy, *, seed: int = 0, regions: dict | None = None) 
         prior = registration.warp_image(template_mask, corrected, reg.inverse,
                                         interpolator="linear")
         brain = preproc.refine_brain_mask(corrected, prior)
-        seg = segment_tissues(corrected, brain, seed=seed)
+        seg = segment_tissues(corrected, brain)
         masks = {}
         for key, region in (regions or {}).items():  # label atlases (RegionSource.labels)
             labels = registration.warp_image(ants.image_read(str(region.path)), corrected,

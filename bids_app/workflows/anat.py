@@ -125,7 +125,7 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
     mask_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(template_mask),
                                             interpolation="linear"), name="mask_to_t1w")
     brain_mask = pe.Node(ia.BrainMask(), name="brain_mask")
-    segment = pe.Node(ia.TissueSegmentation(seed=settings.seed), name="segment",
+    segment = pe.Node(ia.TissueSegmentation(), name="segment",
                       n_procs=omp_nthreads)
     atlas_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(atlas.images[("all", "bilateral")]),
                                              interpolation="nearestNeighbor"),
