@@ -108,7 +108,11 @@ def test_truth_contents(sim_dataset, sim_effects):
             assert t["fa_change"] == pytest.approx(t["target_fa_change"], abs=0.01)
             assert {"fa", "md", "ad", "rd", "radial_scale"} <= set(t)
         for g in part["gm"]:
-            assert g["volume_ratio"] - 1 == pytest.approx(g["target_volume_change"], abs=0.02)
+            assert g["volume_change"] == pytest.approx(g["target_volume_change"], abs=0.02)
+            # head scale and smooth field: a few per cent of local volume, never more than 15
+            assert 0.85 < g["deformation_volume_factor"] < 1.15
+            assert g["volume_ratio"] == pytest.approx(
+                (1 + g["volume_change"]) * g["deformation_volume_factor"], rel=1e-6)
         if part["group"] == "ALS":
             assert set(part["scores"]) == set(sim_effects["scores"])
             cst = [t for t in part["tracts"] if t["region"] == "cst"]

@@ -112,10 +112,14 @@ class GmTissue:
         ``"atlas/region/hemisphere"`` -> boolean mask of the label placed by the anatomical
         workflow's registration, dilated by one voxel (so that a participant's slightly
         different label placement still sees the planted change); empty = use the base's.
+    brain : ndarray or None
+        Brain mask of the source T1w (the intracranial volume the participant level divides
+        by); ``None``: the GM probability's support.
     """
 
     probability: np.ndarray
     regions: dict[str, np.ndarray] | None = None
+    brain: np.ndarray | None = None
 
 
 def gm_tissue(base: BaseAnatomy, *, seed: int = 0, regions: dict | None = None) -> GmTissue:
@@ -161,7 +165,8 @@ def gm_tissue(base: BaseAnatomy, *, seed: int = 0, regions: dict | None = None) 
             if other != key:
                 taken |= masks[other]
         masks[key] = others[key] & ~taken
-    return GmTissue(probability=seg.probseg["GM"].numpy().astype(np.float32), regions=masks)
+    return GmTissue(probability=seg.probseg["GM"].numpy().astype(np.float32), regions=masks,
+                    brain=brain.numpy() > 0)
 
 
 def atrophy_gray_matter(t1: np.ndarray, tissue: GmTissue, changes: dict[str, tuple]
@@ -270,16 +275,32 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
     t1w = np.clip(deform.sample(thinned, base.t1_affine, t1_points, order=3), 0, None)
     gm_truth = []
     voxel_mm3 = float(abs(np.linalg.det(base.t1_affine[:3, :3])))
+    # The participant's head scaling and smooth field change volumes too (locally by several
+    # per cent): the truth is the region's GM / intracranial volume in the participant's own
+    # T1w relative to the source's, i.e. the planted atrophy times the field's volume factor
+    # over the region's GM, divided by its factor over the brain.
+    brain = tissue.brain if tissue.brain is not None else tissue.probability > 0
+    brain_factor = _volume_factor(brain.astype(np.float32), base.t1_affine, t1_points)
     for key, change in plan.gm_changes.items():
         atlas, region, hemi = key.split("/")
-        before = float((tissue.probability * regions[key][0]).sum()) * voxel_mm3
+        region_gm = tissue.probability * regions[key][0]
+        before = float(region_gm.sum()) * voxel_mm3
+        factor = _volume_factor(region_gm, base.t1_affine, t1_points) / brain_factor
         gm_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
                          "target_volume_change": round(change, 6),
                          "volume_change": round(realised[key], 6),
+                         "deformation_volume_factor": round(factor, 6),
                          "gm_volume_mm3": round(before, 1),
-                         "volume_ratio": 1.0 + realised[key]})
+                         "volume_ratio": (1.0 + realised[key]) * factor})
     return SimulatedParticipant(dwi=dwi, t1w=t1w.reshape(base.t1.shape).astype(np.float32),
                                 head=head, tracts=tract_truth, gm=gm_truth)
+
+
+def _volume_factor(density: np.ndarray, affine: np.ndarray, points: np.ndarray) -> float:
+    """Total of ``density`` after resampling at ``points`` (one per output voxel of the same
+    size) over its total before: the deformation's volume change of that tissue."""
+    total = float(density.sum())
+    return float(deform.sample(density, affine, points, order=1).sum()) / total if total else 1.0
 
 
 def driver_values(participant_truth: dict, driver: str) -> float:

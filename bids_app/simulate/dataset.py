@@ -131,9 +131,11 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
             "tract_value": "probability-weighted mean over the noise-free planted tensors of "
                            "the source anatomy (compare with the 'wmean' statistic)",
             "effect_saturation": cohort.EFFECT_SATURATION,
-            "volume_ratio": "region GM volume (Atropos GM posterior of the source T1w in the "
-                            "registered label) with / without the planted atrophy (compare "
-                            "with gmv_pct_tiv)",
+            "volume_ratio": "region GM volume / intracranial volume in the participant's "
+                            "T1w over the same in the source T1w (Atropos GM posterior of the "
+                            "source in the registered label): the planted atrophy "
+                            "(volume_change) times the participant deformation's volume "
+                            "factor (deformation_volume_factor; compare with gmv_pct_tiv)",
             "gm_atrophy": "smooth local deformation contracting (or expanding) the region's "
                           "GM-dominant voxels, other tissue of the region taking up the "
                           "difference (bids_app.core.anat.atrophy.plant_atrophy); the "
