@@ -99,6 +99,10 @@ def test_identical_values_pass_and_match_references():
                                    "score_correlation"}
     assert (table["check"] == "tract_difference").sum() == 6
     assert "RECOVERED" in format_table(table).splitlines()[-1]
+    # identical values: perfect per-participant agreement; score rows have none
+    agree = table.set_index("check")["agreement_r"]
+    np.testing.assert_allclose(agree.drop("score_correlation"), 1.0)
+    assert agree["score_correlation"].isna().all()
 
 
 def test_wrong_sign_or_lost_effect_fails():
@@ -127,6 +131,13 @@ def test_control_region_difference_fails_and_d_tolerance():
     rows = noisy[noisy.check == "tract_difference"]
     shrunk = (rows.planted - rows.recovered).abs() > 0.3
     assert shrunk.any() and not rows.loc[shrunk, "passed"].any()
+    # the agreement column is Pearson r of planted vs noisy values over all participants
+    noisy_joined, pt = _joined(truth, noise=0.05), planted_table(truth)
+    col = "hcp842_cst_L_fa_wmean"
+    row = rows[(rows.region == "cst") & (rows.hemisphere == "L")].iloc[0]
+    assert row.agreement_r == pytest.approx(
+        np.corrcoef(pt[col], noisy_joined[col])[0, 1], rel=1e-10)
+    assert row.agreement_r < 0.95
 
 
 def test_correlation_tolerance():
@@ -164,7 +175,8 @@ def test_recovery_from_outputs_and_writer(tmp_path):
     path = write_recovery(table, tmp_path / "recovery.tsv")
     back = pd.read_csv(path, sep="\t")
     assert list(back.columns) == list(table.columns) and len(back) == len(table)
-    assert path.with_suffix(".json").is_file()
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert set(table.columns) <= set(sidecar)  # every column is described
 
 
 def test_cohen_d_reference():

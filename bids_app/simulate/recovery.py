@@ -33,7 +33,7 @@ STATISTIC = {"fa": "wmean", "gmv_pct_tiv": "ratio"}
 LABEL_ATLASES = {"jhu": "mean"}
 COLUMNS = ("check", "atlas", "region", "hemisphere", "metric", "score", "n_patients",
            "n_controls", "planted", "recovered", "ci_low", "ci_high", "p", "q",
-           "planted_slope", "recovered_slope", "slope_ci_low", "slope_ci_high",
+           "agreement_r", "planted_slope", "recovered_slope", "slope_ci_low", "slope_ci_high",
            "criterion", "required", "passed")
 
 
@@ -120,6 +120,24 @@ def _split(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
             values[table["group"] == CONTROL_LABEL].to_numpy(float))
 
 
+def _agreement(planted: pd.DataFrame, recovered: pd.DataFrame, column: str) -> float:
+    """Pearson r over participants between planted and recovered values of one feature.
+
+    The reliability of the measurement: Cohen d is recovered within a tolerance only when
+    the per-participant error is small next to the between-participant spread.
+    """
+    def values(table):
+        if column not in table.columns:
+            return np.full(len(table), np.nan)
+        return pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+
+    x, y = values(planted), values(recovered)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.std(x[ok]) == 0 or np.std(y[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+
+
 def _bh(p: list[float]) -> np.ndarray:
     p = np.asarray(p, float)
     q = np.full_like(p, np.nan)
@@ -162,6 +180,7 @@ def build_recovery_table(truth: dict, recovered: pd.DataFrame) -> pd.DataFrame:
                      "n_patients": got["n_patients"], "n_controls": got["n_controls"],
                      "planted": want["d"], "recovered": got["d"], "ci_low": got["ci_low"],
                      "ci_high": got["ci_high"], "p": got["p"], "required": True,
+                     "agreement_r": _agreement(planted, recovered, column),
                      "_sign": np.sign(effects["tracts"].get(f"{atlas}/{region}", {})
                                       .get("fa_change", 0.0))})
     qs = _bh([r["p"] for r in rows])
@@ -187,6 +206,7 @@ def build_recovery_table(truth: dict, recovered: pd.DataFrame) -> pd.DataFrame:
                          "n_patients": got["n_patients"], "n_controls": got["n_controls"],
                          "planted": want["d"], "recovered": got["d"], "ci_low": got["ci_low"],
                          "ci_high": got["ci_high"], "p": got["p"], "q": np.nan,
+                         "agreement_r": _agreement(planted, recovered, column),
                          "criterion": f"sign {'+' if sign > 0 else '-'}", "required": True,
                          "passed": bool(np.sign(got["d"]) == sign)})
     patients_p = planted["group"] == PATIENT_LABEL
@@ -251,6 +271,11 @@ def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None)
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps({
         "check": "tract_difference | control_region | gm_difference | score_correlation",
+        "atlas": "Atlas of the feature", "region": "Region (tract or label) of the feature",
+        "hemisphere": "L, R, bilateral, or mean(L,R) for score drivers",
+        "metric": "fa or gmv_pct_tiv", "score": "Clinical score (score_correlation rows)",
+        "n_patients": "Patients with a recovered value", "n_controls": "Controls with a "
+        "recovered value (0 for correlations, which use patients only)",
         "planted": "Statistic on the planted per-participant values (Cohen d patients minus "
                    "controls, or Pearson r in patients)",
         "recovered": "Same statistic on the pipeline's joined participant table",
@@ -258,8 +283,13 @@ def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None)
         "ci_high": "95% CI of the recovered statistic (upper)",
         "p": "Welch t-test p (differences) or Pearson p (correlations), recovered",
         "q": "Benjamini-Hochberg q over the tract and control-region rows",
+        "agreement_r": "Pearson r over all participants between the planted and the recovered "
+                       "per-participant values of the feature (measurement reliability; "
+                       "difference rows only)",
         "planted_slope": "OLS slope score ~ planted driver (patients)",
         "recovered_slope": "OLS slope score ~ recovered driver (patients)",
+        "slope_ci_low": "95% CI of the recovered slope (lower)",
+        "slope_ci_high": "95% CI of the recovered slope (upper)",
         "criterion": "Pass criterion of the row", "required": "Row counts for the verdict",
         "passed": "Whether the criterion holds", **(meta or {})}, indent=2) + "\n")
     return path
@@ -268,16 +298,17 @@ def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None)
 def format_table(table: pd.DataFrame) -> str:
     """Human-readable summary of the recovery table."""
     lines = [(f"{'check':<18} {'feature':<36} {'planted':>8} {'recov.':>8} {'95% CI':>17} "
-             f"{'q':>8}  result")]
+             f"{'q':>8} {'r(truth)':>8}  result")]
     for r in table.itertuples(index=False):
         feature = f"{r.atlas}/{r.region}/{r.hemisphere}/{r.metric}"
         if isinstance(r.score, str):
             feature = f"{r.score} ~ {r.atlas}/{r.region}/{r.metric}"
         ci = f"[{r.ci_low:6.2f},{r.ci_high:6.2f}]" if np.isfinite(r.ci_low) else "n/a"
         q = f"{r.q:8.2g}" if np.isfinite(r.q) else f"{'':>8}"
+        agree = f"{r.agreement_r:8.2f}" if np.isfinite(r.agreement_r) else f"{'':>8}"
         verdict = ("PASS" if r.passed else "FAIL") if r.required else (
             "ok" if r.passed else "note")
         lines.append(f"{r.check:<18} {feature:<36} {r.planted:8.3f} {r.recovered:8.3f} "
-                     f"{ci:>17} {q}  {verdict}  ({r.criterion})")
+                     f"{ci:>17} {q} {agree}  {verdict}  ({r.criterion})")
     lines.append("RECOVERED" if recovered_all(table) else "NOT RECOVERED")
     return "\n".join(lines)
