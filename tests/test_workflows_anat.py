@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_app.atlases.api import get_atlas
 from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.errors import BadDataError, UsageError
 from bids_app.settings import AnatSettings
@@ -156,8 +157,6 @@ def test_plausible_volumes(anat_out, built_data_dir):
                    "striatum", "thalamus"):
         left, right = table[(region, "L", "gmv")], table[(region, "R", "gmv")]
         assert abs(left - right) / max(left, right) < 0.25, (region, left, right)
-    from bids_app.atlases.api import get_atlas
-
     atlas = get_atlas("aal", res=1, data_dir=built_data_dir)
     labels = np.asarray(nib.load(atlas.images[("all", "bilateral")]).dataobj)
     sizes = {h: np.isin(labels, atlas.labels[(atlas.labels.region == "medial_superior_frontal")
@@ -170,7 +169,6 @@ def test_plausible_volumes(anat_out, built_data_dir):
 
 @pytest.mark.slow
 def test_known_truth_precentral_atrophy(anat_out, t1w, built_data_dir, tmp_path):
-    from bids_app.atlases.api import get_atlas
     from bids_app.core.anat.atrophy import plant_atrophy
 
     raw = nib.load(t1w)

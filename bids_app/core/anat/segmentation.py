@@ -47,16 +47,13 @@ def segment_tissues(image: ants.ANTsImage, mask: ants.ANTsImage, *,
     -------
     Segmentation
     """
-    m = f"[{mrf},1x1x1]"
-    c = f"[{iterations},0]"
+    options = {"x": mask, "m": f"[{mrf},1x1x1]", "c": f"[{iterations},0]", "r": 0}
+    order = ("CSF", "GM", "WM")
     if priors is None:
-        seg = ants.atropos(a=image, x=mask, i="kmeans[3]", m=m, c=c, r=0)
-        order = ("CSF", "GM", "WM")
+        seg = ants.atropos(a=image, i="kmeans[3]", **options)
     else:
-        plist = [priors[t] for t in ("CSF", "GM", "WM")]
-        seg = ants.atropos(a=image, x=mask, i=plist, m=m, c=c, priorweight=prior_weight,
-                          r=0)
-        order = ("CSF", "GM", "WM")
+        seg = ants.atropos(a=image, i=[priors[t] for t in order], priorweight=prior_weight,
+                           **options)
     probs = {name: seg["probabilityimages"][k] for k, name in enumerate(order)}
     inside = mask.numpy() > 0
     stack = np.stack([probs[t].numpy() for t in TISSUES], axis=0)

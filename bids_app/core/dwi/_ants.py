@@ -8,7 +8,6 @@ import ants
 import numpy as np
 from scipy.linalg import polar
 
-
 #: RAS <-> LPS (ITK physical space) sign flip.
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -13,7 +13,6 @@ from dipy.segment.mask import median_otsu
 from scipy.spatial.transform import Rotation
 
 from bids_app.core.dwi.batched import gibbs_removal_batched, mppca_batched
-from bids_app.core.seeding import ants_seed
 from bids_app.core.dwi._ants import (
     matrix_transform,
     rotate_bvecs,
@@ -21,6 +20,7 @@ from bids_app.core.dwi._ants import (
     to_ants,
     transform_matrix,
 )
+from bids_app.core.seeding import ants_seed
 from bids_app.errors import BadDataError
 
 #: Columns of the motion TSV (fMRIPrep names; translations mm, rotations rad, RAS axes).

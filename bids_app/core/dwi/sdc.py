@@ -18,7 +18,6 @@ import ants
 import nibabel as nb
 import numpy as np
 
-from bids_app.core.seeding import ants_seed
 from bids_app.core.dwi._ants import (
     LPS,
     correlation,
@@ -27,6 +26,7 @@ from bids_app.core.dwi._ants import (
     transform_matrix,
 )
 from bids_app.core.dwi.preproc import brain_mask
+from bids_app.core.seeding import ants_seed
 
 PE_AXES = {"i": 0, "j": 1, "k": 2}
 
