@@ -128,8 +128,12 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         "base": base.provenance,
         "measurement": {
             "tract_weight": "registered tract probability map (hcp842) on the source DWI grid",
-            "tract_value": "probability-weighted mean over the noise-free planted tensors of "
-                           "the source anatomy (compare with the 'wmean' statistic)",
+            "tract_value": "fa, md, ad, rd: probability-weighted mean over the "
+                           "participant's noise-free planted tensors (the planted source "
+                           "field resampled through the head position and deformation, "
+                           "weights carried along; compare with the 'wmean' statistic); "
+                           "source_*: the same over the source anatomy; fa_change: relative "
+                           "FA change planted in the source anatomy",
             "effect_saturation": cohort.EFFECT_SATURATION,
             "volume_ratio": "region GM volume / intracranial volume in the participant's "
                             "T1w over the same in the source T1w (Atropos GM posterior of the "
