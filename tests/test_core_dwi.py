@@ -11,9 +11,10 @@ from dipy.sims.voxel import single_tensor
 from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.core.dwi import qc
 from bids_app.core.dwi._ants import matrix_transform, rotate_bvecs, transform_matrix
-from bids_app.core.dwi.preproc import motion_params
+from bids_app.core.dwi.preproc import brain_mask, fill_mask, motion_params
 from bids_app.core.dwi.roistats import label_stats, tract_stats
 from bids_app.core.dwi.sdc import parse_pe, restrict_vector, sdc_applicable
+from bids_app.errors import BadDataError
 from bids_app.core.dwi.tensor import fit_tensor
 
 
@@ -151,3 +152,58 @@ def test_qc_numbers_and_figures(tmp_path):
     assert qc.plot_tracts(fa, {("cst", "L"): fa}, tmp_path / "t.png").stat().st_size > 0
     assert qc.plot_registration(fa, fa, tmp_path / "r.png").stat().st_size > 0
     assert qc.plot_sdc((fa, fa), (fa, fa), tmp_path / "s.png").stat().st_size > 0
+
+
+def _head(shape=(40, 40, 30)):
+    """A boolean ellipsoid 'brain' filling most of the array."""
+    z, y, x = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    c = [(n - 1) / 2 for n in shape]
+    r = ((z - c[0]) / 16) ** 2 + ((y - c[1]) / 16) ** 2 + ((x - c[2]) / 11) ** 2
+    return r <= 1
+
+
+def test_brain_mask_includes_tissue_dark_on_b0_but_bright_on_dwi():
+    """Real DWI (ds-xa30): the brainstem is darker than Otsu's threshold on the b0 but is
+    white matter, bright on the mean DWI; the mask must include it."""
+    rng = np.random.default_rng(0)
+    brain = _head()
+    b0 = np.where(brain, 1000.0, 5.0) + rng.normal(0, 5, brain.shape)
+    dwi = np.where(brain, 300.0, 2.0) + rng.normal(0, 2, brain.shape)
+    # a block dark on the b0 (near background) but bright on the DWI, at the brain surface
+    stem = np.zeros_like(brain)
+    stem[4:28, 8:32, 0:10] = True
+    stem &= brain
+    b0[stem] = 20.0
+    dwi[stem] = 320.0
+    zooms = (3.5, 3.5, 3.5)  # ~500 mL, inside the plausible range
+    b0_only = brain_mask(b0, zooms=zooms)
+    full = brain_mask(b0, zooms=zooms, dwi_mean=dwi)
+    assert b0_only[stem].mean() < 0.1
+    assert full[stem].mean() > 0.9
+    # still the brain: nothing outside it, its surface shell at most lost to the median filter
+    assert not (full & ~brain).any()
+    assert full[brain].mean() > 0.9
+
+
+def test_fill_mask_fills_enclosed_and_fov_open_holes_and_drops_islands():
+    brain = _head()[:, :, 8:]                  # brain cut by the bottom (x=0) of the FOV
+    mask = brain.copy()
+    mask[18:22, 18:22, 10:14] = False          # enclosed hole
+    mask[18:22, 18:22, 0:8] = False            # channel open to the FOV edge (a brainstem)
+    island = np.zeros_like(mask)
+    island[0:3, 0:3, 18:21] = True             # 'eye': separate component
+    filled = fill_mask(mask | island, closing=0)
+    assert filled[18:22, 18:22, 10:14].all()
+    # 3D filling leaves the channel (open to the border); the x-slices enclose it
+    assert filled[18:22, 18:22, 0:8].all()
+    assert not filled[island].any()
+    assert (filled == brain).all()
+    assert not fill_mask(np.zeros((4, 4, 4), bool)).any()
+
+
+def test_brain_mask_volume_check_names_the_source():
+    b0 = np.zeros((20, 20, 20))
+    b0[8:12, 8:12, 8:12] = 1000.0  # 64 voxels of 1 mm^3: far below 300 mL
+    with pytest.raises(BadDataError, match=r"sub-01_dwi.nii.gz: brain mask volume 0 mL is "
+                                           r"outside the plausible range \[300, 3000\] mL"):
+        brain_mask(b0, zooms=(1.0, 1.0, 1.0), source="sub-01_dwi.nii.gz")

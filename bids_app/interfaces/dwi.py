@@ -300,7 +300,8 @@ class _MaskOutputSpec(TraitedSpec):
 
 
 class BrainMask(SimpleInterface):
-    """Median-Otsu brain mask of the mean b0 (:func:`bids_app.core.dwi.preproc.brain_mask`)."""
+    """Hole-free median-Otsu mask of the mean b0 and mean DWI
+    (:func:`bids_app.core.dwi.preproc.brain_mask`)."""
 
     input_spec = _MaskInputSpec
     output_spec = _MaskOutputSpec
@@ -309,10 +310,13 @@ class BrainMask(SimpleInterface):
         from bids_app.core.dwi.preproc import brain_mask, mean_b0
 
         data, img = _load(self.inputs.in_file)
-        b0 = mean_b0(data, np.loadtxt(self.inputs.in_bval, ndmin=1),
-                     b0_threshold=self.inputs.b0_threshold)
+        bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
+        b0 = mean_b0(data, bvals, b0_threshold=self.inputs.b0_threshold)
+        weighted = bvals >= self.inputs.b0_threshold
+        dwi_mean = (np.asarray(data[..., weighted], dtype=np.float32).mean(axis=3)
+                    if weighted.any() else None)
         zooms = img.header.get_zooms()[:3]
-        mask = brain_mask(b0, zooms=zooms, source=self.inputs.in_file)
+        mask = brain_mask(b0, zooms=zooms, dwi_mean=dwi_mean, source=self.inputs.in_file)
         self._results["mask_ml"] = float(mask.sum() * np.prod(zooms) / 1000.0)
         self._results["out_mask"] = _save(mask, img, "brain_mask.nii.gz", runtime, np.uint8)
         self._results["out_b0"] = _save(b0, img, "mean_b0.nii.gz", runtime)

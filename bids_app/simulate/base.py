@@ -2,7 +2,7 @@
 
 From the real ds-xa30 subject: a tensor field fitted with dipy on one DWI run (light Gaussian
 smoothing first, so the baked-in anatomy is not dominated by that run's noise), the mean b0 as
-S0, a brain mask (median Otsu), the real T1w; atlas regions brought to the subject with antspyx:
+S0, a brain mask (the participant level's DWI mask), the real T1w; atlas regions brought to the subject with antspyx:
 MNI FA template -> subject FA (tract probability maps, control region) and MNI T1w -> subject
 T1w (GM labels).  The registrations run once; the result is stored as one ``.npz`` + ``.json``
 under a cache directory keyed by the inputs.
@@ -23,7 +23,7 @@ from bids_app.core.seeding import ants_seed
 from bids_app.errors import BadDataError, MissingInputError
 
 LOGGER = logging.getLogger("alsmri.simulate")
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
 DWI_SMOOTHING_VOXELS = 0.5
 
 
@@ -135,9 +135,9 @@ def build_base(source: SourceSubject, atlases: AtlasInputs, *, seed: int = 0) ->
     from dipy.core.gradients import gradient_table
     from dipy.io.gradients import read_bvals_bvecs
     from dipy.reconst.dti import TensorModel
-    from dipy.segment.mask import median_otsu
     from scipy.ndimage import gaussian_filter
 
+    from bids_app.core.dwi.preproc import brain_mask
     from bids_app.simulate.tensors import regularise
 
     img = nib.load(source.dwi)
@@ -151,7 +151,10 @@ def build_base(source: SourceSubject, atlases: AtlasInputs, *, seed: int = 0) ->
     smooth = np.stack([gaussian_filter(data[..., v], DWI_SMOOTHING_VOXELS)
                        for v in range(data.shape[-1])], axis=-1)
     b0_index = np.flatnonzero(gtab.b0s_mask)
-    _, mask = median_otsu(smooth, vol_idx=b0_index, median_radius=2, numpass=1)
+    # the participant level's own mask (b0 + mean DWI, hole-free): Otsu on the b0 alone
+    # leaves out this subject's brainstem, which would become free water in every participant
+    mask = brain_mask(smooth[..., b0_index].mean(axis=-1), zooms=img.header.get_zooms()[:3],
+                      dwi_mean=smooth[..., ~gtab.b0s_mask].mean(axis=-1), source=str(source.dwi))
     fit = TensorModel(gtab, fit_method="WLS", return_S0_hat=True).fit(smooth, mask=mask)
     tensors = np.zeros(mask.shape + (6,), np.float32)
     tensors[mask] = regularise(fit.lower_triangular()[mask])
