@@ -19,15 +19,13 @@ from bids_app.cli.run import main
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
-    # Not run in CI yet: on the 5 + 5 cohort (latest run, 701 s) the recovered tract Cohen d
-    # exceeds the planted d by 0.56-1.58 in three of six tracts (CST L/R, corticostriatal L;
-    # the within-group spread of the measured FA is smaller than planted), and right
-    # precentral atrophy is not recovered (d +0.05 vs planted -1.53), although the same planted
-    # loss without the participant deformation measures -10.6 % for -15 % and the left side
-    # tracks the truth (r 0.93 per participant). So the demo exits 1.
-    # Run: pytest --runxfail tests/test_demo.py
-    pytest.mark.xfail(run=False, reason="tract Cohen d inflated vs planted, right precentral "
-                      "atrophy missed; see module notes"),
+    # Not run in CI yet, for time: the latest run (b9edc50, 1010 s with the base anatomy
+    # cached; about 3 min more on a fresh clone) passes every criterion (tract d within
+    # 0.03-0.22 of planted, agreement r 0.97-1.00; ALSFRS-R r 0.75 vs 0.75), but right
+    # precentral atrophy is barely recovered (d -0.15 vs planted -1.51, right sign only;
+    # agreement r 0.61) and the run exceeds the 15 min target (anatomical SyN ~100 s per
+    # participant).  Run: pytest --runxfail tests/test_demo.py
+    pytest.mark.xfail(run=False, reason="passes (~17 min) but too slow for CI yet; see notes"),
 ]
 
 TRACTS = {("hcp842", region, hemi) for region in ("cst", "corticostriatal", "corticothalamic")
