@@ -41,8 +41,19 @@ def register_fa_to_template(
     seed: int | None = 20261122,
     aff_iterations: tuple[int, ...] = (100, 50, 25),
     syn_iterations: tuple[int, ...] = (40, 20, 0),
+    syn_radius: int = 2,
 ) -> TemplateRegistration:
-    """Register a native FA map to an FA template (affine + SyN, Mattes MI).
+    """Register a native FA map to an FA template (Mattes affine + cross-correlation SyN).
+
+    The SyN metric is neighbourhood cross-correlation (radius ``syn_radius``), ANTs' choice for
+    images of the same contrast. With Mattes mutual information the deformation followed
+    pathology: in the 5 + 5 demo cohort (patients' FA lowered by ~22 % in the corticospinal,
+    corticostriatal and corticothalamic tracts) the JHU splenium, which those tracts do not
+    touch, measured 0.034 FA below its known value in patients on average (controls +0.003),
+    and the cerebellar peduncles lost up to a third of their FA in patients. Re-registering
+    two patients and two controls with CC: splenium error -0.013/-0.003 (patients) and
+    +0.005/+0.022 (controls); template correlation 0.64 -> 0.72 in a patient, 0.82 -> 0.84
+    on ds-xa30; ~20 s more CPU per run.
 
     Parameters
     ----------
@@ -60,6 +71,8 @@ def register_fa_to_template(
         Affine iterations at shrink factors 4, 2, 1.
     syn_iterations
         SyN iterations at shrink factors 4, 2, 1 (0 skips the full-resolution level).
+    syn_radius
+        Neighbourhood radius (voxels) of the SyN cross-correlation metric.
 
     Returns
     -------
@@ -72,7 +85,8 @@ def register_fa_to_template(
     levels = len(aff_iterations)
     with ants_seed(seed):
         reg = ants.registration(
-            fixed, moving, type_of_transform="SyN", aff_metric="mattes", syn_metric="mattes",
+            fixed, moving, type_of_transform="SyN", aff_metric="mattes", syn_metric="CC",
+            syn_sampling=syn_radius,
             aff_iterations=tuple(aff_iterations),
             aff_shrink_factors=tuple(2 ** i for i in range(levels - 1, -1, -1)),
             aff_smoothing_sigmas=tuple(range(levels - 1, -1, -1)),
