@@ -1,8 +1,8 @@
 """``alsmri demo`` end to end: simulate a known-truth cohort, run participant + group, recover.
 
-Runs the real pipeline on the default demo cohort (~10 min on 2 cores).  The simulation's base
-anatomy is cached under the repository's git-ignored ``.cache/simulate`` (shared with
-``tests/test_simulate_dataset.py``).
+Runs the real pipeline on the default demo cohort (5 + 5; about 9-10 min on 2 cores, of which
+~80 s build the simulation's base anatomy on a fresh clone).  The base anatomy is cached under
+the repository's git-ignored ``.cache/simulate`` (shared with ``tests/test_simulate_dataset.py``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,7 @@ import pytest
 from bids_app.cli.run import main
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [
-    pytest.mark.slow,
-    # Not run in CI yet, for time: the latest run (b9edc50, 1010 s with the base anatomy
-    # cached; about 3 min more on a fresh clone) passes every criterion (tract d within
-    # 0.03-0.22 of planted, agreement r 0.97-1.00; ALSFRS-R r 0.75 vs 0.75), but right
-    # precentral atrophy is barely recovered (d -0.15 vs planted -1.51, right sign only;
-    # agreement r 0.61) and the run exceeds the 15 min target (anatomical SyN ~100 s per
-    # participant).  Run: pytest --runxfail tests/test_demo.py
-    pytest.mark.xfail(run=False, reason="passes (~17 min) but too slow for CI yet; see notes"),
-]
+pytestmark = pytest.mark.slow
 
 TRACTS = {("hcp842", region, hemi) for region in ("cst", "corticostriatal", "corticothalamic")
           for hemi in ("L", "R")}

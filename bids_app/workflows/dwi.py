@@ -67,7 +67,8 @@ def _describe(settings: DwiSettings, n_runs: int) -> str:
                  "phase-encoding axis registered them and half of the displacement field "
                  "took each to their midway space; single-direction data are not "
                  "distortion-corrected. ")
-    text += (f"A brain mask was computed by median Otsu thresholding of the mean b0. The "
+    text += (f"A brain mask was computed as the union of median Otsu masks of the mean b0 "
+             f"and the mean DWI (closed, hole-filled, largest component). The "
              f"diffusion tensor was fitted ({settings.tensor_fit.upper()}) [@basser1994] to "
              f"obtain FA, MD, AD and RD. FA was registered to an MNI152NLin6Asym FA template "
              f"(ANTs affine with Mattes mutual information, then SyN with neighbourhood "
