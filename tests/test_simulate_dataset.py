@@ -195,3 +195,19 @@ def test_refuses_non_empty_output(sim_dataset, sim_base, sim_effects):
     out, _ = sim_dataset
     with pytest.raises(CannotCreateOutput):
         simulate_dataset(out, sim_base, sim_effects, n_patients=1, n_controls=1, seed=SEED)
+
+
+def test_default_source_dir(monkeypatch, tmp_path):
+    """$ALSMRI_SHARED wins; else ../shared beside the checkout, else beside the working dir."""
+    from bids_app.simulate import dataset
+
+    tail = Path("data") / "bids" / "ds-xa30"
+    monkeypatch.setenv("ALSMRI_SHARED", str(tmp_path))
+    assert dataset.default_source_dir() == tmp_path / tail
+    monkeypatch.delenv("ALSMRI_SHARED")
+    cwd = tmp_path / "checkout"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    beside = REPO.parent / "shared" / tail
+    expected = beside if beside.is_dir() else tmp_path / "shared" / tail
+    assert dataset.default_source_dir() == expected

@@ -36,10 +36,16 @@ def default_cache_dir() -> Path:
 
 
 def default_source_dir() -> Path:
-    """``$ALSMRI_SHARED/data/bids/ds-xa30`` (default ``<repo>/../shared``)."""
-    shared = os.environ.get("ALSMRI_SHARED") or str(Path(__file__).resolve().parents[3]
-                                                    / "shared")
-    return Path(shared) / "data" / "bids" / "ds-xa30"
+    """``$ALSMRI_SHARED/data/bids/ds-xa30``.
+
+    Without ``ALSMRI_SHARED``: ``../shared`` beside a source checkout, else ``../shared``
+    relative to the working directory (an installed package run from the repository root).
+    """
+    tail = Path("data") / "bids" / "ds-xa30"
+    if os.environ.get("ALSMRI_SHARED"):
+        return Path(os.environ["ALSMRI_SHARED"]).expanduser() / tail
+    beside_checkout = Path(__file__).resolve().parents[3] / "shared" / tail
+    return beside_checkout if beside_checkout.is_dir() else Path.cwd().parent / "shared" / tail
 
 
 def atlas_inputs(effects: dict, *, data_dir: Path | None = None) -> AtlasInputs:
