@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--effects", type=Path, metavar="YAML",
                         help="planted-effect overrides (see bids_app/simulate/effects.py)")
     parser.add_argument("--source", type=Path, default=None,
-                        help="source BIDS dataset (default: $ALSMRI_SHARED/data/bids/ds-xa30)")
+                        help="source BIDS dataset (default: $ALSMRI_SHARED/data/bids/ds-xa30; "
+                             "without ALSMRI_SHARED, ../shared beside the checkout or the "
+                             "working directory)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="templates/atlases built by 'alsmri fetch-data' "
                              "(default: $ALSMRI_DATA, else the user cache)")
