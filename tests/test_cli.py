@@ -294,3 +294,16 @@ def test_bad_data_inside_a_node_exits_65(ds114, tmp_path):
     message = str(caught.value)
     assert caught.value.exit_code == 65 and "\n" not in message
     assert message.startswith("/data/sub-01_dwi.nii.gz: empty image") and "crash-" in message
+
+
+def test_demo_participant_batches_cover_every_label_once_in_order():
+    from bids_app.cli.demo import participant_batches
+    from bids_app.errors import UsageError
+
+    labels = [f"{i:03d}" for i in range(1, 72)]
+    batches = participant_batches(labels, 8)
+    assert [label for batch in batches for label in batch] == labels
+    assert [len(b) for b in batches] == [8] * 8 + [7]
+    assert participant_batches(["01"], 8) == [["01"]]
+    with pytest.raises(UsageError, match="--batch-size must be >= 1"):
+        participant_batches(labels, 0)

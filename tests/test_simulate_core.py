@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from dipy.core.gradients import gradient_table
@@ -143,6 +145,24 @@ def test_effects_defaults_and_overrides(tmp_path):
     with pytest.raises(UsageError, match="driver"):
         path.write_text("tracts:\n  hcp842/cst: {fa_change: -0.2}\n")
         load_effects(path)
+
+
+def test_benchmark_study_effects_are_smaller_versions_of_the_defaults():
+    """benchmarks/recovery.py plants these: same tracts, regions and scores, smaller effects."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "study-effects.yaml"
+    eff = load_effects(path)
+    assert set(eff["tracts"]) == set(DEFAULT_EFFECTS["tracts"])
+    for key, spec in eff["tracts"].items():
+        assert DEFAULT_EFFECTS["tracts"][key]["fa_change"] < spec["fa_change"] <= -0.05
+    precentral = eff["gm"]["aal/precentral"]
+    assert DEFAULT_EFFECTS["gm"]["aal/precentral"]["volume_change"] \
+        < precentral["volume_change"] < 0
+    assert set(eff["scores"]) == set(DEFAULT_EFFECTS["scores"])
+    for name, spec in eff["scores"].items():
+        default = DEFAULT_EFFECTS["scores"][name]
+        assert {k: v for k, v in spec.items() if k != "r"} == \
+            {k: v for k, v in default.items() if k != "r"}
+        assert np.sign(spec["r"]) == np.sign(default["r"]) and abs(spec["r"]) < abs(default["r"])
 
 
 @pytest.mark.parametrize("text, match", [("bogus: 1\n", "unknown keys"),
