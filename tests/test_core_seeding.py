@@ -44,6 +44,16 @@ def test_same_seed_same_result_different_seed_differs():
     assert first != other  # the seed reaches antsRegistration
 
 
+def test_seed_zero_is_refused_because_ants_reads_it_as_the_clock():
+    import pytest
+
+    before = ants.config._random_seed
+    with pytest.raises(ValueError, match="non-zero"):
+        with ants_seed(0):
+            pass
+    assert ants.config._random_seed == before
+
+
 def test_seed_restored():
     before = ants.config._random_seed
     with ants_seed(5):
@@ -51,3 +61,19 @@ def test_seed_restored():
     assert ants.config._random_seed == before
     with ants_seed(None):
         assert ants.config._random_seed == before
+
+
+def _itk_threads() -> str | None:
+    return os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+
+
+def test_single_threaded_runs_in_a_one_thread_child_and_restores_the_environment(monkeypatch):
+    from bids_app.core.seeding import single_threaded
+
+    monkeypatch.delenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", raising=False)
+    assert single_threaded(_itk_threads) == "1"
+    assert _itk_threads() is None  # the parent's environment is unchanged
+    monkeypatch.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "4")
+    assert single_threaded(_itk_threads) == "1"
+    assert _itk_threads() == "4"
+    assert single_threaded(divmod, 7, 2) == (3, 1)

@@ -17,9 +17,10 @@ from dipy.core.gradients import gradient_table
 from dipy.reconst.dti import TensorModel
 
 from bids_app.cli.simulate import main as simulate_main
+from bids_app.core.seeding import single_threaded
 from bids_app.simulate import cohort, deform
 from bids_app.simulate.base import SourceSubject, load_or_build_base
-from bids_app.simulate.dataset import atlas_inputs, simulate_dataset
+from bids_app.simulate.dataset import BASE_SEED, atlas_inputs, simulate_dataset
 from bids_app.simulate.effects import load_effects
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,3 +212,16 @@ def test_default_source_dir(monkeypatch, tmp_path):
     beside = REPO.parent / "shared" / tail
     expected = beside if beside.is_dir() else tmp_path / "shared" / tail
     assert dataset.default_source_dir() == expected
+
+
+def test_gm_tissue_is_reproducible(sim_base, sim_effects, built_data_dir):
+    """The GM map and regions where atrophy is planted are bit-identical across runs (seeded,
+    one ITK thread), so a cohort is a function of its seed and the base anatomy."""
+    regions = atlas_inputs(sim_effects, data_dir=built_data_dir).gm
+    first, second = (single_threaded(cohort.gm_tissue, sim_base, seed=BASE_SEED,
+                                     regions=regions) for _ in range(2))
+    np.testing.assert_array_equal(first.probability, second.probability)
+    assert first.regions.keys() == second.regions.keys() and first.regions
+    for key, mask in first.regions.items():
+        np.testing.assert_array_equal(mask, second.regions[key])
+        assert mask.sum() > 1000  # a real precentral gyrus at 1 mm, not an empty label

@@ -122,7 +122,7 @@ class GmTissue:
     brain: np.ndarray | None = None
 
 
-def gm_tissue(base: BaseAnatomy, *, seed: int = 0, regions: dict | None = None) -> GmTissue:
+def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) -> GmTissue:
     """GM posterior of the source T1w from the anatomical workflow's own steps.
 
     N4, registration to MNI152NLin6Asym, template brain mask refined on the image, and

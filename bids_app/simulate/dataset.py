@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bids_app import __version__
+from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
 from bids_app.simulate import cohort, writer
 from bids_app.simulate.base import (
@@ -24,7 +25,9 @@ from bids_app.simulate.recovery import build_recovery_table, planted_table
 
 LOGGER = logging.getLogger("alsmri.simulate")
 TRUTH_SCHEMA_VERSION = 1
-BASE_SEED = 0  # registrations of the cached base anatomy (independent of the cohort seed)
+#: ANTs seed of the base anatomy's registrations and GM segmentation (independent of the cohort
+#: seed; non-zero: ANTs reads 0 as "seed from the clock")
+BASE_SEED = 1
 
 
 def default_cache_dir() -> Path:
@@ -104,7 +107,8 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     plans = cohort.plan_cohort(effects, n_patients=n_patients, n_controls=n_controls,
                                seed=seed)
     gm_regions = (atlases or atlas_inputs(effects)).gm
-    tissue = cohort.gm_tissue(base, seed=BASE_SEED, regions=gm_regions)
+    # one ITK thread (child process): the same base gives the same GM map, hence the same cohort
+    tissue = single_threaded(cohort.gm_tissue, base, seed=BASE_SEED, regions=gm_regions)
     participants: dict[str, dict] = {}
     timings = []
     jobs = [(plan, out_dir) for plan in plans]
