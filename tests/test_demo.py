@@ -1,7 +1,7 @@
 """``alsmri demo`` end to end: simulate a known-truth cohort, run participant + group, recover.
 
-Runs the real pipeline on the default demo cohort (5 + 5; about 9-10 min on 2 cores, of which
-~80 s build the simulation's base anatomy on a fresh clone).  The base anatomy is cached under
+Runs the real pipeline on the default demo cohort (7 + 7; about 12 min on 2 cores, of which
+~2 min build the simulation's base anatomy on a fresh clone).  The base anatomy is cached under
 the repository's git-ignored ``.cache/simulate`` (shared with ``tests/test_simulate_dataset.py``).
 """
 

@@ -20,8 +20,8 @@ from bids_app.errors import AlsmriError, MissingInputError, UsageError
 
 LOGGER = logging.getLogger("alsmri.demo")
 EXIT_NOT_RECOVERED = 1
-DEFAULT_PATIENTS = 5
-DEFAULT_CONTROLS = 5
+DEFAULT_PATIENTS = 7
+DEFAULT_CONTROLS = 7
 
 #: participant-level options of the demo, each justified by how the data were simulated
 PARTICIPANT_OPTIONS = {
@@ -29,8 +29,6 @@ PARTICIPANT_OPTIONS = {
                       "truncation), so it has no Gibbs ringing to remove",
     "--no-motion-correction": "every volume of a simulated DWI shares one head position (no "
                               "between-volume motion to correct)",
-    "--denoise none": "the Rician noise is i.i.d. at a known SNR and tract values are "
-                      "probability-weighted means over thousands of voxels",
 }
 
 

@@ -137,7 +137,9 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         "effects": effects,
         "base": base.provenance,
         "measurement": {
-            "tract_weight": "registered tract probability map (hcp842) on the source DWI grid",
+            "tract_weight": "tract probability map (hcp842) on the source DWI grid, "
+                            "placed by the participant level's FA -> template "
+                            "registration of the source FA",
             "tract_value": "fa, md, ad, rd: probability-weighted mean over the "
                            "participant's noise-free planted tensors (the planted source "
                            "field resampled through the head position and deformation, "

@@ -4,7 +4,7 @@ Defaults follow the second study's findings in direction and location (lower FA 
 the corticospinal, corticostriatal and corticothalamic tracts; precentral GM atrophy; clinical
 scores related to tract FA and precentral volume), with magnitudes deliberately larger than the
 study's (FA -22..-25 %, Cohen d ~3, b0 SNR 80, score correlations |r| 0.6-0.85) so that the
-5 + 5 demo cohort detects them (q < 0.05) despite measurement noise; ``--effects`` overrides
+7 + 7 demo cohort detects them (q < 0.05) despite measurement noise; ``--effects`` overrides
 them.  Every relative change is a fraction (-0.1 = 10 % lower).
 
 Between-participant tract variability is mostly one factor shared by all tracts of a participant
