@@ -94,6 +94,8 @@ def test_malformed_filter_file_64(ds114, tmp_path, capsys):
 def test_usage_error_64(ds114, tmp_path):
     assert run_cli(ds114, tmp_path / "o", "participant", "--nprocs", "zero") == 64
     assert run_cli(ds114, tmp_path / "o", "participant", "--no-such-flag") == 64
+    # ANTs reads --random-seed 0 as "seed from the clock": refused before anything runs
+    assert run_cli(ds114, tmp_path / "o", "participant", "--random-seed", "0") == 64
 
 
 def test_output_not_writable_73(ds114, tmp_path, capsys):

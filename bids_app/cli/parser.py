@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.cpu_count() or 1, help="maximum parallel processes")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per process (default: min(8, nprocs - 1), at least 1)")
-    g.add_argument("--random-seed", type=int, default=DEFAULT_SEED, metavar="N",
-                   help="seed of every randomised step (ANTs metric sampling in the "
-                        "registrations); with --omp-nthreads 1, repeated runs give identical "
+    g.add_argument("--random-seed", type=_positive_int, default=DEFAULT_SEED, metavar="N",
+                   help="seed (>= 1; ANTs reads 0 as 'seed from the clock') of every "
+                        "randomised step (ANTs metric sampling in the registrations); with --omp-nthreads 1, repeated runs give identical "
                         "outputs (ANTs' multithreaded metrics are not bit-reproducible)")
     g.add_argument("--mem-mb", "--mem_mb", type=_positive_int, default=None,
                    help="memory limit for the nipype scheduler, in MB")
