@@ -1,6 +1,6 @@
 """``alsmri demo`` end to end: simulate a known-truth cohort, run participant + group, recover.
 
-Runs the real pipeline on the default demo cohort (7 + 7; about 12 min on 2 cores, of which
+Runs the real pipeline on the default demo cohort (7 + 7; about 13 min on 2 cores, of which
 ~2 min build the simulation's base anatomy on a fresh clone).  The base anatomy is cached under
 the repository's git-ignored ``.cache/simulate`` (shared with ``tests/test_simulate_dataset.py``).
 """
