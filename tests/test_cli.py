@@ -309,3 +309,6 @@ def test_demo_participant_batches_cover_every_label_once_in_order():
     assert participant_batches(["01"], 8) == [["01"]]
     with pytest.raises(UsageError, match="--batch-size must be >= 1"):
         participant_batches(labels, 0)
+    # refused by the parser, before anything is simulated
+    from bids_app.cli.run import main as cli_main
+    assert cli_main(["demo", "/nonexistent/demo-out", "--batch-size", "0"]) == 64

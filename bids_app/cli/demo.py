@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from bids_app.cli.parser import _positive_int
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
 
 LOGGER = logging.getLogger("alsmri.demo")
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-controls", type=int, default=DEFAULT_CONTROLS)
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--effects", type=Path, metavar="YAML")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                         help="participants per participant-level run (default 4 x --nprocs): "
                              "nipype's scheduler cost grows with the graph, so a large cohort "
                              "runs in batches")
@@ -130,7 +131,8 @@ def _demo(opts) -> int:
     common = ["--data-dir", str(data_dir)]
     options = [word for option in PARTICIPANT_OPTIONS for word in option.split()]
     labels = sorted(path.name[len("sub-"):] for path in bids.glob("sub-*") if path.is_dir())
-    for batch in participant_batches(labels, opts.batch_size or 4 * max(opts.nprocs, 1)):
+    size = opts.batch_size if opts.batch_size is not None else 4 * max(opts.nprocs, 1)
+    for batch in participant_batches(labels, size):
         # one thread per node: the scheduler then runs --nprocs participants' nodes side by side
         rc = run_main([str(bids), str(derivatives), "participant", "--participant-label",
                        *batch, "--nprocs", str(opts.nprocs), "--omp-nthreads", "1",

@@ -64,15 +64,13 @@ def single_threaded(fn: Callable[..., T], /, *args, **kwargs) -> T:
     """
     context = multiprocessing.get_context("spawn")
     saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENV}
-    os.environ.update(SINGLE_THREAD_ENV)
-    try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            future = pool.submit(fn, *args, **kwargs)  # the worker starts (and copies the
-            # environment) here
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        os.environ.update(SINGLE_THREAD_ENV)
+        try:  # the worker starts (and copies the environment) at submit
+            future = pool.submit(fn, *args, **kwargs)
+        finally:
             _restore(saved)
-            return future.result()
-    finally:
-        _restore(saved)
+        return future.result()
 
 
 def _restore(saved: dict[str, str | None]) -> None:
