@@ -67,6 +67,13 @@ def test_motion_transform_matches_the_code():
     assert "transform=" not in inspect.getsource(MotionCorrect._run_interface)
 
 
+def test_anat_template_resolution_matches_the_workflow():
+    from bids_app.workflows import anat
+
+    assert citation.ANAT_TEMPLATE_RES == anat.TEMPLATE_RES
+    assert f"] at {anat.TEMPLATE_RES} mm with an affine" in _methods(_render(has_dwi=False))
+
+
 def test_disabled_steps_are_not_claimed():
     text = _render(_settings(denoise="none", unringing=False, motion_correction=False,
                              sdc="none"), sdc_applied=False)

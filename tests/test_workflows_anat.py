@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
@@ -88,11 +86,6 @@ def test_graph_interface(t1w, built_data_dir, tmp_path):
     assert set(wf.get_node("outputnode").outputs.copyable_trait_names()) == set(OUTPUT_FIELDS)
     sinks = [n for n in wf.list_node_names() if n.startswith("ds_")]
     assert len(sinks) == len(OUTPUT_FIELDS)
-    # every [@key] of the methods text exists in references.bib
-    bib = resources.files("bids_app.boilerplate").joinpath("references.bib").read_text()
-    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
-    cited = set(re.findall(r"@([A-Za-z0-9_]+)", wf.__desc__))
-    assert cited and cited <= keys, cited - keys
 
 
 def test_bad_t1w_fails_at_build(tmp_path, built_data_dir):

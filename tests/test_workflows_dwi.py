@@ -71,7 +71,6 @@ def test_graph_combined_and_separate(ds_xa30, built_data_dir, tmp_path):
     assert {"check_r1", "check_r2", "denoise_r1", "unring_r1", "hmc_r2", "combine", "tensor",
             "reg", "stats", "qc", "ds_fa", "ds_stats", "ds_fig_sdc"} <= names
     assert set(OUTPUT_FIELDS) <= set(wf.get_node("outputnode").outputs.copyable_trait_names())
-    assert "[@" in wf.__desc__ and "midway" in wf.__desc__
     sep = init_dwi_wf(runs=runs, settings=DwiSettings(dwi_runs="separate", unringing=False,
                                                       sdc="none"),
                       output_dir=tmp_path, data_dir=built_data_dir)

@@ -34,6 +34,9 @@ _MOTION_MODEL = {"Rigid": "rigid-body (6 degrees of freedom)",
 #: Manifest resource the template text refers to (TemplateFlow's MNI152NLin6Asym).
 TEMPLATE = "MNI152NLin6Asym"
 FA_TEMPLATE = "fa-template"
+#: Template resolution (mm) of the T1w registration (``workflows.anat.TEMPLATE_RES``;
+#: tests/test_reports_citation.py checks they agree).
+ANAT_TEMPLATE_RES = 2
 
 
 def library_versions() -> dict[str, str]:
@@ -129,6 +132,7 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
         "tensor_fit_text": _TENSOR[dwi.tensor_fit],
         "tract_threshold": f"{dwi.tract_threshold:g}",
         "mni_cite": cite.get(TEMPLATE, ""),
+        "anat_template_res": str(ANAT_TEMPLATE_RES),
     }
     for field, name in (("fa_template", FA_TEMPLATE), ("tract_atlas", dwi.tract_atlas),
                         ("roi_atlas", dwi.roi_atlas), ("gm_atlas", anat.gm_atlas)):

@@ -29,25 +29,6 @@ OUTPUT_FIELDS = ["t1w_preproc", "brain_mask", "gm_probseg", "wm_probseg", "csf_p
                  "dseg", "t1w2mni_xfm", "mni2t1w_xfm", "t1w_mni", "atlas_t1w", "volumes_tsv",
                  "qc_tsv", "seg_figure", "reg_figure"]
 
-_DESC = """\
-The T1-weighted image was reoriented to RAS+ and corrected for intensity non-uniformity with
-N4 [@tustison2010] as implemented in ANTs [@ants] (antspyx). It was registered to the
-{template} template [@templateflow] at {res} mm with an affine (Mattes mutual information)
-followed by symmetric diffeomorphic (SyN) registration with neighbourhood cross-correlation
-[@avants2008]. The template brain mask was brought to native
-space through the inverse transform and refined on the image (intersection with the head
-foreground, largest connected component, holes filled). Gray matter (GM), white matter and
-cerebrospinal fluid were segmented with three-class Atropos [@avants2011] (K-means
-initialisation, MRF smoothing). The {atlas} atlas [{atlas_cite}] was brought to native space with
-nearest-neighbour interpolation; the GM volume of each region and hemisphere is the sum of the GM
-probability times the voxel volume, total intracranial volume (TIV) is the sum of the GM, WM and
-CSF volumes, and regional volumes are also reported as a percentage of TIV.
-"""
-_ATLAS_CITE = {"aal": ("AAL", "@tzourio2002"), "harvard-oxford": ("Harvard-Oxford",
-                                                                   "@desikan2006"),
-               "neuromorphometrics": ("Neuromorphometrics", "@neuromorphometrics")}
-
-
 def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
                  data_dir: Path | None, omp_nthreads: int = 1,
                  name: str = "anat_wf") -> pe.Workflow:
@@ -111,9 +92,6 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
          "region": str(r["region"])} for r in atlas.labels.to_dict("records")]
 
     workflow = pe.Workflow(name=name)
-    atlas_name, atlas_cite = _ATLAS_CITE.get(settings.gm_atlas, (settings.gm_atlas, ""))
-    workflow.__desc__ = _DESC.format(template=TEMPLATE, res=TEMPLATE_RES, atlas=atlas_name,
-                                     atlas_cite=atlas_cite)
 
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     inputnode.inputs.t1w = str(t1w)

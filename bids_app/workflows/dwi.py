@@ -33,11 +33,6 @@ OUTPUT_FIELDS = ("dwi_preproc", "bval", "bvec", "mask", "motion", "fa", "md", "a
                  "colfa", "xfm_to_template", "xfm_from_template", "stats", "qc",
                  "fig_tracts", "fig_reg", "fig_motion")
 
-_DENOISE_DESC = {
-    "mppca": "Marchenko-Pastur PCA denoising [@veraart2016] as implemented in DIPY",
-    "patch2self": "Patch2Self self-supervised denoising [@fadnavis2020] as implemented in DIPY",
-    "none": "no denoising",
-}
 _MAP_META = {
     "fa": {"Description": "Fractional anisotropy", "Units": "arbitrary"},
     "md": {"Description": "Mean diffusivity", "Units": "mm^2/s"},
@@ -47,38 +42,6 @@ _MAP_META = {
     "colfa": {"Description": "Colour FA: FA-weighted |principal eigenvector| (RGB = x, y, z)",
               "Units": "arbitrary"},
 }
-
-
-def _describe(settings: DwiSettings, n_runs: int) -> str:
-    steps = [_DENOISE_DESC[settings.denoise]]
-    if settings.unringing:
-        steps.append("Gibbs-ringing removal by local sub-voxel shifts [@kellner2016] (DIPY)")
-    if settings.motion_correction:
-        steps.append("between-volume motion correction (affine registration of every volume "
-                     "to the mean b0 with ANTs, mutual information; b-vectors rotated "
-                     "accordingly) [@avants2008; @ants]")
-    text = (f"Diffusion data ({n_runs} run(s)) were checked (b-values below "
-            f"{settings.b0_threshold:g} s/mm^2 treated as b0) and preprocessed with DIPY "
-            f"[@dipy]: " + "; ".join(steps) + ". ")
-    if settings.sdc != "none":
-        text += ("Runs acquired with opposite phase-encoding polarities were corrected for "
-                 "susceptibility distortion without a fieldmap: after rigid alignment of "
-                 "their mean b0 images, ANTs SyN [@avants2008] restricted to the "
-                 "phase-encoding axis registered them and half of the displacement field "
-                 "took each to their midway space; single-direction data are not "
-                 "distortion-corrected. ")
-    text += (f"A brain mask was computed as the union of median Otsu masks of the mean b0 "
-             f"and the mean DWI (closed, hole-filled, largest component). The "
-             f"diffusion tensor was fitted ({settings.tensor_fit.upper()}) [@basser1994] to "
-             f"obtain FA, MD, AD and RD. FA was registered to an MNI152NLin6Asym FA template "
-             f"(ANTs affine with Mattes mutual information, then SyN with neighbourhood "
-             f"cross-correlation) [@avants2008] and the {settings.tract_atlas} tract "
-             f"probability maps [@yeh2018] (linear interpolation) and {settings.roi_atlas} "
-             f"labels [@mori2008] (nearest neighbour) were warped to native space; tract "
-             f"values are probability-weighted means and means over voxels with "
-             f"p > {settings.tract_threshold:g}. Framewise displacement follows "
-             f"[@power2012].")
-    return text
 
 
 def init_dwi_wf(
@@ -128,7 +91,6 @@ def init_dwi_wf(
     for run in runs:  # header + gradient checks now: a bad run fails before anything runs
         preflight_dwi(run.dwi, run.bval, run.bvec, b0_threshold=settings.b0_threshold)
     workflow = pe.Workflow(name=name)
-    workflow.__desc__ = _describe(settings, len(runs))
     inputnode = pe.Node(IdentityInterface(fields=["fa_template"]), name="inputnode")
     inputnode.inputs.fa_template = str(get_template(TEMPLATE, res=2, suffix="FA",
                                                     data_dir=data_dir))
