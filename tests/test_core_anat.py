@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tempfile
 
 import ants
 import nibabel as nib
@@ -155,6 +156,16 @@ def test_segment_tissues_recovers_phantom():
     assert segmentation.DSEG_LABELS == {1: "GM", 2: "WM", 3: "CSF"}
     again = segmentation.segment_tissues(image, mask)  # constant Atropos seed: reproducible
     assert np.array_equal(again.probseg["GM"].numpy(), seg.probseg["GM"].numpy())
+
+
+def test_segment_tissues_leaves_no_temporary_files(tmp_path, monkeypatch):
+    # ants.atropos writes its probability images to mktemp() names and never deletes them
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    img, truth = _phantom(shape=(24, 24, 24))
+    inside = (truth > 0) & (truth < 4)
+    segmentation.segment_tissues(ants.from_numpy(img),
+                                 ants.from_numpy(inside.astype(np.float32)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_refine_brain_mask_drops_air_and_fills_holes():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from dipy.sims.voxel import single_tensor
 from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.core.dwi import qc
 from bids_app.core.dwi._ants import matrix_transform, rotate_bvecs, transform_matrix
-from bids_app.core.dwi.preproc import brain_mask, fill_mask, motion_params
+from bids_app.core.dwi.preproc import brain_mask, fill_mask, motion_correct, motion_params
 from bids_app.core.dwi.roistats import label_stats, tract_stats
 from bids_app.core.dwi.sdc import parse_pe, restrict_vector, sdc_applicable
 from bids_app.errors import BadDataError
@@ -207,3 +209,26 @@ def test_brain_mask_volume_check_names_the_source():
     with pytest.raises(BadDataError, match=r"sub-01_dwi.nii.gz: brain mask volume 0 mL is "
                                            r"outside the plausible range \[300, 3000\] mL"):
         brain_mask(b0, zooms=(1.0, 1.0, 1.0), source="sub-01_dwi.nii.gz")
+
+
+def test_motion_correct_recovers_a_translation_and_leaves_no_files(tmp_path, monkeypatch):
+    # ants.registration without an outprefix leaves a transform per call in the temp dir
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rng = np.random.default_rng(5)
+    brain = _head(shape=(32, 32, 24)).astype(np.float32)
+    from scipy import ndimage
+
+    texture = ndimage.gaussian_filter(rng.normal(size=brain.shape), 1.5)
+    b0 = brain * (100.0 + 300.0 * texture)
+    bvals, bvecs = _scheme(n=6)
+    data = np.stack([b0 if b < 50 else 0.4 * b0 for b in bvals], axis=-1)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    data[..., 4] = ndimage.shift(data[..., 4], (1.5, 0, 0), order=1)  # +3 mm along x
+    result = motion_correct(data, affine=affine, bvals=bvals, bvecs=bvecs,
+                            iterations=(50, 20), shrink_factors=(2, 1),
+                            smoothing_sigmas=(1, 0), sampling_rate=1.0)
+    shift = result.params.loc[4, ["trans_x", "trans_y", "trans_z"]].to_numpy()
+    assert abs(abs(shift[0]) - 3.0) < 0.5 and np.all(np.abs(shift[1:]) < 0.5), shift
+    still = result.params.drop(index=4)[["trans_x", "trans_y", "trans_z"]].to_numpy()
+    assert np.all(np.abs(still) < 0.5)
+    assert list(tmp_path.iterdir()) == []

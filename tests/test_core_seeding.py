@@ -16,6 +16,7 @@ SCRIPT = """
 import json, sys
 import ants, numpy as np
 from scipy import ndimage
+from bids_app.core.scratch import ants_scratch
 from bids_app.core.seeding import ants_seed
 rng = np.random.default_rng(0)
 base = ndimage.gaussian_filter(rng.random((40, 40, 40)), 3).astype("float32")
@@ -23,10 +24,10 @@ fixed = ants.from_numpy(base)
 moving = ants.from_numpy(ndimage.shift(base, (1.3, -0.7, 0.4)).astype("float32"))
 out = []
 for seed in map(int, sys.argv[1:]):
-    with ants_seed(seed):
+    with ants_seed(seed), ants_scratch():
         reg = ants.registration(fixed, moving, type_of_transform="Affine",
                                 aff_random_sampling_rate=0.2)
-    out.append(ants.read_transform(reg["fwdtransforms"][0]).parameters.tolist())
+        out.append(ants.read_transform(reg["fwdtransforms"][0]).parameters.tolist())
 print(json.dumps(out))
 """
 

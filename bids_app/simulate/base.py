@@ -232,23 +232,23 @@ def _register_and_warp(*, fixed: nib.Nifti1Image, moving: Path,
     with tempfile.TemporaryDirectory() as tmp:  # file round trip keeps nibabel's voxel order
         nib.save(fixed, Path(tmp) / "fixed.nii.gz")
         fixed_ants = ants.image_read(str(Path(tmp) / "fixed.nii.gz"))
-    moving_ants = ants.image_read(str(moving))
-    fixed_reg, moving_reg = fixed_ants, moving_ants
-    if shrink_mm:  # registration at a coarser grid is plenty for region placement
-        fixed_reg = ants.resample_image(fixed_ants, (shrink_mm,) * 3, use_voxels=False)
-        moving_reg = ants.resample_image(moving_ants, (shrink_mm,) * 3, use_voxels=False)
-    with ants_seed(seed):
-        reg = ants.registration(fixed_reg, moving_reg, type_of_transform="SyN",
-                                reg_iterations=(40, 20, 0))
-    out = {}
-    for key, region in regions.items():
-        image = ants.image_read(str(region.path))
-        if region.labels:
-            image = image.new_image_like(np.isin(np.rint(image.numpy()), region.labels)
-                                         .astype(np.float32))
-        warped = ants.apply_transforms(fixed_ants, image, reg["fwdtransforms"],
-                                       interpolator="linear")
-        out[key] = np.clip(warped.numpy(), 0.0, 1.0).astype(np.float32)
+        moving_ants = ants.image_read(str(moving))
+        fixed_reg, moving_reg = fixed_ants, moving_ants
+        if shrink_mm:  # registration at a coarser grid is plenty for region placement
+            fixed_reg = ants.resample_image(fixed_ants, (shrink_mm,) * 3, use_voxels=False)
+            moving_reg = ants.resample_image(moving_ants, (shrink_mm,) * 3, use_voxels=False)
+        with ants_seed(seed):
+            reg = ants.registration(fixed_reg, moving_reg, type_of_transform="SyN",
+                                    reg_iterations=(40, 20, 0), outprefix=str(Path(tmp) / "reg_"))
+        out = {}
+        for key, region in regions.items():
+            image = ants.image_read(str(region.path))
+            if region.labels:
+                image = image.new_image_like(np.isin(np.rint(image.numpy()), region.labels)
+                                             .astype(np.float32))
+            warped = ants.apply_transforms(fixed_ants, image, reg["fwdtransforms"],
+                                           interpolator="linear")
+            out[key] = np.clip(warped.numpy(), 0.0, 1.0).astype(np.float32)
     return out
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import ants
 import numpy as np
 
+from bids_app.core.scratch import ants_scratch
+
 #: Labels of the discrete segmentation (``dseg``), as in sMRIPrep/fMRIPrep.
 DSEG_LABELS: dict[int, str] = {1: "GM", 2: "WM", 3: "CSF"}
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
@@ -49,11 +51,12 @@ def segment_tissues(image: ants.ANTsImage, mask: ants.ANTsImage, *,
     """
     options = {"x": mask, "m": f"[{mrf},1x1x1]", "c": f"[{iterations},0]", "r": 0}
     order = ("CSF", "GM", "WM")
-    if priors is None:
-        seg = ants.atropos(a=image, i="kmeans[3]", **options)
-    else:
-        seg = ants.atropos(a=image, i=[priors[t] for t in order], priorweight=prior_weight,
-                           **options)
+    with ants_scratch():  # ants.atropos leaves its probability images in the temp dir
+        if priors is None:
+            seg = ants.atropos(a=image, i="kmeans[3]", **options)
+        else:
+            seg = ants.atropos(a=image, i=[priors[t] for t in order],
+                               priorweight=prior_weight, **options)
     probs = {name: seg["probabilityimages"][k] for k, name in enumerate(order)}
     inside = mask.numpy() > 0
     stack = np.stack([probs[t].numpy() for t in TISSUES], axis=0)

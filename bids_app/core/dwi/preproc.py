@@ -21,6 +21,7 @@ from bids_app.core.dwi._ants import (
     to_ants,
     transform_matrix,
 )
+from bids_app.core.scratch import ants_scratch
 from bids_app.core.seeding import ants_seed
 from bids_app.errors import BadDataError
 
@@ -204,7 +205,7 @@ def motion_correct(
                 "aff_random_sampling_rate": sampling_rate}
     out = np.empty(data.shape, dtype=np.float32)
     matrices = []
-    with ants_seed(seed):
+    with ants_seed(seed), ants_scratch():  # unnamed transforms go to a private dir
         # DW volumes are registered to the mean DW image (same contrast, much more robust
         # than low-SNR high-b volumes against the b0), which is registered once to the b0.
         dw_to_b0 = np.eye(4)
