@@ -8,6 +8,7 @@ set of outputs.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +48,17 @@ def xa30_run(ds_xa30, built_data_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     out = base / "out"
     before = {p: p.stat().st_mtime_ns for p in ds_xa30.rglob("*") if p.is_file()}
+    scratch = base / "tmp"  # the run's system temp dir: must be left empty
+    scratch.mkdir()
     # a separate process, as a user would run it (the rerun test reuses its work dir)
     proc = subprocess.run([ALSMRI, str(ds_xa30), str(out), "participant", "--participant-label",
                            "01", "--nprocs", "2", "-w", str(base / "work"), "--denoise", "none",
-                           "--no-unringing"], capture_output=True, text=True, timeout=1200)
+                           "--no-unringing"], capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "participant level finished for sub-01" in proc.stdout
+    # antspyx leaves Atropos images and unnamed transforms in the temp dir unless redirected
+    assert sorted(p.name for p in scratch.iterdir()) == []
     rc = main([str(ds_xa30), str(out), "group"])
     assert rc == 0
     after = {p: p.stat().st_mtime_ns for p in ds_xa30.rglob("*") if p.is_file()}
