@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import single_tensor
+from scipy import ndimage
 
 from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.core.dwi import qc
@@ -216,8 +217,6 @@ def test_motion_correct_recovers_a_translation_and_leaves_no_files(tmp_path, mon
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     rng = np.random.default_rng(5)
     brain = _head(shape=(32, 32, 24)).astype(np.float32)
-    from scipy import ndimage
-
     texture = ndimage.gaussian_filter(rng.normal(size=brain.shape), 1.5)
     b0 = brain * (100.0 + 300.0 * texture)
     bvals, bvecs = _scheme(n=6)
