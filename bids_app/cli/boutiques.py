@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from bids_app import __version__
+from bids_app.cli.parser import positive_int, probability
 
 _SKIP = {"help", "version", "bids_exec_spec"}
 
@@ -33,10 +34,10 @@ def boutiques_descriptor(parser: argparse.ArgumentParser) -> dict[str, Any]:
             item["type"] = "Flag"
             if isinstance(action, argparse.BooleanOptionalAction):
                 item["command-line-flag"] = action.option_strings[0]
-        elif action.type is int or getattr(action.type, "__name__", "") == "_positive_int":
+        elif action.type in (int, positive_int):
             item["type"] = "Number"
             item["integer"] = True
-        elif action.type is float or getattr(action.type, "__name__", "") == "_probability":
+        elif action.type in (float, probability):
             item["type"] = "Number"
         elif action.dest in ("bids_dir", "output_dir"):
             item["type"] = "File"

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bids_app.cli.parser import _positive_int
+from bids_app.cli.parser import positive_int
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
 
 LOGGER = logging.getLogger("alsmri.demo")
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-controls", type=int, default=DEFAULT_CONTROLS)
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--effects", type=Path, metavar="YAML")
-    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                         help="participants per participant-level run (default 4 x --nprocs): "
                              "nipype's scheduler cost grows with the graph, so a large cohort "
                              "runs in batches")

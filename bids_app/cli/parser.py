@@ -36,7 +36,8 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (else a usage error naming the value)."""
     try:
         number = int(value)
     except ValueError:
@@ -46,7 +47,8 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _probability(value: str) -> float:
+def probability(value: str) -> float:
+    """argparse type: a number in [0, 1) (else a usage error naming the value)."""
     try:
         number = float(value)
     except ValueError:
@@ -88,15 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
                    help="nipype working directory (default: $TMPDIR/alsmri-work); reuse it "
                         "to resume a run")
-    g.add_argument("--nprocs", "--n-cpus", "--n_cpus", type=_positive_int,
+    g.add_argument("--nprocs", "--n-cpus", "--n_cpus", type=positive_int,
                    default=os.cpu_count() or 1, help="maximum parallel processes")
-    g.add_argument("--omp-nthreads", type=_positive_int, default=None,
+    g.add_argument("--omp-nthreads", type=positive_int, default=None,
                    help="threads per process (default: min(8, nprocs - 1), at least 1)")
-    g.add_argument("--random-seed", type=_positive_int, default=DEFAULT_SEED, metavar="N",
+    g.add_argument("--random-seed", type=positive_int, default=DEFAULT_SEED, metavar="N",
                    help="seed (>= 1; ANTs reads 0 as 'seed from the clock') of every "
                         "randomised step (ANTs metric sampling in the registrations); with --omp-nthreads 1, repeated runs give identical "
                         "outputs (ANTs' multithreaded metrics are not bit-reproducible)")
-    g.add_argument("--mem-mb", "--mem_mb", type=_positive_int, default=None,
+    g.add_argument("--mem-mb", "--mem_mb", type=positive_int, default=None,
                    help="memory limit for the nipype scheduler, in MB")
     g.add_argument("--stop-on-first-crash", action="store_true",
                    help="abort at the first failing node")
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sdc", choices=SDC_METHODS, default="auto",
                    help="susceptibility distortion correction from reverse phase-encoded runs")
     g.add_argument("--dwi-runs", choices=DWI_RUN_MODES, default="combine")
-    g.add_argument("--tract-threshold", type=_probability, default=0.25,
+    g.add_argument("--tract-threshold", type=probability, default=0.25,
                    help="tract probability threshold for the thresholded means")
 
     g = parser.add_argument_group("anatomical options")
@@ -135,5 +137,5 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--control-label", metavar="VALUE")
     g.add_argument("--covariates", nargs="*", metavar="COLUMN")
     g.add_argument("--scores", nargs="+", metavar="COLUMN")
-    g.add_argument("--fdr-alpha", type=_probability)
+    g.add_argument("--fdr-alpha", type=probability)
     return parser
