@@ -43,7 +43,8 @@ def _cpu_s() -> float:
 
 def run_branch(out: Path, *, nprocs: int, denoise: str, unringing: bool,
                data_dir: Path | None) -> float:
-    from bids_app.bids.records import DwiRun
+    from bids_app.bids.plan import plan_participant
+    from bids_app.bids.records import DwiRun, SubjectSession
     from bids_app.settings import DwiSettings
     from bids_app.workflows.dwi import init_dwi_wf
 
@@ -54,9 +55,10 @@ def run_branch(out: Path, *, nprocs: int, denoise: str, unringing: bool,
                metadata=json.loads((dwi / f"sub-01_dir-{d}_dwi.json").read_text()),
                entities={"subject": "01", "direction": d})
         for d in ("AP", "PA"))
-    wf = init_dwi_wf(runs=runs, settings=DwiSettings(denoise=denoise, unringing=unringing),
-                     output_dir=out / "derivatives", data_dir=data_dir,
-                     omp_nthreads=int(os.environ["OMP_NUM_THREADS"]))
+    settings = DwiSettings(denoise=denoise, unringing=unringing)
+    plan = plan_participant(SubjectSession(subject="01", session=None, dwi_runs=runs), settings)
+    wf = init_dwi_wf(units=plan.dwi_units, settings=settings,
+                     output_dir=out / "derivatives", data_dir=data_dir)
     from bids_app.cli.execute import execution_config
 
     wf.base_dir = str(out / "work")
@@ -73,16 +75,19 @@ def tensor_ratio(deriv: Path, tmp: Path, *, repeats: int = 3) -> tuple[float, fl
     import numpy as np
 
     from bids_app.core.dwi.tensor import fit_tensor
+    from bids_app.settings import DwiSettings
 
+    settings = DwiSettings()  # the participant defaults, as in the branch run
     d = deriv / "sub-01" / "dwi"
     pre = d / "sub-01_desc-preproc_dwi"
-    mask = d / "sub-01_space-dwi_desc-brain_mask.nii.gz"
+    mask = d / "sub-01_desc-brain_mask.nii.gz"
 
     def ours():
         img = nb.load(f"{pre}.nii.gz")
         maps = fit_tensor(img.get_fdata(dtype=np.float32), np.loadtxt(f"{pre}.bval"),
                           np.loadtxt(f"{pre}.bvec").T,
-                          mask=np.asarray(nb.load(mask).dataobj) > 0)
+                          mask=np.asarray(nb.load(mask).dataobj) > 0,
+                          fit_method=settings.tensor_fit, b0_threshold=settings.b0_threshold)
         for name in ("fa", "md"):
             nb.save(nb.Nifti1Image(maps[name], img.affine), tmp / f"ours_{name}.nii.gz")
 

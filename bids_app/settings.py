@@ -16,10 +16,19 @@ DENOISE_METHODS = ("mppca", "patch2self", "none")
 TENSOR_FITS = ("wls", "ols", "nlls", "restore")
 SDC_METHODS = ("auto", "none")
 DWI_RUN_MODES = ("combine", "separate")
-GM_ATLASES = ("aal", "harvard-oxford", "neuromorphometrics")
-TRACT_ATLASES = ("hcp842", "hcp1065", "xtract")
 #: Seed of the randomised steps unless --random-seed is given.
 DEFAULT_SEED = 20261122
+#: The standard space of every template-space output and registration (TemplateFlow name).
+TEMPLATE = "MNI152NLin6Asym"
+#: Template resolution (mm) of the T1w registration and of the FA template.
+ANAT_TEMPLATE_RES = 2
+DWI_TEMPLATE_RES = 2
+#: Resolution (mm) the GM label atlases are warped from (finer boundaries in T1w space).
+GM_ATLAS_RES = 1
+#: Resolution (mm) of the tract/ROI atlases warped to DWI space.
+DWI_ATLAS_RES = 2
+#: Diffusion model fitted to every DWI unit (a key of ``bids_app.bids.outputs.DWI_MODELS``).
+DWI_MODEL = "tensor"
 
 
 @dataclass(frozen=True)
@@ -88,13 +97,19 @@ class AnatSettings:
 
 @dataclass(frozen=True)
 class GroupSettings:
-    """Group-level analysis options (CLI overrides of the analysis spec)."""
+    """Group-level analysis options (CLI overrides of the analysis spec).
+
+    ``None`` keeps the spec's value (the defaults live in ``bids_app/data/analysis_spec.yaml``).
+    ``covariates`` sets the patient-control and GM-vs-tract models, ``clinical_covariates``
+    the clinical and duration regressions.
+    """
 
     analysis_spec: Path | None = None
     group_column: str | None = None
     patient_label: str | None = None
     control_label: str | None = None
     covariates: tuple[str, ...] | None = None
+    clinical_covariates: tuple[str, ...] | None = None
     scores: tuple[str, ...] | None = None
     fdr_alpha: float | None = None
 

@@ -25,7 +25,7 @@ def test_brainlife_main_on_xa30(ds_xa30, built_data_dir, tmp_path):
     env = dict(os.environ, ALSMRI_DATA=str(built_data_dir),
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     proc = subprocess.run([str(REPO / "brainlife" / "main")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tm = pd.read_csv(tmp_path / "tractmeasures.csv")
     assert list(tm.columns[:3]) == ["subjectID", "structureID", "nodeID"]

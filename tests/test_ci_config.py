@@ -52,6 +52,35 @@ def test_circleci_runs_the_same_scripts_as_ci(circleci):
     assert "bash scripts/docker-test.sh" in ci
 
 
+def test_ci_runs_static_checks_after_the_tests():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^set -euo pipefail$", ci, re.MULTILINE)  # a failing check fails CI
+    steps = [line.strip() for line in ci.splitlines()
+             if line.strip() and not line.lstrip().startswith(("#", "echo"))]
+    # the venv the README's test command created, after the tests passed, before the container
+    ruff = steps.index(".venv/bin/ruff check .")
+    lint = steps.index(".venv/bin/lint-imports --no-cache")
+    tests = next(i for i, s in enumerate(steps) if s.startswith('[ "$rc" -eq 0 ]'))
+    docker = next(i for i, s in enumerate(steps) if "scripts/docker-test.sh" in s)
+    assert tests < ruff < docker and tests < lint < docker
+    proc = subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_test_extra_has_the_ci_tools():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    test = {re.split(r"[<>=!~ ]", r, maxsplit=1)[0]: r
+            for r in pyproject["project"]["optional-dependencies"]["test"]}
+    for tool in ("ruff", "import-linter", "bids-validator-deno"):
+        assert tool in test, tool
+        assert re.fullmatch(rf"{tool}>=[0-9.]+", test[tool]), test[tool]  # lower bound only
+    linter = pyproject["tool"]["importlinter"]
+    assert linter["root_package"] == "bids_app"
+    types = {c["type"] for c in linter["contracts"]}
+    assert {"layers", "forbidden", "acyclic_siblings"} <= types
+
+
 def test_circleci_uses_the_native_docker_engine(circleci):
     # .ci/run calls scripts/docker-test.sh, which otherwise wraps docker in the private engine
     # ../shared/tools/docker-ci.sh (absent on CircleCI).
@@ -107,7 +136,7 @@ def test_dockerfile_contract(dockerfile):
     text = dockerfile
     assert text.startswith("#") and "FROM python:3.11-slim" in text
     for var in ("HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "TEMPLATEFLOW_HOME", "ALSMRI_DATA"):
-        assert re.search(rf"^\s*(ENV\s+)?{var}=\S+", text, re.M), var
+        assert re.search(rf"^\s*(ENV\s+)?{var}=\S+", text, re.MULTILINE), var
     for label in ("org.opencontainers.image.version", "org.opencontainers.image.source"):
         assert re.search(rf'LABEL[^\n]*(\\\n[^\n]*)*{re.escape(label)}="[^"]+"', text), label
     assert 'org.opencontainers.image.version="${VERSION}"' in text
@@ -160,11 +189,12 @@ def test_docker_test_keeps_the_tracked_readme():
     assert 'DOCKER_CI="${DOCKER_CI:-$SHARED/tools/docker-ci.sh}"' in script
     assert "docker build --network host" in script
     proc = subprocess.run(["bash", "-n", str(REPO / "scripts" / "docker-test.sh")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_hadolint_passes():
     exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    proc = subprocess.run([exe, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    proc = subprocess.run([exe, str(REPO / "Dockerfile")], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

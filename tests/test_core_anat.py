@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.core.anat import io, preproc, qc, segmentation, volumes
+from bids_app.core.tables import STATS_COLUMNS
 from bids_app.errors import EXIT_BAD_DATA, BadDataError
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 
 import numpy as np
@@ -11,14 +12,23 @@ from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import single_tensor
 from scipy import ndimage
 
-from bids_app.bids.schema import STATS_COLUMNS
 from bids_app.core.dwi import qc
 from bids_app.core.dwi._ants import matrix_transform, rotate_bvecs, transform_matrix
-from bids_app.core.dwi.preproc import brain_mask, fill_mask, motion_correct, motion_params
+from bids_app.core.dwi.gradients import check_gradients, preflight_dwi
+from bids_app.core.dwi.preproc import (
+    brain_mask,
+    denoise,
+    dwi_brain_mask,
+    fill_mask,
+    motion_correct,
+    motion_params,
+)
+from bids_app.core.dwi.registration import register_fa_to_template
 from bids_app.core.dwi.roistats import label_stats, tract_stats
-from bids_app.core.dwi.sdc import parse_pe, restrict_vector, sdc_applicable
-from bids_app.errors import BadDataError
+from bids_app.core.dwi.sdc import combine_runs, estimate_run_alignment, restrict_vector
 from bids_app.core.dwi.tensor import fit_tensor
+from bids_app.core.tables import STATS_COLUMNS
+from bids_app.errors import BadDataError
 
 
 def _scheme(n=30, seed=3):
@@ -37,7 +47,7 @@ def test_tensor_recovers_known_eigenvalues(method):
     data = np.tile(signal, (3, 3, 2, 1)).astype(np.float32)
     mask = np.ones(data.shape[:3], bool)
     mask[0, 0, 0] = False
-    maps = fit_tensor(data, bvals, bvecs, mask=mask, fit_method=method)
+    maps = fit_tensor(data, bvals, bvecs, mask=mask, fit_method=method, b0_threshold=50.0)
     l1, l2, l3 = evals
     md = evals.mean()
     fa = np.sqrt(0.5 * ((l1 - l2) ** 2 + (l2 - l3) ** 2 + (l1 - l3) ** 2) / (evals ** 2).sum())
@@ -85,7 +95,8 @@ def test_tract_and_label_stats():
     prob[0] = 1.0
     prob[3] = 0.2
     mask = np.ones(fa.shape, bool)
-    table = tract_stats(metrics, {("cst", "L"): prob}, mask=mask, threshold=0.25)
+    table = tract_stats(metrics, {("cst", "L"): prob}, mask=mask, threshold=0.25,
+                        atlas="hcp842")
     assert tuple(table.columns) == STATS_COLUMNS
     row = table.set_index(["metric", "statistic"]).loc[("fa", "wmean")]
     assert row["value"] == pytest.approx((16 * 0.6 + 16 * 0.2 * 0.2) / (16 + 16 * 0.2))
@@ -97,7 +108,7 @@ def test_tract_and_label_stats():
     labels_img[3] = 8
     labels = pd.DataFrame({"index": [7, 8, 9], "name": ["a", "b", "c"],
                            "hemisphere": ["R", "L", "bilateral"], "region": ["cst", "cst", ""]})
-    rois = label_stats(metrics, labels_img, labels, mask=mask)
+    rois = label_stats(metrics, labels_img, labels, mask=mask, atlas="jhu")
     fa_rows = rois[rois.metric == "fa"].set_index("hemisphere")
     assert fa_rows.loc["R", "value"] == pytest.approx(0.6)
     assert fa_rows.loc["L", "value"] == pytest.approx(0.2)
@@ -129,10 +140,7 @@ def test_matrix_roundtrip_and_bvec_rotation():
     assert np.allclose(out[0], [c, s, 0])
 
 
-def test_pe_helpers():
-    assert parse_pe("j-") == (1, -1) and parse_pe("j") == (1, 1) and parse_pe("x") is None
-    assert sdc_applicable(["j-", "j"]) and not sdc_applicable(["j", "j"])
-    assert not sdc_applicable(["j"]) and not sdc_applicable(["i", "j-"])
+def test_restrict_vector():
     assert restrict_vector(np.diag([-3.0, 3, 3, 1]), 1) == (0.0, 1.0, 0.0)
 
 
@@ -144,7 +152,7 @@ def test_qc_numbers_and_figures(tmp_path):
     mask = np.ones((6, 6, 4), bool)
     fd = np.zeros(8)
     fd[2] = 3.0
-    flags = qc.outlier_volumes(data, bvals, mask, fd)
+    flags = qc.outlier_volumes(data, bvals, mask, fd, b0_threshold=50.0)
     assert np.flatnonzero(flags).tolist() == [2, 5]
     assert qc.b0_snr(data[..., 0], mask, np.full((6, 6, 4), 2.0)) == pytest.approx(50, rel=0.02)
     motion = pd.DataFrame(np.zeros((8, 7)), columns=["trans_x", "trans_y", "trans_z", "rot_x",
@@ -152,7 +160,8 @@ def test_qc_numbers_and_figures(tmp_path):
                                                       "framewise_displacement"])
     assert qc.plot_motion(motion, tmp_path / "m.svg").stat().st_size > 0
     fa = rng.uniform(0, 1, (20, 20, 10))
-    assert qc.plot_tracts(fa, {("cst", "L"): fa}, tmp_path / "t.png").stat().st_size > 0
+    assert qc.plot_tracts(fa, {("cst", "L"): fa}, tmp_path / "t.png",
+                         threshold=0.25).stat().st_size > 0
     assert qc.plot_registration(fa, fa, tmp_path / "r.png").stat().st_size > 0
     assert qc.plot_sdc((fa, fa), (fa, fa), tmp_path / "s.png").stat().st_size > 0
 
@@ -224,10 +233,48 @@ def test_motion_correct_recovers_a_translation_and_leaves_no_files(tmp_path, mon
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     data[..., 4] = ndimage.shift(data[..., 4], (1.5, 0, 0), order=1)  # +3 mm along x
     result = motion_correct(data, affine=affine, bvals=bvals, bvecs=bvecs,
-                            iterations=(50, 20), shrink_factors=(2, 1),
+                            b0_threshold=50.0, seed=20261122, iterations=(50, 20), shrink_factors=(2, 1),
                             smoothing_sigmas=(1, 0), sampling_rate=1.0)
     shift = result.params.loc[4, ["trans_x", "trans_y", "trans_z"]].to_numpy()
     assert abs(abs(shift[0]) - 3.0) < 0.5 and np.all(np.abs(shift[1:]) < 0.5), shift
     still = result.params.drop(index=4)[["trans_x", "trans_y", "trans_z"]].to_numpy()
     assert np.all(np.abs(still) < 0.5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dwi_brain_mask_is_the_mask_of_mean_b0_and_mean_dwi():
+    rng = np.random.default_rng(1)
+    brain = _head()
+    bvals = np.array([0.0, 5.0, 1000.0, 1000.0, 2000.0])
+    data = np.stack([np.where(brain, s, 5.0) + rng.normal(0, 3, brain.shape)
+                     for s in (1000.0, 990.0, 300.0, 320.0, 150.0)], axis=-1)
+    zooms = (3.5, 3.5, 3.5)
+    mask, b0 = dwi_brain_mask(data, bvals, b0_threshold=50.0, zooms=zooms, source="dwi")
+    assert b0.dtype == np.float32
+    assert np.array_equal(b0, data[..., :2].astype(np.float32).mean(axis=3))
+    dwi_mean = data[..., 2:].astype(np.float32).mean(axis=3)
+    assert np.array_equal(mask, brain_mask(b0, zooms=zooms, dwi_mean=dwi_mean))
+    only_b0, _ = dwi_brain_mask(data[..., :2], bvals[:2], b0_threshold=50.0, zooms=zooms,
+                                source="dwi")
+    assert np.array_equal(only_b0, brain_mask(b0, zooms=zooms))
+
+
+@pytest.mark.parametrize(("func", "names"), [
+    (denoise, ("b0_threshold",)),
+    (motion_correct, ("b0_threshold", "seed")),
+    (qc.outlier_volumes, ("b0_threshold",)),
+    (qc.plot_tracts, ("threshold",)),
+    (fit_tensor, ("b0_threshold", "fit_method")),
+    (combine_runs, ("b0_threshold",)),
+    (estimate_run_alignment, ("seed",)),
+    (check_gradients, ("b0_threshold",)),
+    (preflight_dwi, ("b0_threshold",)),
+    (register_fa_to_template, ("seed",)),
+    (tract_stats, ("threshold", "atlas")),
+    (label_stats, ("atlas",)),
+])
+def test_run_settings_have_no_core_default(func, names):
+    """Defaults live in bids_app.settings only; core callers pass them."""
+    params = inspect.signature(func).parameters
+    for name in names:
+        assert params[name].default is inspect.Parameter.empty, f"{func.__name__}({name}=...)"

@@ -45,7 +45,8 @@ def test_count_mismatch_names_both_files_and_counts(tmp_path):
     bvals, bvecs = _good()
     bval, bvec = _write(tmp_path, bvals[:-1], bvecs)
     with pytest.raises(BadDataError) as err:
-        check_gradients(bval, bvec, n_volumes=13, dwi_file=tmp_path / "sub-01_dwi.nii.gz")
+        check_gradients(bval, bvec, n_volumes=13, dwi_file=tmp_path / "sub-01_dwi.nii.gz",
+                        b0_threshold=50.0)
     msg = str(err.value)
     assert "sub-01_dwi.bval has 12 b-values" in msg
     assert "sub-01_dwi.bvec has 13 b-vectors" in msg
@@ -58,7 +59,7 @@ def test_missing_gradient_file(tmp_path, missing):
     bval, bvec = _write(tmp_path, *_good())
     (bval if missing == "bval" else bvec).unlink()
     with pytest.raises(BadDataError, match=f"missing .*{missing}"):
-        check_gradients(bval, bvec, n_volumes=13, dwi_file="dwi.nii.gz")
+        check_gradients(bval, bvec, n_volumes=13, dwi_file="dwi.nii.gz", b0_threshold=50.0)
 
 
 def test_no_b0(tmp_path):
@@ -76,7 +77,7 @@ def test_fewer_than_six_directions(tmp_path):
     bvecs = np.vstack([np.zeros(3), dirs, -dirs])  # 10 vectors, 5 axes
     bval, bvec = _write(tmp_path, bvals, bvecs)
     with pytest.raises(BadDataError, match="only 5 non-collinear"):
-        check_gradients(bval, bvec, n_volumes=11, dwi_file="dwi.nii.gz")
+        check_gradients(bval, bvec, n_volumes=11, dwi_file="dwi.nii.gz", b0_threshold=50.0)
 
 
 def test_coplanar_directions_rank_deficient(tmp_path):
@@ -84,7 +85,7 @@ def test_coplanar_directions_rank_deficient(tmp_path):
     dirs = np.column_stack([np.cos(ang), np.sin(ang), np.zeros(8)])
     bval, bvec = _write(tmp_path, np.r_[0, np.full(8, 1000.0)], np.vstack([np.zeros(3), dirs]))
     with pytest.raises(BadDataError, match="rank 3"):
-        check_gradients(bval, bvec, n_volumes=9, dwi_file="dwi.nii.gz")
+        check_gradients(bval, bvec, n_volumes=9, dwi_file="dwi.nii.gz", b0_threshold=50.0)
 
 
 def test_zero_length_bvec_with_b(tmp_path):
@@ -92,7 +93,7 @@ def test_zero_length_bvec_with_b(tmp_path):
     bvecs[4] = 0.0
     bval, bvec = _write(tmp_path, bvals, bvecs)
     with pytest.raises(BadDataError, match=r"zero-length b-vector for volume\(s\) 4"):
-        check_gradients(bval, bvec, n_volumes=13, dwi_file="dwi.nii.gz")
+        check_gradients(bval, bvec, n_volumes=13, dwi_file="dwi.nii.gz", b0_threshold=50.0)
 
 
 def test_unnormalised_bvecs_are_normalised_with_warning(tmp_path):
@@ -100,7 +101,7 @@ def test_unnormalised_bvecs_are_normalised_with_warning(tmp_path):
     bvecs[1:] *= 0.8
     bval, bvec = _write(tmp_path, bvals, bvecs)
     with pytest.warns(DwiWarning, match="not unit length"):
-        g = check_gradients(bval, bvec, n_volumes=13, dwi_file="dwi.nii.gz")
+        g = check_gradients(bval, bvec, n_volumes=13, dwi_file="dwi.nii.gz", b0_threshold=50.0)
     assert np.allclose(np.linalg.norm(g.bvecs[1:], axis=1), 1.0)
 
 
@@ -130,11 +131,11 @@ def test_nan_voxels_masked_with_warning():
 
 def test_check_interface_raises_on_3d_file(tmp_path):
     """The nipype interface surfaces the same error for a 3D file on disk."""
-    from bids_app.interfaces.dwi import CheckDwi
+    from bids_app.interfaces.dwi_preproc import CheckDwi
 
     dwi = tmp_path / "sub-01_dwi.nii.gz"
     nb.save(nb.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), dwi)
     bval, bvec = _write(tmp_path, *_good())
-    node = CheckDwi(in_file=str(dwi), in_bval=str(bval), in_bvec=str(bvec))
+    node = CheckDwi(in_file=str(dwi), in_bval=str(bval), in_bvec=str(bvec), b0_threshold=50.0)
     with pytest.raises(BadDataError, match="3D"):
         node.run(cwd=str(tmp_path))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bids_validation import assert_valid
 
 from bids_app.cli.run import main
 
@@ -51,6 +52,12 @@ def test_demo_exits_zero_and_writes_the_table(demo_run):
     truth = json.loads((out / "bids" / "truth.json").read_text())
     n_patients = sum(p["group"] == "ALS" for p in truth["participants"].values())
     assert meta["Cohort"]["n_patients"] == n_patients >= 4
+
+
+def test_demo_derivatives_pass_the_bids_validator(demo_run):
+    """The demo's participant + group derivatives: 0 validator errors (warnings allowed)."""
+    _, out = demo_run
+    assert_valid(out / "derivatives")
 
 
 def test_recovery_table_meets_the_issue_criteria(demo_run):

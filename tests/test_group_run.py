@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
+import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic_group import TRUE_SLOPES, simulate_table, write_cohort
 
-from bids_app.errors import EXIT_NO_DATA, NoDataError, UsageError
-from bids_app.group.run import OUTPUTS, run_group
-from bids_app.group.synthetic import TRUE_SLOPES, simulate_table, write_cohort
+from bids_app.bids.outputs import GROUP_DIR
+from bids_app.bids.outputs import GROUP_OUTPUTS as OUTPUTS
+from bids_app.cli.run import main
+from bids_app.errors import EXIT_NO_DATA, BadDataError, NoDataError, UsageError
+from bids_app.group import spec as spec_module
+from bids_app.group.notes import Notes
+from bids_app.group.run import GroupResults, run_group, warn_unmatched_imaging_names
+from bids_app.group.spec import load_spec
+from bids_app.reports.group import (
+    association_scatter,
+    group_boxplots,
+    write_outputs,
+)
 from bids_app.settings import ExecutionSettings, GroupSettings, Settings
 
 STATS_TABLES = ("comparisons", "clinical", "duration", "gmtract", "interhemispheric")
@@ -24,6 +38,15 @@ def settings(bids: Path, out: Path, **group) -> Settings:
     return Settings(execution=ExecutionSettings(bids_dir=bids, output_dir=out,
                                                 analysis_level="group", work_dir=out / "w"),
                     group=GroupSettings(**group))
+
+
+def run(settings: Settings) -> Path:
+    """Analyse, then write the outputs (what the command line does); return the group dir."""
+    results = run_group(settings)
+    assert isinstance(results, GroupResults)
+    written = write_outputs(results, settings.execution.output_dir)
+    assert written["report"].parent == settings.execution.output_dir / GROUP_DIR
+    return written["report"].parent
 
 
 @pytest.fixture
@@ -45,7 +68,7 @@ def small_cohort(tmp_path: Path, n_patients: int = 8, n_controls: int = 6, *, se
 
 
 def read(out: Path, key: str) -> pd.DataFrame:
-    return pd.read_csv(out / "group" / OUTPUTS[key], sep="\t", na_values=["n/a"])
+    return pd.read_csv(out / GROUP_DIR / OUTPUTS[key], sep="\t", na_values=["n/a"])
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +77,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     table = simulate_table(39, 32, seed=20261122)
     write_cohort(table, root / "bids", root / "out")
-    group_dir = run_group(settings(root / "bids", root / "out"))
+    group_dir = run(settings(root / "bids", root / "out"))
     return table, root / "out", group_dir
 
 
@@ -134,12 +157,87 @@ def test_report_and_figures(study):
     assert spec["fdr_alpha"] == 0.05 and spec["skipped"] == {}
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG (IHDR chunk)."""
+    return struct.unpack(">II", path.read_bytes()[16:24])
+
+
+def panels(path: Path) -> tuple[int, int]:
+    """Columns and rows of a panel grid drawn by ``reports.group`` (3.2 x 3.0 in at 90 dpi)."""
+    width, height = png_size(path)
+    return round(width / (3.2 * 90)), round(height / (3.0 * 90))
+
+
+def test_figure_panels_follow_the_spec(study):
+    """13 significant comparisons, max_figure_panels 8 in the packaged spec: 4 x 2 panels."""
+    _, out, group_dir = study
+    assert read(out, "comparisons").significant.sum() > 8
+    assert load_spec().max_figure_panels == 8
+    assert panels(group_dir / "figures" / "group_desc-comparisons_boxplot.png") == (4, 2)
+    assert panels(group_dir / "figures" / "group_desc-clinical_scatter.png") == (4, 2)
+    for function in (group_boxplots, association_scatter):
+        parameter = inspect.signature(function).parameters["max_panels"]
+        assert parameter.default is inspect.Parameter.empty, function.__name__
+
+
+def test_packaged_spec_value_reaches_the_analysis(tmp_path, monkeypatch):
+    """The packaged YAML is the only source of defaults: changing it changes the analysis."""
+    packaged = spec_module.packaged_spec_path().read_text()
+    changed = tmp_path / "analysis_spec.yaml"
+    edits = {"\ncovariates: [age, sex]\n": "\ncovariates: [age]\n",
+             "\nclinical_covariates: [age, sex, disease_duration]\n":
+                 "\nclinical_covariates: [sex]\n",
+             "\nmax_figure_panels: 8\n": "\nmax_figure_panels: 2\n"}
+    for old, new in edits.items():
+        assert packaged.count(old) == 1, old
+        packaged = packaged.replace(old, new)
+    changed.write_text(packaged)
+    monkeypatch.setattr(spec_module, "packaged_spec_path", lambda: changed)
+    bids, out, spec = small_cohort(tmp_path)
+    group_dir = run(settings(bids, out, analysis_spec=spec))
+    comp = read(out, "comparisons")
+    assert (comp.adj_covariates == "age").all() and comp.significant.sum() >= 2
+    assert (read(out, "clinical").covariates == "sex=M").all()
+    assert (read(out, "duration").covariates == "sex=M").all()
+    assert (read(out, "gmtract").covariates == "age,sex=M").all()   # gm_tract.covariates
+    assert panels(group_dir / "figures" / "group_desc-comparisons_boxplot.png") == (2, 1)
+    resolved = json.loads((group_dir / OUTPUTS["spec"]).read_text())
+    assert resolved["max_figure_panels"] == 2 and resolved["covariates"] == ["age"]
+
+
+def cli_group(bids: Path, out: Path, spec: Path, *options: str) -> None:
+    assert main([str(bids), str(out), "group", "--skip-bids-validation", "--analysis-spec",
+                 str(spec), *options]) == 0
+
+
+def test_covariates_option_keeps_clinical_covariates(tmp_path):
+    """--covariates sets the comparison and GM-vs-tract models, not the clinical ones."""
+    bids, out, spec = small_cohort(tmp_path)
+    cli_group(bids, out, spec, "--covariates", "age")
+    assert (read(out, "comparisons").adj_covariates == "age").all()
+    assert (read(out, "gmtract").covariates == "age").all()
+    assert (read(out, "clinical").covariates == "age,sex=M,disease_duration").all()
+    assert (read(out, "duration").covariates == "age,sex=M").all()
+
+
+def test_clinical_covariates_option_changes_only_clinical_models(tmp_path):
+    bids, out, spec = small_cohort(tmp_path)
+    cli_group(bids, out, spec, "--clinical-covariates", "age")
+    assert (read(out, "clinical").covariates == "age").all()
+    assert (read(out, "duration").covariates == "age").all()
+    assert (read(out, "comparisons").adj_covariates == "age,sex=M").all()
+    assert (read(out, "gmtract").covariates == "age,sex=M").all()
+    cli_group(bids, out, spec, "--clinical-covariates")   # none: unadjusted
+    assert read(out, "clinical").covariates.isna().all()
+    assert (read(out, "comparisons").adj_covariates == "age,sex=M").all()
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_no_participant_outputs_exit_18(tmp_path):
     (tmp_path / "bids").mkdir()
     (tmp_path / "out").mkdir()
     with pytest.raises(NoDataError, match="run the participant level first") as err:
-        run_group(settings(tmp_path / "bids", tmp_path / "out"))
+        run(settings(tmp_path / "bids", tmp_path / "out"))
     assert err.value.exit_code == EXIT_NO_DATA == 18
 
 
@@ -147,7 +245,7 @@ def test_missing_participants_tsv_keeps_joined_table(tmp_path, warnings_log):
     bids, out, _ = small_cohort(tmp_path)
     (bids / "participants.tsv").unlink()
     shutil.rmtree(bids / "phenotype")
-    group_dir = run_group(settings(bids, out))   # default spec: names cannot be checked
+    group_dir = run(settings(bids, out))   # default spec: names cannot be checked
     assert len(read(out, "joined")) == 14
     assert read(out, "comparisons").empty and read(out, "clinical").empty
     assert "participants.tsv: missing" in warnings_log.text
@@ -160,13 +258,13 @@ def test_group_column_absent_or_single_level(tmp_path, warnings_log):
     bids, out, spec = small_cohort(tmp_path)
     parts = pd.read_csv(bids / "participants.tsv", sep="\t")
     parts.drop(columns="group").to_csv(bids / "participants.tsv", sep="\t", index=False)
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     assert "group_column: column(s) ['group'] not in the phenotype data" in warnings_log.text
     assert read(out, "comparisons").empty
     assert not read(out, "clinical").empty   # falls back to every participant
     parts.assign(group="ALS").to_csv(bids / "participants.tsv", sep="\t", index=False)
     warnings_log.clear()
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     assert "only one group level present" in warnings_log.text
     assert read(out, "comparisons").empty and (read(out, "clinical").n == 8).all()
 
@@ -174,12 +272,12 @@ def test_group_column_absent_or_single_level(tmp_path, warnings_log):
 def test_user_named_unknown_column_is_usage_error(tmp_path):
     bids, out, spec = small_cohort(tmp_path)
     with pytest.raises(UsageError, match=r"'not_a_score'.*participants.tsv") as err:
-        run_group(settings(bids, out, analysis_spec=spec, scores=("not_a_score",)))
+        run(settings(bids, out, analysis_spec=spec, scores=("not_a_score",)))
     assert err.value.exit_code == 64
     bad = tmp_path / "bad.yaml"
     bad.write_text("group_column: diagnosis_typo\n")
     with pytest.raises(UsageError, match=f"{bad}.*diagnosis_typo"):
-        run_group(settings(bids, out, analysis_spec=bad))
+        run(settings(bids, out, analysis_spec=bad))
 
 
 def test_non_numeric_score_is_skipped_with_values_named(tmp_path, warnings_log):
@@ -188,7 +286,7 @@ def test_non_numeric_score_is_skipped_with_values_named(tmp_path, warnings_log):
     clin.loc[0, "cmap_z_sum"] = "not done"
     clin.loc[1, "cmap_z_sum"] = "n/a"
     clin.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False)
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     assert "'cmap_z_sum' has non-numeric values ('not done')" in warnings_log.text
     assert set(read(out, "clinical").score) == {"alsfrs_r"}
 
@@ -198,7 +296,7 @@ def test_tiny_cells_and_constant_columns_write_reasons(tmp_path):
     clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t")
     clin["cmap_z_sum"] = -3.0
     clin.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     comp = read(out, "comparisons")
     assert (comp.n_patient == 2).all() and comp.reason.str.contains("n < 3").all()
     assert comp.p.isna().all()
@@ -208,7 +306,7 @@ def test_tiny_cells_and_constant_columns_write_reasons(tmp_path):
     clin = pd.read_csv(bids2 / "phenotype" / "clinical.tsv", sep="\t")
     clin["cmap_z_sum"] = -3.0
     clin.to_csv(bids2 / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
-    run_group(settings(bids2, out2, analysis_spec=spec2))
+    run(settings(bids2, out2, analysis_spec=spec2))
     cmap = read(out2, "clinical").query("score == 'cmap_z_sum'")
     assert (cmap.reason == "constant outcome").all() and (cmap.n == 10).all()
 
@@ -222,7 +320,7 @@ def test_phenotype_without_imaging_and_imaging_without_phenotype(tmp_path, warni
     clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t")
     clin[clin.participant_id != "sub-00003"].to_csv(bids / "phenotype" / "clinical.tsv",
                                                     sep="\t", index=False, na_rep="n/a")
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     assert "without participant outputs: sub-00002" in warnings_log.text
     assert "imaging but no phenotype row: sub-00003" in warnings_log.text
     incl = read(out, "inclusion").set_index("participant_id")
@@ -236,7 +334,7 @@ def test_one_participant_dataset_completes(ds_xa30, tmp_path, warnings_log):
     out = tmp_path / "out"
     table = simulate_table(1, 0, seed=1).assign(participant_id="sub-01")
     write_cohort(table, tmp_path / "scratch", out)
-    group_dir = run_group(settings(ds_xa30, out))
+    group_dir = run(settings(ds_xa30, out))
     joined = read(out, "joined")
     assert joined.participant_id.tolist() == ["sub-01"] and joined.shape[1] > 50
     assert (group_dir / "report.html").is_file()
@@ -260,7 +358,7 @@ def test_sessions_join_and_first_session_policy(tmp_path):
     visits = pd.concat([clin.assign(session_id="ses-1"),
                         clin.assign(session_id="ses-2", cmap_z_sum=clin.cmap_z_sum - 1)])
     visits.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     joined = read(out, "joined")
     assert len(joined) == 28 and set(joined.session_id) == {"ses-1", "ses-2"}
     ses2 = joined[joined.session_id == "ses-2"].set_index("participant_id").cmap_z_sum
@@ -274,10 +372,8 @@ def test_malformed_participant_table_is_bad_data(tmp_path):
     bids, out, spec = small_cohort(tmp_path)
     path = next(out.glob("sub-*/dwi/*_dwistats.tsv"))
     path.write_text("atlas\tregion\tvalue\nhcp842\tcst\t0.5\n")
-    from bids_app.errors import BadDataError
-
     with pytest.raises(BadDataError, match=path.name):
-        run_group(settings(bids, out, analysis_spec=spec))
+        run(settings(bids, out, analysis_spec=spec))
 
 
 def test_real_participants_example_with_non_numeric_age(shared_data, tmp_path, warnings_log):
@@ -290,7 +386,7 @@ def test_real_participants_example_with_non_numeric_age(shared_data, tmp_path, w
     write_cohort(table, tmp_path / "scratch", out)
     spec = tmp_path / "spec.yaml"
     spec.write_text("metrics: [fa]\nscores: []\ninterhemispheric_metrics: [fa]\n")
-    run_group(settings(bids, out, analysis_spec=spec))
+    run(settings(bids, out, analysis_spec=spec))
     assert "covariate column 'age' has non-numeric values ('89+')" in warnings_log.text
     comp = read(out, "comparisons")
     assert (comp.n_patient == 7).all() and (comp.n_control == 7).all()
@@ -302,8 +398,6 @@ def test_real_participants_example_with_non_numeric_age(shared_data, tmp_path, w
 
 
 def test_cli_group_level_exit_codes(tmp_path):
-    from bids_app.cli.run import main
-
     bids, out, spec = small_cohort(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -317,17 +411,12 @@ def test_cli_group_level_exit_codes(tmp_path):
 
 def test_spec_metrics_and_regions_without_data_are_named():
     """A spec metric/region that no participant table has is named, not silently empty."""
-    import pandas as pd
-
-    from bids_app.group.notes import Notes
-    from bids_app.group.run import warn_unmatched_imaging_names
-    from bids_app.group.spec import AnalysisSpec, GmTractSpec
-
     catalogue = pd.DataFrame({"metric": ["fa", "md", "gmv_pct_tiv"],
                               "region": ["cst", "cst", "precentral"]})
-    spec = AnalysisSpec(metrics=("fa", "kurtosis"), interhemispheric_metrics=("fa",),
-                        gm_tract=GmTractSpec(pairs=(("precentral", "cst"),
-                                                    ("insula", "cst"))))
+    default = load_spec()
+    spec = replace(default, metrics=("fa", "kurtosis"), interhemispheric_metrics=("fa",),
+                   gm_tract=replace(default.gm_tract, pairs=(("precentral", "cst"),
+                                                             ("insula", "cst"))))
     notes = Notes()
     messages = warn_unmatched_imaging_names(spec, catalogue, notes=notes)
     assert len(messages) == 2 and notes.warnings == messages

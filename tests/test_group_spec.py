@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 
 from bids_app.errors import EXIT_USAGE, UsageError
-from bids_app.group.spec import canonical_spec, load_aliases, load_spec, normalise
+from bids_app.group import spec as spec_module
+from bids_app.group.spec import (
+    AnalysisSpec,
+    GmTractSpec,
+    canonical_spec,
+    load_aliases,
+    load_spec,
+    normalise,
+)
 from bids_app.settings import GroupSettings
 
 
@@ -28,9 +37,62 @@ def test_cli_overrides_win_and_are_user_keys(tmp_path):
         group_column="diagnosis", patient_label="pALS", covariates=("age",), fdr_alpha=0.01))
     assert spec.scores == ("fvc",) and spec.fdr_alpha == 0.01
     assert spec.group_column == "diagnosis" and spec.patient_label == ("pALS",)
-    assert spec.covariates == spec.clinical_covariates == spec.gm_tract.covariates == ("age",)
-    assert {"scores", "fdr_alpha", "group_column", "covariates"} <= spec.user_keys
+    assert spec.covariates == spec.gm_tract.covariates == ("age",)
+    assert spec.clinical_covariates == load_spec().clinical_covariates   # not overridden
+    assert {"scores", "fdr_alpha", "group_column", "covariates",
+            "gm_tract.covariates"} <= spec.user_keys
+    assert "clinical_covariates" not in spec.user_keys
     assert str(user) in spec.source
+
+
+def test_clinical_covariates_override_sets_only_clinical_models():
+    default = load_spec()
+    assert "disease_duration" in default.clinical_covariates
+    spec = load_spec(overrides=GroupSettings(clinical_covariates=("age",)))
+    assert spec.clinical_covariates == ("age",)
+    assert spec.covariates == default.covariates
+    assert spec.gm_tract == default.gm_tract
+    assert spec.user_keys == frozenset({"clinical_covariates"})
+    unadjusted = load_spec(overrides=GroupSettings(covariates=(), clinical_covariates=()))
+    assert unadjusted.covariates == unadjusted.clinical_covariates == ()
+    assert unadjusted.gm_tract.covariates == ()
+
+
+def test_spec_dataclasses_have_no_defaults():
+    """The packaged YAML is the only place a group default is written."""
+    for klass in (AnalysisSpec, GmTractSpec):
+        for f in fields(klass):
+            assert f.default is MISSING and f.default_factory is MISSING, (klass, f.name)
+
+
+def _packaged_copy(tmp_path: Path, monkeypatch, old: str, new: str) -> Path:
+    text = spec_module.packaged_spec_path().read_text()
+    assert text.count(old) == 1, old
+    path = tmp_path / "analysis_spec.yaml"
+    path.write_text(text.replace(old, new))
+    monkeypatch.setattr(spec_module, "packaged_spec_path", lambda: path)
+    return path
+
+
+def test_changed_packaged_default_is_loaded(tmp_path, monkeypatch):
+    _packaged_copy(tmp_path, monkeypatch, "  gm_metric: gmv_pct_tiv\n", "  gm_metric: gmv\n")
+    user = tmp_path / "user.yaml"
+    user.write_text("gm_tract: {pairs: [{gm: precentral, tract: cst}]}\n")
+    spec = load_spec(user)
+    assert spec.gm_tract.gm_metric == "gmv"                    # packaged key kept
+    assert spec.gm_tract.pairs == (("precentral", "cst"),)     # user key merged over it
+    assert spec.gm_tract.covariates == ("age", "sex")
+    assert spec.user_keys == frozenset({"gm_tract.pairs"})
+
+
+def test_packaged_spec_missing_a_key_is_an_error(tmp_path, monkeypatch):
+    path = _packaged_copy(tmp_path, monkeypatch, "\nmin_n: 3\n", "\n")
+    with pytest.raises(UsageError, match=r"lacks key\(s\) \['min_n'\]") as err:
+        load_spec()
+    assert str(path) in str(err.value)
+    _packaged_copy(tmp_path, monkeypatch, "  tract_metric: fa\n", "")
+    with pytest.raises(UsageError, match="gm_tract.tract_metric"):
+        load_spec()
 
 
 @pytest.mark.parametrize("text, message", [

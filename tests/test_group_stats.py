@@ -16,6 +16,9 @@ from bids_app.group.relations import interhemispheric
 from bids_app.group.stats import associations, compare_groups, fdr
 
 REL = 1e-8
+#: Thresholds of the analyses under test (the spec's keys; stated here, no hidden defaults).
+FIT = {"fdr_alpha": 0.05, "min_n": 3}
+TESTS = {**FIT, "normality_alpha": 0.05, "equal_variance_alpha": 0.05}
 
 
 def close(a, b):
@@ -46,7 +49,7 @@ def table():
 def _compare(t, cat):
     cov = covariate_frame(t, ["age", "sex"], dictionary={}, notes=Notes())
     return compare_groups(t[cat["feature"]], cat, t["patient"].to_numpy(), cov,
-                          fdr_alpha=0.05).set_index("region")
+                          **TESTS).set_index("region")
 
 
 def test_comparisons_match_scipy_statsmodels_pingouin(table):
@@ -102,7 +105,7 @@ def test_associations_match_scipy_statsmodels(table):
     pairs = pd.DataFrame([{"score": "score", "y": "score", "x": f, "family": "score:fa"}
                           for f in feats])
     cov = covariate_frame(pt, ["age", "sex"], dictionary={}, notes=Notes())
-    res = associations(pt, pt, pairs, {"score": cov}).set_index("x")
+    res = associations(pt, pt, pairs, {"score": cov}, **FIT).set_index("x")
     ps = []
     full = pt
     for feat in feats:
@@ -139,7 +142,7 @@ def test_small_and_constant_cells_get_reasons(table):
     pairs = pd.DataFrame([{"y": "score", "x": "unequal", "family": "f"},
                           {"y": "score", "x": "equal", "family": "f"}])
     pt = t[t.patient].reset_index(drop=True)
-    out = associations(pt, pt, pairs, {})
+    out = associations(pt, pt, pairs, {}, **FIT)
     assert out.loc[0, "reason"] == "constant predictor"
     assert out.loc[1, "n"] == 2 and out.loc[1, "reason"] == "n < 3"
 
@@ -159,7 +162,7 @@ def test_interhemispheric_matches_scipy():
     values = pd.DataFrame({"l": left, "r": left * 0.98 + rng.normal(0, 0.01, 40)})
     cat = pd.DataFrame({"feature": ["l", "r"], "atlas": "hcp842", "region": "cst",
                         "hemisphere": ["L", "R"], "metric": "fa", "statistic": "wmean"})
-    res = interhemispheric(values, cat, ["fa"], {"all": np.ones(40, bool)}).iloc[0]
+    res = interhemispheric(values, cat, ["fa"], {"all": np.ones(40, bool)}, **FIT).iloc[0]
     pr, tt = stats.pearsonr(values.l, values.r), stats.ttest_rel(values.l, values.r)
     assert close(res.r, pr.statistic) and close(res.p, pr.pvalue)
     assert close(res.paired_t, tt.statistic) and close(res.paired_p, tt.pvalue)

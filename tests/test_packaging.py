@@ -28,7 +28,7 @@ def test_boilerplate_is_importable_as_package_data():
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     block = re.search(r"<!-- test-command -->\n```bash\n(.+?)\n```\n<!-- /test-command -->",
-                      readme, re.S)
+                      readme, re.DOTALL)
     assert block, "README.md must hold the test command between test-command markers"
     assert "pytest" in block.group(1)
     ci = (REPO / ".ci" / "run").read_text()

@@ -17,15 +17,24 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from bids_validation import assert_valid
 
-from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.bids.derivatives import build_path
+from bids_app.bids.outputs import DWI_OUTPUTS, Output, dwi_map_output
 from bids_app.cli.run import main
+from bids_app.core.tables import STATS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 ALSMRI = str(Path(sys.executable).parent / "alsmri")
 EXPECTED = REPO / "tests" / "data" / "expected_outputs_ds-xa30.txt"
 
 pytestmark = pytest.mark.slow
+
+
+def _name(out: Output, extension: str) -> Path:
+    """Path of a declared output for sub-01, relative to the derivatives root."""
+    return build_path({"subject": "01", **out.entities}, datatype=out.datatype,
+                      suffix=out.suffix, extension=extension)
 
 
 def _listing(out: Path) -> list[str]:
@@ -53,7 +62,8 @@ def xa30_run(ds_xa30, built_data_dir, tmp_path_factory):
     # a separate process, as a user would run it (the rerun test reuses its work dir)
     proc = subprocess.run([ALSMRI, str(ds_xa30), str(out), "participant", "--participant-label",
                            "01", "--nprocs", "2", "-w", str(base / "work"), "--denoise", "none",
-                           "--no-unringing"], capture_output=True, text=True, timeout=1200,
+                           "--no-unringing"], check=False, capture_output=True, text=True,
+                          timeout=1200,
                           env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "participant level finished for sub-01" in proc.stdout
@@ -72,14 +82,19 @@ def test_output_list_matches_expected(xa30_run):
 
 
 def test_sidecars_and_units(xa30_run):
-    dwi = xa30_run / "sub-01" / "dwi"
-    md = json.loads((dwi / "sub-01_space-dwi_model-tensor_param-md_dwimap.json").read_text())
+    md_map = dwi_map_output("tensor", "md", model_description="")
+    md = json.loads((xa30_run / _name(md_map, ".json")).read_text())
     assert md["Units"] == "mm^2/s" and "Sources" in md
     assert any(s.startswith("bids:raw:sub-01/dwi/") for s in md["Sources"])
-    img = nib.load(dwi / "sub-01_space-dwi_model-tensor_param-md_dwimap.nii.gz")
-    mask = nib.load(dwi / "sub-01_space-dwi_desc-brain_mask.nii.gz").get_fdata() > 0
+    img = nib.load(xa30_run / _name(md_map, ".nii.gz"))
+    mask = nib.load(xa30_run / _name(DWI_OUTPUTS["mask"], ".nii.gz")).get_fdata() > 0
     median_md = float(np.median(img.get_fdata()[mask]))
     assert 2e-4 < median_md < 2e-3  # brain tissue, in mm^2/s
+
+
+def test_derivatives_pass_the_bids_validator(xa30_run):
+    """Participant and group outputs together: 0 errors (warnings allowed)."""
+    assert_valid(xa30_run)
 
 
 def test_metrics_tables(xa30_run):
@@ -116,7 +131,7 @@ def test_rerun_reuses_work_dir(ds_xa30, xa30_run, tmp_path):
     proc = subprocess.run(
         [ALSMRI, str(ds_xa30), str(out), "participant", "--participant-label", "01",
          "--nprocs", "2", "-w", str(work), "--denoise", "none", "--no-unringing"],
-        capture_output=True, text=True, timeout=600)
+        check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (log,) = out.glob("logs/run-*/nipype.log")
     executed = {line.split('Executing "')[1].split('"')[0] for line in log.read_text().splitlines()

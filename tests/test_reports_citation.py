@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from bids_app.atlases import api
+from bids_app.bids.plan import DwiUnit, ParticipantPlan, plan_sdc
+from bids_app.bids.records import SubjectSession
 from bids_app.reports import citation
-from bids_app.settings import DwiSettings, ExecutionSettings, Settings
+from bids_app.settings import ANAT_TEMPLATE_RES, DwiSettings, ExecutionSettings, Settings
 
 VERSIONS = {name: "0.0" for name in ("alsmri", "nipype", "pybids", "dipy", "antspyx",
                                      "nibabel")}
@@ -30,11 +32,22 @@ def _settings(*, level: str = "participant", **options) -> Settings:
                                anat=dataclasses.replace(settings.anat, **anat))
 
 
+def _plan(settings: Settings, *, has_dwi: bool = True, has_anat: bool = True,
+          pe_dirs: tuple[str | None, ...] = ("j-", "j")) -> ParticipantPlan:
+    """A plan as :func:`bids_app.bids.plan.plan_participant` makes it (without the files)."""
+    separate = settings.dwi.dwi_runs == "separate"
+    groups = [(d,) for d in pe_dirs] if separate else [pe_dirs]
+    units = tuple(DwiUnit(runs=(), sdc=plan_sdc(dirs, sdc=settings.dwi.sdc, separate=separate),
+                          shells=(1000.0,)) for dirs in groups) if has_dwi else ()
+    return ParticipantPlan(record=SubjectSession(subject="01", session=None), dwi_units=units,
+                           t1w=Path("/bids/sub-01/anat/sub-01_T1w.nii.gz") if has_anat else None)
+
+
 def _render(settings: Settings | None = None, *, has_dwi: bool = True, has_anat: bool = True,
-            sdc_applied: bool | None = None) -> str:
-    return citation.render_citation(settings or _settings(), participants=["sub-01"],
-                                    has_dwi=has_dwi, has_anat=has_anat,
-                                    sdc_applied=sdc_applied, versions=VERSIONS)
+            pe_dirs: tuple[str | None, ...] = ("j-", "j")) -> str:
+    settings = settings or _settings()
+    plan = _plan(settings, has_dwi=has_dwi, has_anat=has_anat, pe_dirs=pe_dirs)
+    return citation.render_citation(settings, [plan], versions=VERSIONS)
 
 
 def _section(text: str, title: str) -> str:
@@ -60,23 +73,20 @@ def test_default_run_describes_every_step():
 
 def test_motion_transform_matches_the_code():
     from bids_app.core.dwi.preproc import motion_correct
-    from bids_app.interfaces.dwi import MotionCorrect
+    from bids_app.interfaces.dwi_preproc import MotionCorrect
 
     default = inspect.signature(motion_correct).parameters["transform"].default
     assert default == citation.MOTION_TRANSFORM == "Affine"
     assert "transform=" not in inspect.getsource(MotionCorrect._run_interface)
 
 
-def test_anat_template_resolution_matches_the_workflow():
-    from bids_app.workflows import anat
-
-    assert citation.ANAT_TEMPLATE_RES == anat.TEMPLATE_RES
-    assert f"] at {anat.TEMPLATE_RES} mm with an affine" in _methods(_render(has_dwi=False))
+def test_anat_template_resolution_is_the_settings_one():
+    assert f"] at {ANAT_TEMPLATE_RES} mm with an affine" in _methods(_render(has_dwi=False))
 
 
 def test_disabled_steps_are_not_claimed():
     text = _render(_settings(denoise="none", unringing=False, motion_correction=False,
-                             sdc="none"), sdc_applied=False)
+                             sdc="none"))
     methods = _methods(text)
     assert "No denoising was applied." in methods
     assert "No Gibbs-ringing removal was applied." in methods
@@ -98,21 +108,31 @@ def test_patch2self_and_restore_are_cited():
     assert "Fadnavis" in refs and "Chang, L.-C." in refs and "Veraart" not in refs
 
 
-@pytest.mark.parametrize("applied", [None, True, False])
-def test_separate_runs_never_claim_sdc(applied):
-    methods = _methods(_render(_settings(dwi_runs="separate"), sdc_applied=applied))
+@pytest.mark.parametrize("pe_dirs", [("j-", "j"), ("j", "j"), ("j",)])
+def test_separate_runs_never_claim_sdc(pe_dirs):
+    methods = _methods(_render(_settings(dwi_runs="separate"), pe_dirs=pe_dirs))
     assert ("No susceptibility distortion correction was applied because runs were processed "
             "separately." in methods)
     assert "processed separately" in methods and SDC_SENTENCE not in methods
     assert "concatenated" not in methods
 
 
-def test_sdc_wording_follows_the_data():
-    assert "No reverse phase-encoded runs were available" in _render(sdc_applied=False)
-    for applied in (None, True):
-        text = _render(sdc_applied=applied)
-        assert SDC_SENTENCE in text and "Andersson" in _section(text, "References")
-    text = _render(_settings(sdc="none"), sdc_applied=True)
+@pytest.mark.parametrize(("pe_dirs", "reason"), [
+    (("j", "j"), "runs do not have opposite phase-encoding directions"),
+    (("j", "j-", "i"), "runs do not share one phase-encoding axis (j, j-, i)"),
+    (("j-", None), "run(s) 2 of 2 have no valid PhaseEncodingDirection"),
+    (("j-",), "single run (one phase-encoding direction)"),
+])
+def test_sdc_wording_follows_the_plan(pe_dirs, reason):
+    methods = _methods(_render(pe_dirs=pe_dirs))
+    assert "No susceptibility distortion correction was applied (" + reason in methods
+    assert SDC_SENTENCE not in methods
+
+
+def test_sdc_sentence_when_the_plan_applies_it():
+    text = _render(pe_dirs=("j-", "j"))
+    assert SDC_SENTENCE in text and "Andersson" in _section(text, "References")
+    text = _render(_settings(sdc="none"), pe_dirs=("j-", "j"))
     assert "disabled by the user" in text and SDC_SENTENCE not in text
 
 
@@ -190,7 +210,7 @@ def test_numbering_is_complete_and_placeholders_are_gone(options):
     methods = _methods(text)
     assert "$" not in methods and "[@" not in text and "[]" not in text
     assert "  " not in methods
-    n_refs = len(re.findall(r"^\d+\. ", _section(text, "References"), flags=re.M))
+    n_refs = len(re.findall(r"^\d+\. ", _section(text, "References"), flags=re.MULTILINE))
     cited = {int(n) for group in re.findall(r"\[([\d, ]+)\]", text) for n in group.split(",")}
     assert cited == set(range(1, n_refs + 1))
     assert "### Statistics" in methods

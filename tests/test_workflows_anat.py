@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bids_app.atlases.api import get_atlas
-from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.core.tables import STATS_COLUMNS
 from bids_app.errors import BadDataError, UsageError
 from bids_app.settings import AnatSettings
 from bids_app.workflows.anat import OUTPUT_FIELDS, init_anat_wf

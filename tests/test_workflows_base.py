@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bids_app.bids.layout import build_layout
+from bids_app.bids.plan import plan_participant
 from bids_app.bids.queries import collect_subject_sessions
 from bids_app.cli.run import main
 from bids_app.settings import ExecutionSettings, Settings
@@ -25,7 +26,8 @@ def _branches(bids: Path, tmp_path: Path, built_data_dir: Path) -> set[str]:
     settings = Settings(execution=ExecutionSettings(
         bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
         work_dir=tmp_path / "work", data_dir=built_data_dir))
-    wf = init_alsmri_wf(records=records, settings=settings)
+    plans = [plan_participant(record, settings.dwi) for record in records]
+    wf = init_alsmri_wf(plans=plans, settings=settings)
     return {name.split(".")[1] for name in wf.list_node_names()}
 
 

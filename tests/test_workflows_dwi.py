@@ -12,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.bids.records import DwiRun
-from bids_app.bids.schema import STATS_COLUMNS
-from bids_app.settings import DwiSettings
+from bids_app.bids.outputs import DWI_MODELS, DWI_OUTPUTS
+from bids_app.bids.plan import DwiUnit, plan_participant
+from bids_app.bids.records import DwiRun, SubjectSession
+from bids_app.core.tables import STATS_COLUMNS
+from bids_app.settings import DWI_MODEL, DwiSettings
+from bids_app.workflows.dwi import OUTPUT_FIELDS, init_dwi_wf
 
 # The defaults (MP-PCA, unringing, affine motion correction, SDC): ~80 s on 2 cores.
 DEFAULTS = DwiSettings()
@@ -32,8 +35,8 @@ EXPECTED = (
     "sub-01/dwi/sub-01_desc-tracts_dwistats.tsv",
     "sub-01/dwi/sub-01_from-MNI152NLin6Asym_to-dwi_mode-image_xfm.h5",
     "sub-01/dwi/sub-01_from-dwi_to-MNI152NLin6Asym_mode-image_xfm.h5",
-    "sub-01/dwi/sub-01_space-dwi_desc-brain_mask.json",
-    "sub-01/dwi/sub-01_space-dwi_desc-brain_mask.nii.gz",
+    "sub-01/dwi/sub-01_desc-brain_mask.json",
+    "sub-01/dwi/sub-01_desc-brain_mask.nii.gz",
     "sub-01/dwi/sub-01_space-dwi_model-tensor_param-ad_dwimap.json",
     "sub-01/dwi/sub-01_space-dwi_model-tensor_param-ad_dwimap.nii.gz",
     "sub-01/dwi/sub-01_space-dwi_model-tensor_param-colfa_dwimap.json",
@@ -61,23 +64,63 @@ def xa30_runs(ds_xa30: Path) -> tuple[DwiRun, ...]:
         for d in ("AP", "PA"))
 
 
-def test_graph_combined_and_separate(ds_xa30, built_data_dir, tmp_path):
-    from bids_app.workflows.dwi import OUTPUT_FIELDS, init_dwi_wf
+def xa30_units(ds_xa30: Path, settings: DwiSettings) -> tuple[DwiUnit, ...]:
+    record = SubjectSession(subject="01", session=None, dwi_runs=xa30_runs(ds_xa30))
+    return plan_participant(record, settings).dwi_units
 
-    runs = xa30_runs(ds_xa30)
-    wf = init_dwi_wf(runs=runs, settings=DwiSettings(), output_dir=tmp_path,
-                     data_dir=built_data_dir)
+
+def test_graph_combined_and_separate(ds_xa30, built_data_dir, tmp_path):
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS), settings=DEFAULTS,
+                     output_dir=tmp_path, data_dir=built_data_dir)
     names = set(wf.list_node_names())
-    assert {"check_r1", "check_r2", "denoise_r1", "unring_r1", "hmc_r2", "combine", "tensor",
-            "reg", "stats", "qc", "ds_fa", "ds_stats", "ds_fig_sdc"} <= names
+    assert {f"dwi_preproc_wf.{n}" for n in ("check_r1", "check_r2", "denoise_r1", "unring_r1",
+                                            "hmc_r2", "combine", "mask")} <= names
+    assert {f"dwi_model_wf.{n}" for n in ("fit", "reg", "stats", "qc")} <= names
+    assert {f"ds_dwi_wf.{n}" for n in ("ds_fa", "ds_stats", "ds_fig_sdc")} <= names
     assert set(OUTPUT_FIELDS) <= set(wf.get_node("outputnode").outputs.copyable_trait_names())
-    sep = init_dwi_wf(runs=runs, settings=DwiSettings(dwi_runs="separate", unringing=False,
-                                                      sdc="none"),
+    settings = DwiSettings(dwi_runs="separate", unringing=False, sdc="none")
+    sep = init_dwi_wf(units=xa30_units(ds_xa30, settings), settings=settings,
                       output_dir=tmp_path, data_dir=built_data_dir)
     names = set(sep.list_node_names())
-    assert {"combine_u1", "combine_u2", "ds_fa_u1", "ds_fa_u2"} <= names
-    assert "ds_fig_sdc_u1" not in names and "unring_u1_r1" not in names
-    assert sep.get_node("ds_fa_u2").inputs.direction == "PA"
+    assert {"dwi_preproc_wf_u1.combine", "dwi_preproc_wf_u2.combine", "ds_dwi_wf_u1.ds_fa",
+            "ds_dwi_wf_u2.ds_fa"} <= names
+    assert "ds_dwi_wf_u1.ds_fig_sdc" not in names
+    assert not any("unring" in name for name in names)
+    assert sep.get_node("ds_dwi_wf_u2.ds_fa").inputs.direction == "PA"
+
+
+def test_sinks_follow_the_declarations(ds_xa30, built_data_dir, tmp_path):
+    """Every declared DWI output and parameter map has its sink, named by the declaration."""
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS), settings=DEFAULTS,
+                     output_dir=tmp_path, data_dir=built_data_dir)
+    sinks = {n.split(".")[-1] for n in wf.list_node_names() if n.startswith("ds_dwi_wf.ds_")}
+    assert sinks == {f"ds_{key}" for key in (*DWI_OUTPUTS, *DWI_MODELS[DWI_MODEL])}
+    fa = wf.get_node("ds_dwi_wf.ds_fa").inputs
+    assert (fa.model, fa.param, fa.suffix) == (DWI_MODEL, "fa", "dwimap")
+    assert fa.meta_dict["Description"] == DWI_MODELS[DWI_MODEL]["fa"].description
+    assert wf.get_node("ds_dwi_wf.ds_dwi_preproc").inputs.meta_dict["SDC"] == "reverse-pe-syn"
+
+
+@pytest.mark.parametrize("settings", [
+    DwiSettings(),
+    DwiSettings(denoise="none", unringing=False, motion_correction=False, sdc="none"),
+    DwiSettings(denoise="patch2self", dwi_runs="separate"),
+], ids=["defaults", "minimal", "separate"])
+def test_every_mandatory_input_is_set_or_connected(ds_xa30, built_data_dir, tmp_path,
+                                                   settings):
+    """Interface options are mandatory: the workflow must pass or connect each of them."""
+    from nipype.interfaces.base import isdefined
+
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, settings), settings=settings,
+                     output_dir=tmp_path, data_dir=built_data_dir)
+    flat = wf._create_flat_graph()  # nested sub-workflows expanded into their nodes
+    connected = {(v.fullname, dest) for _, v, d in flat.edges(data=True)
+                 for _, dest in d["connect"]}
+    for node in flat.nodes():
+        for field in node.inputs.traits(mandatory=True):
+            assert isdefined(getattr(node.inputs, field)) or (
+                node.fullname, field) in connected, (
+                f"{node.fullname}.{field} is neither set nor connected")
 
 
 def _bad_copy(ds_xa30: Path, dest: Path, edit) -> Path:
@@ -127,11 +170,9 @@ def test_bad_dwi_exits_65_before_running(ds_xa30, built_data_dir, tmp_path, caps
 @pytest.fixture(scope="module")
 def xa30_run(ds_xa30, built_data_dir, tmp_path_factory):
     """One full DWI-branch run on ds-xa30 (default settings, 2 processes)."""
-    from bids_app.workflows.dwi import init_dwi_wf
-
     base = tmp_path_factory.mktemp("dwi_xa30")
-    wf = init_dwi_wf(runs=xa30_runs(ds_xa30), settings=DEFAULTS, output_dir=base / "out",
-                     data_dir=built_data_dir, omp_nthreads=1)
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS), settings=DEFAULTS,
+                     output_dir=base / "out", data_dir=built_data_dir)
     wf.base_dir = str(base / "work")
     wf.run(plugin="MultiProc", plugin_args={"n_procs": 2})
     return base / "out"
@@ -204,7 +245,7 @@ def test_tensor_agrees_with_mrtrix3(xa30_run, tmp_path):
         pytest.skip("MRtrix3 (dwi2tensor, tensor2metric) not installed: apt-get install mrtrix3")
     dwi = xa30_run / "sub-01" / "dwi"
     pre = dwi / "sub-01_desc-preproc_dwi"
-    mask = dwi / "sub-01_space-dwi_desc-brain_mask.nii.gz"
+    mask = dwi / "sub-01_desc-brain_mask.nii.gz"
     tensor = tmp_path / "dt.nii.gz"
     subprocess.run(["dwi2tensor", "-quiet", "-fslgrad", f"{pre}.bvec", f"{pre}.bval",
                     "-mask", str(mask), f"{pre}.nii.gz", str(tensor)], check=True)

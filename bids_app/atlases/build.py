@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bids_app.atlases import layout
+from bids_app.atlases.api import get_template
 from bids_app.atlases.builders import Grid, get_builder
 from bids_app.atlases.manifest import Manifest, Resource
 from bids_app.atlases.transport import Transport, fetch_verified, sha256_file
@@ -42,8 +43,6 @@ class BuildResult:
 
 def template_grids(space: str, resolutions: tuple[int, ...]) -> dict[int, Grid]:
     """Target grids read from the TemplateFlow T1w template at each resolution."""
-    from bids_app.atlases.api import get_template
-
     grids = {}
     for res in resolutions:
         img = nib.load(get_template(space, res=res, suffix="T1w"))

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from bids_app.atlases import labels as lab
 from bids_app.atlases import layout
+from bids_app.atlases.api import get_template
 from bids_app.atlases.manifest import Resource
 from bids_app.errors import BadDataError, MissingInputError
 
@@ -187,8 +188,6 @@ def _local(sources: dict[str, Path], rel: str, resource: Resource) -> Path:
 
 def build_templateflow(resource, sources, grids, *, space) -> Iterator[tuple[str, Payload]]:
     """Check that TemplateFlow provides the template files at every resolution (no output)."""
-    from bids_app.atlases.api import get_template
-
     for res in grids:
         for query in resource.spec["query"]["files"]:
             get_template(space, res=res, suffix=query["suffix"], desc=query["desc"])

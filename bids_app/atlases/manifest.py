@@ -13,6 +13,8 @@ from bids_app.errors import BadDataError, UsageError
 
 MANIFEST_NAME = "atlases.yaml"
 KINDS = ("template", "probseg", "dseg")
+#: What an atlas may be chosen for (``use`` in the manifest) and the kind each use needs.
+USES = {"tract": "probseg", "roi": "dseg", "gm": "dseg"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Resource:
     commercial_use: str = ""
     redistribution: str = ""
     description: str = ""
+    use: str | None = None
+    """``tract``, ``roi`` or ``gm`` (see :data:`USES`); ``None`` for templates."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,12 @@ def load_manifest(path: Path | None = None) -> Manifest:
                 SourceFile(path=src["path"], sha256=src["sha256"].lower(), origin=origin,
                            member=src.get("member"))
             )
+        use = entry.get("use")
+        if use is not None and USES.get(use) != entry["kind"]:
+            raise BadDataError(f"{path}: resource {name!r}: use {use!r} needs kind "
+                               f"{USES.get(use, 'one of ' + ', '.join(USES))!r}")
         reserved = {"name", "kind", "builder", "sources", "groups", "citation", "license",
-                    "commercial_use", "redistribution", "description"}
+                    "commercial_use", "redistribution", "description", "use"}
         out[name] = Resource(
             name=name,
             kind=entry["kind"],
@@ -140,6 +148,7 @@ def load_manifest(path: Path | None = None) -> Manifest:
             commercial_use=str(entry.get("commercial_use", "")),
             redistribution=str(entry.get("redistribution", "")),
             description=" ".join(str(entry.get("description", "")).split()),
+            use=use,
         )
     return Manifest(
         space=raw["space"],
@@ -147,3 +156,13 @@ def load_manifest(path: Path | None = None) -> Manifest:
         resources=out,
         path=path,
     )
+
+
+def atlas_choices(use: str, path: Path | None = None) -> tuple[str, ...]:
+    """Names of the manifest's atlases usable as ``use`` (``tract``, ``roi``, ``gm``), in order.
+
+    The command-line choices of ``--tract-atlas``, ``--roi-atlas`` and ``--gm-atlas``.
+    """
+    if use not in USES:
+        raise ValueError(f"unknown atlas use {use!r}; use one of {', '.join(USES)}")
+    return tuple(r.name for r in load_manifest(path).resources.values() if r.use == use)

@@ -14,22 +14,44 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from bids_app.atlases.api import default_data_dir, get_atlas, get_template
+from bids_app.cli.fetch_data import main as fetch_main
 from bids_app.cli.parser import positive_int
+from bids_app.cli.workflow import run
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
+from bids_app.settings import (
+    DEFAULT_SEED,
+    DwiSettings,
+    ExecutionSettings,
+    NipypeSettings,
+    Settings,
+)
+from bids_app.simulate.dataset import simulate
+from bids_app.simulate.effects import load_effects
+from bids_app.simulate.recovery import (
+    format_table,
+    recovered_all,
+    recovery_from_outputs,
+    write_recovery,
+)
 
 LOGGER = logging.getLogger("alsmri.demo")
 EXIT_NOT_RECOVERED = 1
 DEFAULT_PATIENTS = 7
 DEFAULT_CONTROLS = 7
 
-#: participant-level options of the demo, each justified by how the data were simulated
+#: participant-level options of the demo (diffusion settings changed from their defaults),
+#: each justified by how the data were simulated: option -> (settings field, value, reason)
 PARTICIPANT_OPTIONS = {
-    "--no-unringing": "the simulated DWI is synthesised voxel-wise from tensors (no k-space "
-                      "truncation), so it has no Gibbs ringing to remove",
-    "--no-motion-correction": "every volume of a simulated DWI shares one head position (no "
-                              "between-volume motion to correct)",
+    "--no-unringing": ("unringing", False,
+                       ("the simulated DWI is synthesised voxel-wise from tensors (no k-space "
+                        "truncation), so it has no Gibbs ringing to remove")),
+    "--no-motion-correction": ("motion_correction", False,
+                               ("every volume of a simulated DWI shares one head position (no "
+                                "between-volume motion to correct)")),
 }
 
 
@@ -48,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--n-patients", type=int, default=DEFAULT_PATIENTS)
     parser.add_argument("--n-controls", type=int, default=DEFAULT_CONTROLS)
-    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--effects", type=Path, metavar="YAML")
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                         help="participants per participant-level run (default 4 x --nprocs): "
@@ -64,9 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_data(data_dir: Path | None) -> Path:
     """Return a data directory with the atlases the demo needs, building it if missing."""
-    from bids_app.atlases.api import default_data_dir, get_atlas, get_template
-    from bids_app.cli.fetch_data import main as fetch_main
-
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     try:
         for name in ("hcp842", "jhu", "aal"):
@@ -103,51 +122,64 @@ def participant_batches(labels: list[str], size: int) -> list[list[str]]:
     return [labels[i:i + size] for i in range(0, len(labels), size)]
 
 
-def _demo(opts) -> int:
-    from bids_app.cli.run import main as run_main
-    from bids_app.simulate.dataset import simulate
-    from bids_app.simulate.effects import load_effects
-    from bids_app.simulate.recovery import (
-        format_table,
-        recovered_all,
-        recovery_from_outputs,
-        write_recovery,
-    )
+def _settings(level: str, bids: Path, derivatives: Path, *, work_dir: Path, data_dir: Path,
+              nprocs: int, labels: tuple[str, ...] = ()) -> Settings:
+    """Run settings of one demo step (the participant options of :data:`PARTICIPANT_OPTIONS`;
+    one thread per node, so the scheduler runs ``nprocs`` participants' nodes side by side)."""
+    dwi = replace(DwiSettings(), **{field: value
+                                    for field, value, _ in PARTICIPANT_OPTIONS.values()})
+    return Settings(
+        execution=ExecutionSettings(bids_dir=bids, output_dir=derivatives, analysis_level=level,
+                                    work_dir=work_dir, participant_label=labels,
+                                    data_dir=data_dir),
+        nipype=NipypeSettings(nprocs=nprocs, omp_nthreads=1), dwi=dwi)
 
+
+def _step(settings: Settings, what: str) -> int:
+    """Run one level; the equivalent command line goes to the run log."""
+    ex = settings.execution
+    argv = [str(ex.bids_dir), str(ex.output_dir), ex.analysis_level]
+    if ex.participant_label:
+        argv += ["--participant-label", *ex.participant_label, *PARTICIPANT_OPTIONS]
+    argv += ["--nprocs", str(settings.nipype.nprocs), "--omp-nthreads",
+             str(settings.nipype.omp_nthreads), "-w", str(ex.work_dir), "--data-dir",
+             str(ex.data_dir)]
+    try:
+        return run(settings, argv)
+    except AlsmriError as exc:
+        print(f"alsmri demo: {what} failed (exit {exc.exit_code}): {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _demo(opts) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     start = time.perf_counter()
     out = Path(opts.out).expanduser().resolve()
     bids, derivatives = out / "bids", out / "derivatives"
     data_dir = ensure_data(opts.data_dir)
-    os.environ["ALSMRI_DATA"] = str(data_dir)
     if not (bids / "truth.json").is_file():
         simulate(bids, n_patients=opts.n_patients, n_controls=opts.n_controls,
                  seed=opts.seed, effects=load_effects(opts.effects), data_dir=data_dir,
                  cache_dir=opts.cache_dir, nprocs=opts.nprocs)
     LOGGER.info("simulated cohort ready in %.0f s", time.perf_counter() - start)
-    for option, reason in PARTICIPANT_OPTIONS.items():
+    for option, (_, _, reason) in PARTICIPANT_OPTIONS.items():
         LOGGER.info("participant option %s: %s", option, reason)
-    common = ["--data-dir", str(data_dir)]
-    options = [word for option in PARTICIPANT_OPTIONS for word in option.split()]
     labels = sorted(path.name[len("sub-"):] for path in bids.glob("sub-*") if path.is_dir())
     size = opts.batch_size if opts.batch_size is not None else 4 * max(opts.nprocs, 1)
+    common = {"work_dir": out / "work", "data_dir": data_dir, "nprocs": opts.nprocs}
     for batch in participant_batches(labels, size):
-        # one thread per node: the scheduler then runs --nprocs participants' nodes side by side
-        rc = run_main([str(bids), str(derivatives), "participant", "--participant-label",
-                       *batch, "--nprocs", str(opts.nprocs), "--omp-nthreads", "1",
-                       "-w", str(out / "work"), *options, *common])
+        rc = _step(_settings("participant", bids, derivatives, labels=tuple(batch), **common),
+                   f"participant level for {', '.join(batch)}")
         if rc != 0:
-            print(f"alsmri demo: participant level failed for {', '.join(batch)} (exit {rc})",
-                  file=sys.stderr)
             return rc
-    rc = run_main([str(bids), str(derivatives), "group", *common])
+    rc = _step(_settings("group", bids, derivatives, **common), "group level")
     if rc != 0:
-        print(f"alsmri demo: group level failed (exit {rc})", file=sys.stderr)
         return rc
     table = recovery_from_outputs(bids, derivatives)
     path = write_recovery(table, out / "recovery.tsv", meta={
-        "ParticipantOptions": PARTICIPANT_OPTIONS,
+        "ParticipantOptions": {option: reason
+                               for option, (_, _, reason) in PARTICIPANT_OPTIONS.items()},
         "Cohort": {"n_patients": opts.n_patients, "n_controls": opts.n_controls,
                    "seed": opts.seed}})
     print(format_table(table))

@@ -99,7 +99,7 @@ def write_workflow_graph(workflow, log_dir: Path) -> Path | None:
     try:
         workflow.write_hierarchical_dotfile(dotfilename=str(dotfile), colored=True,
                                             simple_form=True)
-    except Exception as exc:  # a diagnostic aid must not abort processing
+    except Exception as exc:  # noqa: BLE001 - a diagnostic aid must not abort processing
         LOGGER.warning("workflow graph not written to %s (%s)", dotfile, exc)
         return None
     if shutil.which("dot"):
@@ -107,7 +107,7 @@ def write_workflow_graph(workflow, log_dir: Path) -> Path | None:
 
         try:
             format_dot(str(dotfile), format="svg")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             LOGGER.warning("workflow graph %s not rendered to SVG (%s)", dotfile, exc)
     LOGGER.info("workflow graph: %s", dotfile)
     return dotfile

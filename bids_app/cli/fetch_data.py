@@ -13,6 +13,11 @@ import textwrap
 import time
 from pathlib import Path
 
+from bids_app.atlases.api import default_data_dir
+from bids_app.atlases.build import build_all, default_jobs
+from bids_app.atlases.layout import DOWNLOAD_DIR
+from bids_app.atlases.manifest import load_manifest
+from bids_app.atlases.transport import HttpTransport, MirrorTransport
 from bids_app.errors import AlsmriError, UsageError
 
 LICENSE_NOTE = (
@@ -29,8 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of ``alsmri fetch-data [--dest DIR] [--mirror DIR] [--only NAME...] [--list]``."""
-    from bids_app.atlases.api import default_data_dir
-
     parser = _Parser(
         prog="alsmri fetch-data",
         description="Fetch, verify (sha256) and build the templates and atlases alsmri uses, "
@@ -71,11 +74,6 @@ def format_listing(manifest) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``alsmri fetch-data``; return the exit status."""
-    from bids_app.atlases.api import default_data_dir
-    from bids_app.atlases.build import build_all, default_jobs
-    from bids_app.atlases.layout import DOWNLOAD_DIR
-    from bids_app.atlases.manifest import load_manifest
-    from bids_app.atlases.transport import HttpTransport, MirrorTransport
 
     try:
         opts = build_parser().parse_args(sys.argv[1:] if argv is None else argv)

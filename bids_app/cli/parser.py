@@ -7,14 +7,16 @@ import os
 from pathlib import Path
 
 from bids_app import __version__
+from bids_app.atlases.manifest import atlas_choices
 from bids_app.errors import UsageError
 from bids_app.settings import (
     DEFAULT_SEED,
     DENOISE_METHODS,
     DWI_RUN_MODES,
-    GM_ATLASES,
     SDC_METHODS,
     TENSOR_FITS,
+    AnatSettings,
+    DwiSettings,
 )
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -112,30 +114,52 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                    help="more output (repeatable)")
 
+    # Defaults come from the settings dataclasses (the one place each is defined).
+    dwi, anat = DwiSettings, AnatSettings
     g = parser.add_argument_group("diffusion options")
-    g.add_argument("--denoise", choices=DENOISE_METHODS, default="mppca")
-    g.add_argument("--unringing", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--denoise", choices=DENOISE_METHODS, default=dwi.denoise)
+    g.add_argument("--unringing", action=argparse.BooleanOptionalAction, default=dwi.unringing,
                    help="Gibbs-ringing removal")
-    g.add_argument("--motion-correction", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--motion-correction", action=argparse.BooleanOptionalAction,
+                   default=dwi.motion_correction,
                    help="between-volume motion correction with b-vector rotation")
-    g.add_argument("--tensor-fit", choices=TENSOR_FITS, default="wls")
-    g.add_argument("--b0-threshold", type=float, default=50.0,
+    g.add_argument("--tensor-fit", choices=TENSOR_FITS, default=dwi.tensor_fit)
+    g.add_argument("--b0-threshold", type=float, default=dwi.b0_threshold,
                    help="b-values below this are b=0 volumes (s/mm^2)")
-    g.add_argument("--sdc", choices=SDC_METHODS, default="auto",
+    g.add_argument("--sdc", choices=SDC_METHODS, default=dwi.sdc,
                    help="susceptibility distortion correction from reverse phase-encoded runs")
-    g.add_argument("--dwi-runs", choices=DWI_RUN_MODES, default="combine")
-    g.add_argument("--tract-threshold", type=probability, default=0.25,
+    g.add_argument("--dwi-runs", choices=DWI_RUN_MODES, default=dwi.dwi_runs)
+    g.add_argument("--tract-threshold", type=probability, default=dwi.tract_threshold,
                    help="tract probability threshold for the thresholded means")
+    g.add_argument("--tract-atlas", choices=atlas_choices("tract"), default=dwi.tract_atlas,
+                   help="tract probability atlas warped to DWI space (choices from the atlas "
+                        "manifest)")
+    g.add_argument("--roi-atlas", choices=atlas_choices("roi"), default=dwi.roi_atlas,
+                   help="white-matter label atlas warped to DWI space")
 
     g = parser.add_argument_group("anatomical options")
-    g.add_argument("--gm-atlas", choices=GM_ATLASES, default="aal")
+    g.add_argument("--gm-atlas", choices=atlas_choices("gm"), default=anat.gm_atlas,
+                   help="gray-matter label atlas warped to T1w space")
 
     g = parser.add_argument_group("group-level options (override the analysis spec)")
-    g.add_argument("--analysis-spec", type=Path, metavar="YAML")
-    g.add_argument("--group-column", metavar="COLUMN")
-    g.add_argument("--patient-label", metavar="VALUE")
-    g.add_argument("--control-label", metavar="VALUE")
-    g.add_argument("--covariates", nargs="*", metavar="COLUMN")
-    g.add_argument("--scores", nargs="+", metavar="COLUMN")
-    g.add_argument("--fdr-alpha", type=probability)
+    g.add_argument("--analysis-spec", type=Path, metavar="YAML",
+                   help="YAML analysis spec merged over the packaged defaults "
+                        "(bids_app/data/analysis_spec.yaml)")
+    g.add_argument("--group-column", metavar="COLUMN",
+                   help="override the spec's 'group_column' (diagnosis column)")
+    g.add_argument("--patient-label", metavar="VALUE",
+                   help="override the spec's 'patient_label' (value of the group column)")
+    g.add_argument("--control-label", metavar="VALUE",
+                   help="override the spec's 'control_label' (value of the group column)")
+    g.add_argument("--covariates", nargs="*", metavar="COLUMN",
+                   help="override the spec's 'covariates' and 'gm_tract.covariates' "
+                        "(patient-control and GM-vs-tract models); none: unadjusted")
+    g.add_argument("--clinical-covariates", nargs="*", metavar="COLUMN",
+                   help="override the spec's 'clinical_covariates' (clinical and "
+                        "disease-duration regressions); none: unadjusted")
+    g.add_argument("--scores", nargs="+", metavar="COLUMN",
+                   help="override the spec's 'scores' (clinical scores correlated with the "
+                        "imaging metrics)")
+    g.add_argument("--fdr-alpha", type=probability,
+                   help="override the spec's 'fdr_alpha' (Benjamini-Hochberg FDR level)")
     return parser

@@ -10,7 +10,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from bids_app.bids.queries import load_filter_file, parse_labels
+from bids_app.cli import demo, fetch_data, simulate
+from bids_app.cli.boutiques import boutiques_descriptor
 from bids_app.cli.parser import ANALYSIS_LEVELS, build_parser
+from bids_app.cli.workflow import run
 from bids_app.errors import (
     AlsmriError,
     CannotCreateOutput,
@@ -30,17 +34,9 @@ from bids_app.settings import (
 LOGGER = logging.getLogger("alsmri")
 
 
-def _subcommand(name: str) -> Callable[[list[str]], int]:
-    if name == "fetch-data":
-        from bids_app.cli.fetch_data import main as sub
-    elif name == "simulate":
-        from bids_app.cli.simulate import main as sub
-    else:
-        from bids_app.cli.demo import main as sub
-    return sub
-
-
-SUBCOMMANDS = ("fetch-data", "simulate", "demo")
+#: ``alsmri <name> ...`` subcommands and their entry points.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "fetch-data": fetch_data.main, "simulate": simulate.main, "demo": demo.main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,18 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            return _subcommand(argv[0])(argv[1:])
+            return SUBCOMMANDS[argv[0]](argv[1:])
         parser = build_parser()
         if "--bids-exec-spec" in argv:
-            from bids_app.cli.boutiques import boutiques_descriptor
-
             print(json.dumps(boutiques_descriptor(parser), indent=2))
             return 0
         opts = parser.parse_args(argv)
         settings = settings_from_args(opts)
         _setup_logging(settings.execution.verbosity)
-        from bids_app.cli.workflow import run
-
         return run(settings, argv)
     except AlsmriError as exc:
         print(f"alsmri: error: {exc}", file=sys.stderr)
@@ -95,8 +87,6 @@ def check_output_dir(bids_dir: Path, output_dir: Path) -> None:
 
 def settings_from_args(opts) -> Settings:
     """Validate parsed arguments and build the frozen :class:`Settings`."""
-    from bids_app.bids.queries import load_filter_file, parse_labels
-
     bids_dir = Path(opts.bids_dir).expanduser().resolve()
     if not bids_dir.is_dir():
         raise MissingInputError(f"{opts.bids_dir}: BIDS directory does not exist")
@@ -133,13 +123,16 @@ def settings_from_args(opts) -> Settings:
     dwi = DwiSettings(
         denoise=opts.denoise, unringing=opts.unringing, motion_correction=opts.motion_correction,
         tensor_fit=opts.tensor_fit, b0_threshold=opts.b0_threshold, sdc=opts.sdc,
-        dwi_runs=opts.dwi_runs, tract_threshold=opts.tract_threshold, seed=opts.random_seed,
+        dwi_runs=opts.dwi_runs, tract_threshold=opts.tract_threshold,
+        tract_atlas=opts.tract_atlas, roi_atlas=opts.roi_atlas, seed=opts.random_seed,
     )
     anat = AnatSettings(gm_atlas=opts.gm_atlas, seed=opts.random_seed)
     group = GroupSettings(
         analysis_spec=opts.analysis_spec, group_column=opts.group_column,
         patient_label=opts.patient_label, control_label=opts.control_label,
         covariates=tuple(opts.covariates) if opts.covariates is not None else None,
+        clinical_covariates=(tuple(opts.clinical_covariates)
+                             if opts.clinical_covariates is not None else None),
         scores=tuple(opts.scores) if opts.scores else None, fdr_alpha=opts.fdr_alpha,
     )
     return Settings(execution=execution, nipype=nipype, dwi=dwi, anat=anat, group=group)

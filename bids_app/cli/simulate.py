@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 from bids_app.errors import AlsmriError, UsageError
+from bids_app.settings import DEFAULT_SEED
+from bids_app.simulate.dataset import simulate
+from bids_app.simulate.effects import load_effects
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_bids", type=Path, help="output BIDS directory (new or empty)")
     parser.add_argument("--n-patients", type=_count, default=4)
     parser.add_argument("--n-controls", type=_count, default=4)
-    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--effects", type=Path, metavar="YAML",
                         help="planted-effect overrides (see bids_app/simulate/effects.py)")
     parser.add_argument("--source", type=Path, default=None,
@@ -60,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         opts = build_parser().parse_args(argv)
-        from bids_app.simulate.dataset import simulate
-        from bids_app.simulate.effects import load_effects
-
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             datefmt="%H:%M:%S")
         effects = load_effects(opts.effects)

@@ -9,8 +9,17 @@ import uuid
 from pathlib import Path
 
 from bids_app.bids.derivatives import init_derivatives, write_atomic, write_json
+from bids_app.bids.layout import build_layout
+from bids_app.bids.plan import plan_participant
+from bids_app.bids.queries import collect_subject_sessions
+from bids_app.cli.execute import execute_workflow
 from bids_app.errors import CannotCreateOutput
+from bids_app.group.run import run_group
+from bids_app.reports.citation import library_versions, render_citation
+from bids_app.reports.group import write_outputs
+from bids_app.reports.participant import build_participant_report
 from bids_app.settings import Settings
+from bids_app.workflows.base import init_alsmri_wf
 
 LOGGER = logging.getLogger("alsmri")
 
@@ -25,8 +34,6 @@ def run(settings: Settings, argv: list[str]) -> int:
 
 def _start_logs(settings: Settings, argv: list[str]) -> Path:
     """Create ``logs/run-<stamp>/`` with the command line, versions and resolved config."""
-    from bids_app.reports.citation import library_versions
-
     stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     run_dir = settings.execution.output_dir / "logs" / f"run-{stamp}"
     try:
@@ -40,21 +47,15 @@ def _start_logs(settings: Settings, argv: list[str]) -> Path:
 
 
 def _run_group(settings: Settings, argv: list[str]) -> int:
-    from bids_app.group.run import run_group
-
     ex = settings.execution
     init_derivatives(ex.output_dir, ex.bids_dir)
     _start_logs(settings, argv)
-    out = run_group(settings)
-    LOGGER.info("group level finished: %s", out)
+    written = write_outputs(run_group(settings), ex.output_dir)
+    LOGGER.info("group level finished: %s", written["report"].parent)
     return 0
 
 
 def _run_participant(settings: Settings, argv: list[str]) -> int:
-    from bids_app.bids.layout import build_layout
-    from bids_app.bids.queries import collect_subject_sessions
-    from bids_app.reports.citation import render_citation
-
     ex = settings.execution
     try:
         ex.work_dir.mkdir(parents=True, exist_ok=True)
@@ -65,52 +66,24 @@ def _run_participant(settings: Settings, argv: list[str]) -> int:
     records = collect_subject_sessions(
         layout, participant_label=ex.participant_label, session_label=ex.session_label,
         bids_filters=ex.bids_filters)
+    plans = [plan_participant(record, settings.dwi, check_images=not ex.boilerplate_only)
+             for record in records]
     init_derivatives(ex.output_dir, ex.bids_dir)
     run_dir = _start_logs(settings, argv)
-    has_dwi = any(r.dwi_runs for r in records)
-    has_anat = any(r.t1w_selected for r in records)
-    sdc = None
-    if settings.dwi.sdc == "none" or settings.dwi.dwi_runs == "separate":
-        sdc = False  # separate runs are processed one at a time: no reverse-PE pair
-    elif has_dwi:
-        sdc = any(_has_reverse_pe(r) for r in records) or False
-    citation = render_citation(settings, participants=[r.label for r in records],
-                               has_dwi=has_dwi, has_anat=has_anat, sdc_applied=sdc)
+    citation = render_citation(settings, plans)
     write_atomic(ex.output_dir / "logs" / "CITATION.md", citation)
     LOGGER.info("wrote %s", ex.output_dir / "logs" / "CITATION.md")
     if ex.boilerplate_only:
         return 0
-    notes: dict[str, list[str]] = {r.label: [] for r in records}
-    for record in records:
-        if not record.dwi_runs:
-            notes[record.label].append("No DWI found: diffusion branch skipped.")
-        elif settings.dwi.sdc != "none" and settings.dwi.dwi_runs == "separate":
-            notes[record.label].append("DWI runs processed separately (--dwi-runs separate): "
-                                       "no susceptibility distortion correction was applied.")
-        elif settings.dwi.sdc != "none" and not _has_reverse_pe(record):
-            notes[record.label].append("No reverse phase-encoded DWI runs: no susceptibility "
-                                       "distortion correction was applied.")
-        if not record.t1w_selected:
-            notes[record.label].append("No T1w found: anatomical branch skipped.")
-        for note in notes[record.label]:
-            LOGGER.warning("%s: %s", record.label, note)
-    from bids_app.cli.execute import execute_workflow
-    from bids_app.workflows.base import init_alsmri_wf
-
-    workflow = init_alsmri_wf(records=records, settings=settings)
+    notes = {plan.label: plan.notes(settings.dwi) for plan in plans}
+    for label, lines in notes.items():
+        for note in lines:
+            LOGGER.warning("%s: %s", label, note)
+    workflow = init_alsmri_wf(plans=plans, settings=settings)
     execute_workflow(workflow, settings=settings, log_dir=run_dir)
-    from bids_app.reports.participant import build_participant_report
-
-    for record in records:
-        report = build_participant_report(ex.output_dir, record.label, methods=citation,
-                                          notes=notes[record.label])
-        LOGGER.info("%s report: %s", record.label, report)
-    LOGGER.info("participant level finished for %s", ", ".join(r.label for r in records))
+    for plan in plans:
+        report = build_participant_report(ex.output_dir, plan.label, methods=citation,
+                                          notes=notes[plan.label])
+        LOGGER.info("%s report: %s", plan.label, report)
+    LOGGER.info("participant level finished for %s", ", ".join(p.label for p in plans))
     return 0
-
-
-def _has_reverse_pe(record) -> bool:
-    directions = {r.phase_encoding_direction for r in record.dwi_runs}
-    return any(d and (d.rstrip("-") + "-" if not d.endswith("-") else d.rstrip("-"))
-               in directions for d in directions)
-

@@ -1,7 +1,9 @@
-"""Group level (``alsmri BIDS_DIR OUTPUT_DIR group``).
+"""Group level (``alsmri BIDS_DIR OUTPUT_DIR group``): analyses, no writing.
 
-Entry point: :func:`bids_app.group.run.run_group`. Modules: ``spec`` (analysis spec + alias
-table), ``load`` (participant metrics tables, phenotype join), ``design`` (column typing, design
-matrices), ``stats`` / ``relations`` (statistics), ``figures``, ``report`` (TSV/JSON/HTML
-writers), ``synthetic`` (simulated cohorts for tests and benchmarks).
+Entry point: :func:`bids_app.group.run.run_group`, which returns a typed
+:class:`~bids_app.group.run.GroupResults`. Modules: ``spec`` (analysis spec + alias table),
+``load`` (participant metrics tables, phenotype join), ``design`` (column typing, design
+matrices), ``stats`` / ``relations`` (statistics), ``columns`` (descriptions of the output
+columns), ``notes`` (warnings of a run). The tables, figures and report are written by
+:mod:`bids_app.reports.group`.
 """

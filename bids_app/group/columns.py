@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: Units of the imaging metrics (statistic-independent).
-METRIC_UNITS = {"fa": "arbitrary", "md": "mm^2/s", "ad": "mm^2/s", "rd": "mm^2/s",
+from bids_app.bids.outputs import ANAT_STATS, DWI_MODELS, DWI_STATS
+
+#: Units of the imaging metrics (statistic-independent); diffusion ones as the maps declare.
+METRIC_UNITS = {**{param: spec.units for maps in DWI_MODELS.values()
+                   for param, spec in maps.items() if spec.level is not None},
                 "gmv": "mm^3", "gmv_pct_tiv": "percent", "tiv": "mm^3"}
 METRIC_NAMES = {"fa": "fractional anisotropy", "md": "mean diffusivity",
                 "ad": "axial diffusivity", "rd": "radial diffusivity",
@@ -114,8 +117,8 @@ INTERHEMISPHERIC = {
 INCLUSION = {
     "participant_id": "Participant label (sub-<label>)",
     "session_id": "Session label (ses-<label>) or n/a",
-    "has_dwi": "A *_desc-tracts_dwistats.tsv was found",
-    "has_anat": "A *_desc-gmvolume_morph.tsv was found",
+    "has_dwi": f"A {DWI_STATS.glob()} was found",
+    "has_anat": f"A {ANAT_STATS.glob()} was found",
     "has_phenotype": "Listed in participants.tsv or a phenotype/*.tsv",
     "group_label": "patient, control or n/a (from the group column and the spec's labels)",
     "in_cross_sectional": "Row used by the cross-sectional analyses (one session per "

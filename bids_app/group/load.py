@@ -2,7 +2,9 @@
 
 Participant outputs are found by file name only (no dependence on the participant workflows):
 ``sub-<l>[/ses-<s>]/{dwi,anat}/sub-<l>[_ses-<s>]_desc-{tracts_dwistats,gmvolume_morph}.tsv``,
-all long-format with the columns of :data:`bids_app.bids.schema.STATS_COLUMNS`.
+all long-format with the columns of :data:`bids_app.bids.outputs.STATS_COLUMNS` (names and
+entities declared by :data:`~bids_app.bids.outputs.DWI_STATS` /
+:data:`~bids_app.bids.outputs.ANAT_STATS`).
 Internally a missing session is the empty string ``""``.
 """
 
@@ -18,19 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bids_app.bids.schema import ANAT_STATS, DWI_STATS, STATS_COLUMNS
+from bids_app.bids.outputs import ANAT_STATS, DWI_STATS, STATS_COLUMNS, Output, feature_name
 from bids_app.errors import BadDataError, NoDataError
 from bids_app.group.notes import Notes
 from bids_app.group.spec import AliasTable
 
-KINDS = {"dwi": DWI_STATS, "anat": ANAT_STATS}
+KINDS: dict[str, Output] = {"dwi": DWI_STATS, "anat": ANAT_STATS}
 KEYS = ["participant_id", "session_id"]
 NA_VALUES = ["n/a", "N/A", "NA", "nan", "NaN", ""]
 
 
 def _pattern(kind: str) -> re.Pattern[str]:
-    spec = KINDS[kind]
-    tail = re.escape(f"_desc-{spec['desc']}_{spec['suffix']}{spec['extension']}")
+    tail = re.escape(KINDS[kind].glob().removeprefix("*"))
     return re.compile(rf"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?{tail}$")
 
 
@@ -50,11 +51,11 @@ def find_participant_outputs(output_dir: str | Path) -> pd.DataFrame:
     """
     output_dir = Path(output_dir)
     rows = []
-    for kind, spec in KINDS.items():
+    for kind, output in KINDS.items():
         pattern = _pattern(kind)
-        name = f"*_desc-{spec['desc']}_{spec['suffix']}{spec['extension']}"
-        for sub_glob in (f"sub-*/{spec['datatype']}/{name}",
-                         f"sub-*/ses-*/{spec['datatype']}/{name}"):
+        name = output.glob()
+        for sub_glob in (f"sub-*/{output.datatype}/{name}",
+                         f"sub-*/ses-*/{output.datatype}/{name}"):
             for path in output_dir.glob(sub_glob):
                 match = pattern.match(path.name)
                 if match is None:
@@ -63,8 +64,8 @@ def find_participant_outputs(output_dir: str | Path) -> pd.DataFrame:
                 rows.append((f"sub-{match.group(1)}", ses, kind, path))
     if not rows:
         raise NoDataError(
-            f"{output_dir}: no participant outputs (*_desc-tracts_dwistats.tsv or "
-            "*_desc-gmvolume_morph.tsv); run the participant level first")
+            f"{output_dir}: no participant outputs ({DWI_STATS.glob()} or "
+            f"{ANAT_STATS.glob()}); run the participant level first")
     return pd.DataFrame(rows, columns=[*KEYS, "kind", "path"]).sort_values(
         [*KEYS, "kind"], ignore_index=True)
 
@@ -75,15 +76,6 @@ def _floats(values: list[str]) -> np.ndarray:
     except ValueError:  # n/a or garbage: the slow, forgiving path
         return pd.to_numeric(pd.Series(values, dtype=object).replace(NA_VALUES, np.nan),
                              errors="coerce").to_numpy(dtype=float)
-
-
-def feature_name(atlas: str, region: str, hemisphere: str, metric: str, statistic: str) -> str:
-    """Column name of one imaging feature in the joined table.
-
-    >>> feature_name("hcp842", "cst", "L", "fa", "wmean")
-    'hcp842_cst_L_fa_wmean'
-    """
-    return f"{atlas}_{region}_{hemisphere}_{metric}_{statistic}"
 
 
 #: Statistic used for a metric when the configured one does not exist for an atlas: label

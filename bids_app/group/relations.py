@@ -34,7 +34,7 @@ def gm_tract_pairs(catalogue: pd.DataFrame, spec: GmTractSpec) -> pd.DataFrame:
 
 def gm_tract(values: pd.DataFrame, catalogue: pd.DataFrame, spec: GmTractSpec,
              covariates: pd.DataFrame, subsets: Mapping[str, np.ndarray], *,
-             fdr_alpha: float = 0.05, min_n: int = 3) -> pd.DataFrame:
+             fdr_alpha: float, min_n: int) -> pd.DataFrame:
     """OLS ``gm ~ tract + covariates`` and Pearson r for every pair, in every subset.
 
     ``q`` is computed within each subset (family ``<subset>:<gm_metric>~<tract_metric>``).
@@ -65,8 +65,8 @@ def lr_pairs(catalogue: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 
 def interhemispheric(values: pd.DataFrame, catalogue: pd.DataFrame, metrics: Sequence[str],
-                     subsets: Mapping[str, np.ndarray], *, fdr_alpha: float = 0.05,
-                     min_n: int = 3) -> pd.DataFrame:
+                     subsets: Mapping[str, np.ndarray], *, fdr_alpha: float,
+                     min_n: int) -> pd.DataFrame:
     """Left-right Pearson r, paired t-test and asymmetry index per region/metric and subset.
 
     The asymmetry index is ``AI = 100 (L - R) / ((L + R) / 2)`` per participant; the table

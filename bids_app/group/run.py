@@ -1,9 +1,13 @@
-"""``alsmri BIDS_DIR OUTPUT_DIR group``: load, join, analyse, write (entry point for the CLI)."""
+"""``alsmri BIDS_DIR OUTPUT_DIR group``: load, join, analyse (returns the results).
+
+Writing the tables, figures and report is :mod:`bids_app.reports.group`'s job; the command line
+(:func:`bids_app.cli.workflow.run`) calls :func:`run_group` then
+:func:`bids_app.reports.group.write_outputs`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -24,33 +28,44 @@ from bids_app.group.spec import AnalysisSpec, canonical_spec, load_aliases, load
 from bids_app.group.stats import associations, compare_groups
 from bids_app.settings import Settings
 
-#: File names under OUTPUT_DIR/group/ (each TSV has a .json sidecar next to it).
-OUTPUTS = {
-    "joined": "group_desc-joined_participants.tsv",
-    "inclusion": "group_desc-inclusion_participants.tsv",
-    "comparisons": "group_desc-comparisons_stats.tsv",
-    "clinical": "group_desc-clinical_correlations.tsv",
-    "duration": "group_desc-duration_correlations.tsv",
-    "gmtract": "group_desc-gmtract_stats.tsv",
-    "interhemispheric": "group_desc-interhemispheric_stats.tsv",
-    "spec": "group_desc-analysis_spec.json",
-    "report": "report.html",
-}
+
+@dataclass(frozen=True)
+class GroupInputs:
+    """What one run reads: resolved spec, joined table, feature catalogue, phenotype."""
+
+    spec: AnalysisSpec
+    joined: pd.DataFrame
+    """One row per participant/session (session ``""`` when none): imaging + phenotype."""
+    catalogue: pd.DataFrame
+    """One row per imaging feature: ``feature, atlas, region, hemisphere, metric, statistic``."""
+    inclusion: pd.DataFrame
+    """Who has DWI/anat/phenotype (:func:`bids_app.group.load.inclusion`)."""
+    phenotype: Phenotype
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroupResults:
-    """Everything one run computed (inputs of the writers, figures and report)."""
+    """Everything one run computed (what the writers, figures and report read)."""
 
     spec: AnalysisSpec
     joined: pd.DataFrame
     catalogue: pd.DataFrame
     inclusion: pd.DataFrame
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    cross: pd.DataFrame | None = None
-    labels: pd.Series | None = None
-    skipped: dict[str, str] = field(default_factory=dict)
-    notes: Notes = field(default_factory=Notes)
+    """:attr:`GroupInputs.inclusion` plus ``in_cross_sectional``, ``group_label``,
+    ``in_comparisons`` and ``in_clinical``."""
+    phenotype: Phenotype
+    cross: pd.DataFrame
+    """The cross-sectional rows of ``joined`` (one session per participant)."""
+    labels: pd.Series
+    """``patient``/``control``/NA per row of ``cross``."""
+    clinical_rows: np.ndarray
+    """Rows of ``cross`` entering the clinical and duration analyses."""
+    tables: dict[str, pd.DataFrame]
+    """Result tables by key (``comparisons``, ``clinical``, ``duration``, ``gmtract``,
+    ``interhemispheric``); a skipped analysis has no entry."""
+    skipped: dict[str, str]
+    """Skipped analysis -> reason."""
+    notes: Notes
 
 
 def _phenotype_files(pheno: Phenotype) -> str:
@@ -66,7 +81,7 @@ def check_names(spec: AnalysisSpec, available: set[str], pheno: Phenotype, *,
     """
     def keep(key: str, names: tuple[str, ...]) -> tuple[str, ...]:
         missing = [n for n in names if n not in available]
-        if missing and key.split(".")[0] in spec.user_keys and pheno.tables:
+        if missing and key in spec.user_keys and pheno.tables:
             raise UsageError(f"{spec.source}: {key} names unknown column(s) {missing} "
                              f"(not in {_phenotype_files(pheno)})")
         if missing and pheno.tables:
@@ -91,13 +106,13 @@ def cross_sectional(joined: pd.DataFrame, policy: str) -> pd.DataFrame:
     return ordered.drop_duplicates("participant_id", keep=policy)
 
 
-def analyse(spec: AnalysisSpec, joined: pd.DataFrame, catalogue: pd.DataFrame,
-            pheno: Phenotype, *, notes: Notes) -> GroupResults:
+def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     """Run every analysis the data allow; skipped ones are recorded with a reason."""
-    res = GroupResults(spec=spec, joined=joined, catalogue=catalogue,
-                       inclusion=pd.DataFrame(), notes=notes)
+    spec, joined, catalogue = inputs.spec, inputs.joined, inputs.catalogue
+    pheno = inputs.phenotype
+    tables: dict[str, pd.DataFrame] = {}
+    skipped: dict[str, str] = {}
     cross = cross_sectional(joined, spec.session).reset_index(drop=True)
-    res.cross = cross
     feats = catalogue[catalogue["metric"].isin(spec.metrics)].reset_index(drop=True)
     for metric, stat in spec.statistics.items():
         if metric in spec.metrics and not (feats["metric"] == metric).any():
@@ -115,7 +130,6 @@ def analyse(spec: AnalysisSpec, joined: pd.DataFrame, catalogue: pd.DataFrame,
                        f"{list(spec.control_label)}; those participants are not grouped")
     elif pheno.tables:
         notes.warn("no group column in the phenotype data; group comparisons skipped")
-    res.labels = labels
     n_pat, n_con = int((labels == PATIENT).sum()), int((labels == CONTROL).sum())
 
     # -- patients vs controls
@@ -123,14 +137,14 @@ def analyse(spec: AnalysisSpec, joined: pd.DataFrame, catalogue: pd.DataFrame,
         rows = labels.isin([PATIENT, CONTROL]).to_numpy()
         sub = cross.loc[rows]
         cov = covariate_frame(sub, spec.covariates, dictionary=dictionary, notes=notes)
-        res.tables["comparisons"] = compare_groups(
+        tables["comparisons"] = compare_groups(
             sub[feats["feature"]], feats, (labels[rows] == PATIENT).to_numpy(), cov,
             fdr_alpha=spec.fdr_alpha, normality_alpha=spec.normality_alpha,
             equal_variance_alpha=spec.equal_variance_alpha, min_n=spec.min_n)
     else:
         reason = ("only one group level present" if (n_pat or n_con) else
                   "no participant could be assigned to a group")
-        res.skipped["comparisons"] = reason
+        skipped["comparisons"] = reason
         if spec.group_column or not pheno.tables:
             notes.warn(f"group comparisons skipped: {reason} "
                        f"(patients={n_pat}, controls={n_con})")
@@ -153,7 +167,7 @@ def analyse(spec: AnalysisSpec, joined: pd.DataFrame, catalogue: pd.DataFrame,
             if values is not None:
                 ys[name] = values
         if not ys or feats.empty:
-            res.skipped[key] = "no usable score column" if not ys else "no imaging features"
+            skipped[key] = "no usable score column" if not ys else "no imaging features"
             continue
         pairs = pd.DataFrame([{"score": s, **f, "family": f"{s}:{f['metric']}",
                                "y": s, "x": f["feature"]}
@@ -162,7 +176,7 @@ def analyse(spec: AnalysisSpec, joined: pd.DataFrame, catalogue: pd.DataFrame,
                                    dictionary=dictionary, notes=notes) for s in ys}
         table = associations(pd.DataFrame(ys), clin, pairs, covs, fdr_alpha=spec.fdr_alpha,
                              min_n=spec.min_n)
-        res.tables[key] = table.drop(columns=["y", "x", "feature"])
+        tables[key] = table.drop(columns=["y", "x", "feature"])
 
     # -- gray matter vs tract, left vs right
     subsets = {"all": np.ones(len(cross), dtype=bool)}
@@ -173,22 +187,50 @@ def analyse(spec: AnalysisSpec, joined: pd.DataFrame, catalogue: pd.DataFrame,
     table = gm_tract(cross, catalogue, spec.gm_tract, cov, subsets, fdr_alpha=spec.fdr_alpha,
                      min_n=spec.min_n)
     if table.empty:
-        res.skipped["gmtract"] = "no gray-matter/tract feature pair in the data"
+        skipped["gmtract"] = "no gray-matter/tract feature pair in the data"
     else:
-        res.tables["gmtract"] = table.drop(columns=["y", "x"])
+        tables["gmtract"] = table.drop(columns=["y", "x"])
     table = interhemispheric(cross, catalogue, spec.interhemispheric_metrics, subsets,
                              fdr_alpha=spec.fdr_alpha, min_n=spec.min_n)
     if table.empty:
-        res.skipped["interhemispheric"] = "no region with both a left and a right value"
+        skipped["interhemispheric"] = "no region with both a left and a right value"
     else:
-        res.tables["interhemispheric"] = table
-    return res
+        tables["interhemispheric"] = table
+    return GroupResults(
+        spec=spec, joined=joined, catalogue=catalogue, phenotype=pheno, cross=cross,
+        labels=labels, clinical_rows=clin_rows, tables=tables, skipped=skipped, notes=notes,
+        inclusion=included(inputs.inclusion, cross, labels, clin_rows, tables))
 
 
-def load_inputs(settings: Settings, *, notes: Notes) -> tuple[AnalysisSpec, pd.DataFrame,
-                                                          pd.DataFrame, pd.DataFrame,
-                                                          Phenotype]:
-    """Spec, joined table, feature catalogue, inclusion table and phenotype of a run."""
+def included(incl: pd.DataFrame, cross: pd.DataFrame, labels: pd.Series,
+             clinical_rows: np.ndarray, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Add to the inclusion table who entered the cross-sectional, group and clinical analyses.
+
+    Parameters
+    ----------
+    incl
+        :func:`bids_app.group.load.inclusion` (``participant_id``, ``session_id``, ...).
+    cross, labels, clinical_rows
+        Cross-sectional rows, their group labels and the rows of the clinical analyses.
+    tables
+        Result tables (an analysis without a table entered nobody).
+    """
+    incl = incl.copy()
+    by_id = pd.Series(labels.to_numpy(), index=cross["participant_id"].to_numpy())
+    key = incl["participant_id"] + "|" + incl["session_id"]
+    cross_key = set(cross["participant_id"] + "|" + cross["session_id"])
+    incl["in_cross_sectional"] = key.isin(cross_key)
+    incl["group_label"] = incl["participant_id"].map(by_id).where(incl["in_cross_sectional"])
+    incl["in_comparisons"] = ("comparisons" in tables) & incl["group_label"].isin(
+        [PATIENT, CONTROL])
+    clinical_ids = set(cross.loc[clinical_rows, "participant_id"])
+    incl["in_clinical"] = ("clinical" in tables) & incl["in_cross_sectional"] & \
+        incl["participant_id"].isin(clinical_ids)
+    return incl
+
+
+def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
+    """Resolve the spec, read and join the participant tables and the phenotype files."""
     ex = settings.execution
     aliases = load_aliases()
     spec = canonical_spec(load_spec(settings.group.analysis_spec, overrides=settings.group),
@@ -201,7 +243,8 @@ def load_inputs(settings: Settings, *, notes: Notes) -> tuple[AnalysisSpec, pd.D
     joined = join(wide, pheno, notes=notes)
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
     warn_unmatched_imaging_names(spec, catalogue, notes=notes)
-    return spec, joined, catalogue, inclusion(wide, pheno, notes=notes), pheno
+    return GroupInputs(spec=spec, joined=joined, catalogue=catalogue,
+                       inclusion=inclusion(wide, pheno, notes=notes), phenotype=pheno)
 
 
 def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
@@ -230,14 +273,19 @@ def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
     return messages
 
 
-def run_group(settings: Settings) -> Path:
-    """Run the group level; return ``OUTPUT_DIR/group``.
+def run_group(settings: Settings) -> GroupResults:
+    """Run the group-level analyses (nothing is written).
 
     Parameters
     ----------
     settings
         :class:`bids_app.settings.Settings` (``execution.bids_dir``, ``execution.output_dir``
         and ``group`` are used).
+
+    Returns
+    -------
+    GroupResults
+        Input of :func:`bids_app.reports.group.write_outputs`.
 
     Raises
     ------
@@ -246,12 +294,5 @@ def run_group(settings: Settings) -> Path:
     UsageError
         Malformed analysis spec, or a user-given column name not in the phenotype data.
     """
-    from bids_app.group.report import write_outputs
-
     notes = Notes()
-    spec, joined, catalogue, incl, pheno = load_inputs(settings, notes=notes)
-    results = analyse(spec, joined, catalogue, pheno, notes=notes)
-    results.inclusion = incl
-    out_dir = Path(settings.execution.output_dir) / "group"
-    write_outputs(results, out_dir, pheno=pheno)
-    return out_dir
+    return analyse(load_inputs(settings, notes=notes), notes=notes)

@@ -1,14 +1,16 @@
 """Analysis spec (YAML, safe-loaded) and the column alias table.
 
 The spec is data only: names of columns, labels, thresholds. Nothing in it is evaluated; models
-are built from explicit design matrices in :mod:`bids_app.group.stats`.
+are built from explicit design matrices in :mod:`bids_app.group.stats`. Every default is written
+once, in the packaged ``bids_app/data/analysis_spec.yaml``: the dataclasses below have no
+default values and the packaged file must set every key.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,48 +18,61 @@ from typing import Any
 import yaml
 
 from bids_app.errors import UsageError
+from bids_app.settings import GroupSettings
 
 DEFAULT_SPEC = "analysis_spec.yaml"
 ALIAS_TABLE = "column_aliases.yaml"
 SESSION_POLICIES = ("first", "last")
+#: Spec versions this module reads.
+SPEC_VERSION = 1
+
+
+def packaged_spec_path() -> Path:
+    """The packaged analysis spec: the one place where group defaults are written."""
+    return Path(str(resources.files("bids_app.data") / DEFAULT_SPEC))
 
 
 @dataclass(frozen=True)
 class GmTractSpec:
     """Gray-matter vs tract pairs (``gm ~ tract + covariates`` per hemisphere)."""
 
-    gm_metric: str = "gmv_pct_tiv"
-    tract_metric: str = "fa"
-    covariates: tuple[str, ...] = ("age", "sex")
-    pairs: tuple[tuple[str, str], ...] = ()
+    gm_metric: str
+    tract_metric: str
+    covariates: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """Resolved group-level analysis spec (defaults < user YAML < command line)."""
+    """Resolved group-level analysis spec (packaged YAML < user YAML < command line).
 
-    group_column: str = "group"
-    patient_label: tuple[str, ...] = ("ALS",)
-    control_label: tuple[str, ...] = ("control",)
-    covariates: tuple[str, ...] = ()
-    clinical_covariates: tuple[str, ...] = ()
-    scores: tuple[str, ...] = ()
-    duration_column: str | None = None
-    fdr_alpha: float = 0.05
-    normality_alpha: float = 0.05
-    equal_variance_alpha: float = 0.05
-    min_n: int = 3
-    statistics: Mapping[str, str] = field(default_factory=dict)
-    metrics: tuple[str, ...] = ()
-    gm_tract: GmTractSpec = field(default_factory=GmTractSpec)
-    interhemispheric_metrics: tuple[str, ...] = ()
-    session: str = "first"
-    max_figure_panels: int = 8
-    version: int = 1
-    source: str = "defaults"
+    Build it with :func:`load_spec`; the meaning of each key is documented in the packaged
+    ``analysis_spec.yaml``.
+    """
+
+    group_column: str
+    patient_label: tuple[str, ...]
+    control_label: tuple[str, ...]
+    covariates: tuple[str, ...]
+    clinical_covariates: tuple[str, ...]
+    scores: tuple[str, ...]
+    duration_column: str | None
+    fdr_alpha: float
+    normality_alpha: float
+    equal_variance_alpha: float
+    min_n: int
+    statistics: Mapping[str, str]
+    metrics: tuple[str, ...]
+    gm_tract: GmTractSpec
+    interhemispheric_metrics: tuple[str, ...]
+    session: str
+    max_figure_panels: int
+    version: int
+    source: str
     """Files the spec came from (for messages)."""
-    user_keys: frozenset[str] = frozenset()
-    """Keys set by the user (spec file or command line): their column names must exist."""
+    user_keys: frozenset[str]
+    """Keys set by the user (spec file or command line): their column names must exist.
+    Keys of ``gm_tract`` are recorded as ``gm_tract.<key>``."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (for the resolved-spec record)."""
@@ -92,32 +107,46 @@ def _number(value: Any, key: str, src: str, *, lo: float, hi: float, integer: bo
     return value
 
 
-def _parse_gm_tract(value: Any, src: str) -> GmTractSpec:
+#: Keys of a spec file (every one must be set by the packaged spec).
+SPEC_KEYS = frozenset(f.name for f in fields(AnalysisSpec)) - {"source", "user_keys"}
+GM_TRACT_KEYS = frozenset(f.name for f in fields(GmTractSpec))
+
+
+def _parse_gm_tract(value: Any, src: str) -> dict[str, Any]:
+    """Validate a ``gm_tract`` mapping; return only the keys it sets (merged by the caller)."""
     if not isinstance(value, Mapping):
         raise UsageError(f"{src}: 'gm_tract' must be a mapping")
-    unknown = set(value) - {"gm_metric", "tract_metric", "covariates", "pairs"}
+    unknown = set(value) - GM_TRACT_KEYS
     if unknown:
         raise UsageError(f"{src}: unknown key(s) in 'gm_tract': {sorted(unknown)}")
-    pairs = []
-    for item in value.get("pairs", []) or []:
-        if not (isinstance(item, Mapping) and set(item) == {"gm", "tract"}
-                and all(isinstance(v, str) for v in item.values())):
-            raise UsageError(f"{src}: each gm_tract pair must be {{gm: REGION, tract: REGION}}")
-        pairs.append((item["gm"], item["tract"]))
-    return GmTractSpec(
-        gm_metric=str(value.get("gm_metric", "gmv_pct_tiv")),
-        tract_metric=str(value.get("tract_metric", "fa")),
-        covariates=_names(value.get("covariates", []) or [], "gm_tract.covariates", src),
-        pairs=tuple(pairs),
-    )
+    out: dict[str, Any] = {}
+    for key in ("gm_metric", "tract_metric"):
+        if key in value:
+            if not isinstance(value[key], str):
+                raise UsageError(f"{src}: 'gm_tract.{key}' must be a metric name")
+            out[key] = value[key]
+    if "covariates" in value:
+        out["covariates"] = _names(value["covariates"] or [], "gm_tract.covariates", src)
+    if "pairs" in value:
+        pairs = []
+        for item in value["pairs"] or []:
+            if not (isinstance(item, Mapping) and set(item) == {"gm", "tract"}
+                    and all(isinstance(v, str) for v in item.values())):
+                raise UsageError(
+                    f"{src}: each gm_tract pair must be {{gm: REGION, tract: REGION}}")
+            pairs.append((item["gm"], item["tract"]))
+        out["pairs"] = tuple(pairs)
+    return out
 
 
 def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
-    """Validate one YAML mapping; return AnalysisSpec keyword arguments."""
-    known = {f.name for f in fields(AnalysisSpec)} - {"source", "user_keys"}
-    unknown = set(raw) - known
+    """Validate one YAML mapping; return AnalysisSpec keyword arguments.
+
+    ``gm_tract`` stays a dictionary of the keys given (see :func:`_parse_gm_tract`).
+    """
+    unknown = set(raw) - SPEC_KEYS
     if unknown:
-        raise UsageError(f"{src}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise UsageError(f"{src}: unknown key(s) {sorted(unknown)}; known: {sorted(SPEC_KEYS)}")
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key in ("patient_label", "control_label", "covariates", "clinical_covariates",
@@ -142,8 +171,9 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
             if value not in SESSION_POLICIES:
                 raise UsageError(f"{src}: 'session' must be one of {SESSION_POLICIES}")
             out[key] = value
-    if out.get("version", 1) != 1:
-        raise UsageError(f"{src}: unsupported spec version {out['version']} (expected 1)")
+    if "version" in out and out["version"] != SPEC_VERSION:
+        raise UsageError(f"{src}: unsupported spec version {out['version']} "
+                         f"(expected {SPEC_VERSION})")
     return out
 
 
@@ -161,17 +191,59 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     return raw
 
 
-def load_spec(path: str | Path | None = None, *, overrides: Any = None) -> AnalysisSpec:
-    """Load the default spec, merge a user spec and command-line overrides.
+def _complete(kwargs: dict[str, Any], src: str) -> None:
+    """The packaged spec is the only source of defaults: it must set every key."""
+    missing = sorted(SPEC_KEYS - set(kwargs))
+    missing += sorted(f"gm_tract.{k}" for k in GM_TRACT_KEYS - set(kwargs.get("gm_tract", {})))
+    if missing:
+        raise UsageError(f"{src}: packaged analysis spec lacks key(s) {missing}")
+
+
+def _keys(layer: Mapping[str, Any]) -> set[str]:
+    """Keys a layer sets (``gm_tract.<key>`` inside ``gm_tract``)."""
+    return (set(layer) - {"gm_tract"}) | {f"gm_tract.{k}" for k in layer.get("gm_tract", {})}
+
+
+def _merge(kwargs: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``kwargs``: key by key, and inside ``gm_tract`` key by key."""
+    return {**kwargs, **layer, "gm_tract": {**kwargs["gm_tract"], **layer.get("gm_tract", {})}}
+
+
+def _cli_overrides(overrides: GroupSettings) -> dict[str, Any]:
+    """Spec keys set on the command line (``None`` settings leave the spec unchanged)."""
+    cli: dict[str, Any] = {}
+    if overrides.group_column is not None:
+        cli["group_column"] = overrides.group_column
+    for key in ("patient_label", "control_label"):
+        if getattr(overrides, key) is not None:
+            cli[key] = (getattr(overrides, key),)
+    if overrides.covariates is not None:
+        cli["covariates"] = tuple(overrides.covariates)
+        cli["gm_tract"] = {"covariates": tuple(overrides.covariates)}
+    if overrides.clinical_covariates is not None:
+        cli["clinical_covariates"] = tuple(overrides.clinical_covariates)
+    if overrides.scores is not None:
+        cli["scores"] = tuple(overrides.scores)
+    if overrides.fdr_alpha is not None:
+        cli["fdr_alpha"] = float(_number(overrides.fdr_alpha, "fdr_alpha", "--fdr-alpha",
+                                         lo=1e-12, hi=1.0))
+    return cli
+
+
+def load_spec(path: str | Path | None = None, *,
+              overrides: GroupSettings | None = None) -> AnalysisSpec:
+    """Load the packaged spec, merge a user spec and command-line overrides.
 
     Parameters
     ----------
     path
-        User YAML (``--analysis-spec``) or ``None`` for the packaged defaults only.
+        User YAML (``--analysis-spec``) or ``None`` for the packaged defaults only. Its keys
+        replace the packaged ones; inside ``gm_tract`` key by key.
     overrides
-        A :class:`bids_app.settings.GroupSettings` (or anything with the same attributes);
-        ``None`` attributes leave the spec unchanged. ``covariates`` replaces the covariates of
-        every model (comparison, clinical, gray-matter vs tract).
+        Command-line options; ``None`` attributes leave the spec unchanged. ``covariates``
+        sets the covariates of the patient-control comparison and of the gray-matter vs tract
+        models (``covariates`` and ``gm_tract.covariates``); ``clinical_covariates`` those of
+        the clinical and duration regressions.
 
     Returns
     -------
@@ -180,41 +252,23 @@ def load_spec(path: str | Path | None = None, *, overrides: Any = None) -> Analy
     Raises
     ------
     UsageError
-        Malformed YAML, unknown keys or wrongly typed values (message names the file).
+        Malformed YAML, unknown or missing keys, wrongly typed values (message names the file).
     """
-    default_path = resources.files("bids_app.data") / DEFAULT_SPEC
-    kwargs = _parse(_read_yaml(Path(str(default_path))), str(default_path))
+    default_path = packaged_spec_path()
+    kwargs = _parse(_read_yaml(default_path), str(default_path))
+    _complete(kwargs, str(default_path))
     source = "defaults"
     user_keys: set[str] = set()
     if path is not None:
         path = Path(path)
         user = _parse(_read_yaml(path), str(path))
-        kwargs.update(user)
-        user_keys |= set(user)
-        source = str(path)
-    spec = AnalysisSpec(**kwargs, source=source)
-    if overrides is not None:
-        cli: dict[str, Any] = {}
-        if getattr(overrides, "group_column", None) is not None:
-            cli["group_column"] = overrides.group_column
-        for key in ("patient_label", "control_label"):
-            if getattr(overrides, key, None) is not None:
-                cli[key] = (getattr(overrides, key),)
-        if getattr(overrides, "covariates", None) is not None:
-            cov = tuple(overrides.covariates)
-            cli["covariates"] = cov
-            cli["clinical_covariates"] = cov
-            cli["gm_tract"] = replace(spec.gm_tract, covariates=cov)
-        if getattr(overrides, "scores", None) is not None:
-            cli["scores"] = tuple(overrides.scores)
-        if getattr(overrides, "fdr_alpha", None) is not None:
-            cli["fdr_alpha"] = float(_number(overrides.fdr_alpha, "fdr_alpha", "--fdr-alpha",
-                                             lo=1e-12, hi=1.0))
-        user_keys |= set(cli)
-        if cli:
-            source += " + command line"
-        spec = replace(spec, **cli)
-    return replace(spec, source=source, user_keys=frozenset(user_keys))
+        kwargs, user_keys, source = _merge(kwargs, user), user_keys | _keys(user), str(path)
+    cli = _cli_overrides(overrides) if overrides is not None else {}
+    if cli:
+        kwargs, user_keys = _merge(kwargs, cli), user_keys | _keys(cli)
+        source += " + command line"
+    return AnalysisSpec(**{**kwargs, "gm_tract": GmTractSpec(**kwargs["gm_tract"])},
+                        source=source, user_keys=frozenset(user_keys))
 
 
 # --------------------------------------------------------------------------- aliases

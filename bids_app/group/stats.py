@@ -89,9 +89,8 @@ def _two_groups(xp: np.ndarray, xc: np.ndarray, *, normality_alpha: float,
 
 
 def compare_groups(values: pd.DataFrame, catalogue: pd.DataFrame, is_patient: np.ndarray,
-                   covariates: pd.DataFrame, *, fdr_alpha: float = 0.05,
-                   normality_alpha: float = 0.05, equal_variance_alpha: float = 0.05,
-                   min_n: int = 3) -> pd.DataFrame:
+                   covariates: pd.DataFrame, *, fdr_alpha: float, normality_alpha: float,
+                   equal_variance_alpha: float, min_n: int) -> pd.DataFrame:
     """Patient vs control comparison of every feature.
 
     Parameters
@@ -104,6 +103,8 @@ def compare_groups(values: pd.DataFrame, catalogue: pd.DataFrame, is_patient: np
         Boolean per row of ``values``.
     covariates
         Numeric design columns aligned with ``values`` (may be empty).
+    fdr_alpha, normality_alpha, equal_variance_alpha, min_n
+        The analysis spec's keys of the same names.
 
     Returns
     -------
@@ -150,8 +151,8 @@ def compare_groups(values: pd.DataFrame, catalogue: pd.DataFrame, is_patient: np
 
 
 def associations(y_table: pd.DataFrame, x_table: pd.DataFrame, pairs: pd.DataFrame,
-                 covariates: dict[str, pd.DataFrame], *, fdr_alpha: float = 0.05,
-                 min_n: int = 3) -> pd.DataFrame:
+                 covariates: dict[str, pd.DataFrame], *, fdr_alpha: float,
+                 min_n: int) -> pd.DataFrame:
     """Pearson, Spearman and OLS ``y ~ x + covariates`` for each requested (y, x) pair.
 
     Parameters
@@ -163,6 +164,8 @@ def associations(y_table: pd.DataFrame, x_table: pd.DataFrame, pairs: pd.DataFra
         (copied to the output).
     covariates
         Design columns per outcome name (``pairs.y``), aligned with the tables.
+    fdr_alpha, min_n
+        The analysis spec's keys of the same names.
 
     Returns
     -------

@@ -20,12 +20,9 @@ from nipype.interfaces.base import (
 )
 
 from bids_app.core.anat import io, preproc, qc, registration, segmentation, volumes
+from bids_app.interfaces._io import out_path
 
 LOGGER = logging.getLogger("nipype.interface")
-
-
-def _out(runtime, name: str) -> str:
-    return str(Path(runtime.cwd) / name)
 
 
 class _T1wPreprocInputSpec(BaseInterfaceInputSpec):
@@ -50,13 +47,13 @@ class T1wPreproc(SimpleInterface):
             LOGGER.warning(warning)
         ras = io.reorient_ras(img)
         ras = nib.Nifti1Image(np.asarray(ras.dataobj, dtype=np.float32), ras.affine)
-        ras_file = _out(runtime, "t1w_ras.nii.gz")
+        ras_file = out_path(runtime, "t1w_ras.nii.gz")
         nib.save(ras, ras_file)
         image = ants.image_read(ras_file)
         head = preproc.head_mask(image)
         corrected = preproc.n4_correct(image, mask=head)
-        self._results["out_file"] = _out(runtime, "t1w_preproc.nii.gz")
-        self._results["head_mask"] = _out(runtime, "head_mask.nii.gz")
+        self._results["out_file"] = out_path(runtime, "t1w_preproc.nii.gz")
+        self._results["head_mask"] = out_path(runtime, "head_mask.nii.gz")
         ants.image_write(corrected, self._results["out_file"])
         ants.image_write(head, self._results["head_mask"])
         return runtime
@@ -83,10 +80,10 @@ class RegisterToTemplate(SimpleInterface):
     def _run_interface(self, runtime):
         reg = registration.register_to_template(
             ants.image_read(self.inputs.moving), ants.image_read(self.inputs.template),
-            outprefix=_out(runtime, "t1w2tpl_"), seed=self.inputs.seed)
+            outprefix=out_path(runtime, "t1w2tpl_"), seed=self.inputs.seed)
         self._results["forward_xfm"] = str(reg.forward)
         self._results["inverse_xfm"] = str(reg.inverse)
-        self._results["warped"] = _out(runtime, "t1w_space-template.nii.gz")
+        self._results["warped"] = out_path(runtime, "t1w_space-template.nii.gz")
         ants.image_write(reg.warped, self._results["warped"])
         return runtime
 
@@ -95,7 +92,8 @@ class _ApplyTransformInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to resample")
     reference = File(exists=True, mandatory=True, desc="target grid")
     transform = File(exists=True, mandatory=True, desc="composite transform (.h5)")
-    interpolation = traits.Enum("linear", "nearestNeighbor", usedefault=True)
+    interpolation = traits.Enum("linear", "nearestNeighbor", mandatory=True,
+                                desc="nearestNeighbor for labels")
 
 
 class _ApplyTransformOutputSpec(TraitedSpec):
@@ -114,7 +112,7 @@ class ApplyTransform(SimpleInterface):
             self.inputs.transform, interpolator=self.inputs.interpolation)
         if self.inputs.interpolation == "nearestNeighbor":
             out = out.new_image_like(np.rint(out.numpy()).astype(np.float32))
-        self._results["out_file"] = _out(runtime, Path(self.inputs.in_file).name.split(".")[0]
+        self._results["out_file"] = out_path(runtime, Path(self.inputs.in_file).name.split(".")[0]
                                          + "_resampled.nii.gz")
         ants.image_write(out, self._results["out_file"])
         if self.inputs.interpolation == "nearestNeighbor":
@@ -124,21 +122,22 @@ class ApplyTransform(SimpleInterface):
         return runtime
 
 
-class _BrainMaskInputSpec(BaseInterfaceInputSpec):
+class _RefineBrainMaskInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w")
     prior = File(exists=True, mandatory=True, desc="template brain mask in T1w space")
 
 
-class BrainMask(SimpleInterface):
-    """Refine the template brain mask (in T1w space) on the image."""
+class RefineBrainMask(SimpleInterface):
+    """Refine the template brain mask (in T1w space) on the image
+    (:func:`bids_app.core.anat.preproc.refine_brain_mask`)."""
 
-    input_spec = _BrainMaskInputSpec
+    input_spec = _RefineBrainMaskInputSpec
     output_spec = _ApplyTransformOutputSpec
 
     def _run_interface(self, runtime):
         mask = preproc.refine_brain_mask(ants.image_read(self.inputs.in_file),
                                          ants.image_read(self.inputs.prior))
-        self._results["out_file"] = _out(runtime, "brain_mask.nii.gz")
+        self._results["out_file"] = out_path(runtime, "brain_mask.nii.gz")
         _write_uint8(mask, self._results["out_file"])
         return runtime
 
@@ -166,9 +165,9 @@ class TissueSegmentation(SimpleInterface):
                                            ants.image_read(self.inputs.mask))
         for tissue, img in seg.probseg.items():
             key = tissue.lower()
-            self._results[key] = _out(runtime, f"probseg_{tissue}.nii.gz")
+            self._results[key] = out_path(runtime, f"probseg_{tissue}.nii.gz")
             ants.image_write(img, self._results[key])
-        self._results["dseg"] = _out(runtime, "dseg.nii.gz")
+        self._results["dseg"] = out_path(runtime, "dseg.nii.gz")
         _write_uint8(seg.dseg, self._results["dseg"])
         return runtime
 
@@ -208,9 +207,9 @@ class GMVolumes(SimpleInterface):
             tiv=tissue["TIV"], atlas=self.inputs.atlas,
             groups=self.inputs.groups if isdefined(self.inputs.groups) else None,
             brain_mask=np.asarray(nib.load(self.inputs.brain_mask).dataobj) > 0)
-        self._results["out_tsv"] = _out(runtime, "gmvolume.tsv")
+        self._results["out_tsv"] = out_path(runtime, "gmvolume.tsv")
         table.to_csv(self._results["out_tsv"], sep="\t", index=False, float_format="%.6g")
-        self._results["tissue_json"] = _out(runtime, "tissue.json")
+        self._results["tissue_json"] = out_path(runtime, "tissue.json")
         Path(self._results["tissue_json"]).write_text(json.dumps(tissue, indent=2))
         return runtime
 
@@ -247,17 +246,17 @@ class AnatQC(SimpleInterface):
             brain_mask=np.asarray(mask_img.dataobj) > 0,
             tissue=json.loads(Path(self.inputs.tissue_json).read_text()), voxel_volume=vox,
             registration_similarity=registration.similarity(warped, tpl, tpl_mask))
-        self._results["out_tsv"] = _out(runtime, "qc.tsv")
+        self._results["out_tsv"] = out_path(runtime, "qc.tsv")
         pd.DataFrame([metrics]).to_csv(self._results["out_tsv"], sep="\t", index=False,
                                        float_format="%.6g")
         self._results["seg_figure"] = str(qc.plot_segmentation(
             nib.load(self.inputs.t1w).get_fdata(dtype=np.float32),
-            np.asarray(nib.load(self.inputs.dseg).dataobj), _out(runtime, "dseg.svg")))
+            np.asarray(nib.load(self.inputs.dseg).dataobj), out_path(runtime, "dseg.svg")))
         self._results["reg_figure"] = str(qc.plot_registration(
             nib.load(self.inputs.warped).get_fdata(dtype=np.float32),
             nib.load(self.inputs.template).get_fdata(dtype=np.float32),
             np.asarray(nib.load(self.inputs.template_mask).dataobj),
-            _out(runtime, "reg.svg")))
+            out_path(runtime, "reg.svg")))
         return runtime
 
 

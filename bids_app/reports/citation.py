@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata, resources
 from string import Template
 
 from bids_app import __version__
 from bids_app.atlases import api
-from bids_app.settings import Settings
+from bids_app.bids.plan import NO_SDC, ParticipantPlan, SdcPlan
+from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE, Settings
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
 _ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.DOTALL)
@@ -31,12 +32,7 @@ _TENSOR = {
 MOTION_TRANSFORM = "Affine"
 _MOTION_MODEL = {"Rigid": "rigid-body (6 degrees of freedom)",
                  "Affine": "affine (12 degrees of freedom)"}
-#: Manifest resource the template text refers to (TemplateFlow's MNI152NLin6Asym).
-TEMPLATE = "MNI152NLin6Asym"
 FA_TEMPLATE = "fa-template"
-#: Template resolution (mm) of the T1w registration (``workflows.anat.TEMPLATE_RES``;
-#: tests/test_reports_citation.py checks they agree).
-ANAT_TEMPLATE_RES = 2
 
 
 def library_versions() -> dict[str, str]:
@@ -83,8 +79,7 @@ def used_resources(settings: Settings, *, has_dwi: bool, has_anat: bool) -> list
     return list(dict.fromkeys(names))
 
 
-def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi: bool,
-                    has_anat: bool, sdc_applied: bool | None = None,
+def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
                     versions: Mapping[str, str] | None = None) -> str:
     """Render the methods text with numbered references.
 
@@ -92,13 +87,9 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
     ----------
     settings
         The run settings (options change the text).
-    participants
-        ``sub-X[_ses-Y]`` labels of what was (or will be) processed.
-    has_dwi, has_anat
-        Whether the diffusion and anatomical branches run.
-    sdc_applied
-        ``True``/``False`` when known; ``None`` = depends on the data (reverse-PE pairs).
-        Ignored with ``--sdc none`` or ``--dwi-runs separate`` (no correction either way).
+    plans
+        The participant plans of the run (:func:`bids_app.bids.plan.plan_participant`): who
+        is processed, which branches run and which distortion correction each DWI unit gets.
     versions
         Library versions (default :func:`library_versions`).
 
@@ -108,6 +99,9 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
         Markdown: methods, references (BibTeX entries and the atlas manifest's citations),
         the templates and atlases used with their licences, acknowledgements, versions.
     """
+    has_dwi = any(plan.dwi_units for plan in plans)
+    has_anat = any(plan.t1w is not None for plan in plans)
+    sdc_plans = [unit.sdc for plan in plans for unit in plan.dwi_units]
     versions = dict(versions or library_versions())
     dwi, anat = settings.dwi, settings.anat
     credits = api.credits(used_resources(settings, has_dwi=has_dwi, has_anat=has_anat))
@@ -120,7 +114,7 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
         "ants_version": versions["antspyx"], "nibabel_version": versions["nibabel"],
         "validation": "BIDS validation skipped" if settings.execution.skip_bids_validation
         else "with BIDS validation",
-        "participants": ", ".join(participants) or "none",
+        "participants": ", ".join(plan.label for plan in plans) or "none",
         "b0_threshold": f"{dwi.b0_threshold:g}",
         "denoise_text": _DENOISE[dwi.denoise],
         "unringing_text": ("Gibbs ringing was removed with the local sub-voxel shift method "
@@ -128,7 +122,7 @@ def render_citation(settings: Settings, *, participants: Iterable[str], has_dwi:
                            else "No Gibbs-ringing removal was applied."),
         "motion_text": _motion_text(dwi.motion_correction),
         "runs_text": _runs_text(dwi.dwi_runs),
-        "sdc_text": _sdc_text(dwi.sdc, sdc_applied, dwi_runs=dwi.dwi_runs),
+        "sdc_text": _sdc_text(dwi.sdc, sdc_plans, dwi_runs=dwi.dwi_runs),
         "tensor_fit_text": _TENSOR[dwi.tensor_fit],
         "tract_threshold": f"{dwi.tract_threshold:g}",
         "mni_cite": cite.get(TEMPLATE, ""),
@@ -219,15 +213,16 @@ def _runs_text(dwi_runs: str) -> str:
             "applied in a single resampling.")
 
 
-def _sdc_text(method: str, applied: bool | None, *, dwi_runs: str = "combine") -> str:
+def _sdc_text(method: str, plans: Sequence[SdcPlan], *, dwi_runs: str) -> str:
     if method == "none":
         return "No susceptibility distortion correction was applied (disabled by the user)."
     if dwi_runs == "separate":
         return ("No susceptibility distortion correction was applied because runs were "
                 "processed separately.")
-    if applied is False:
-        return ("No reverse phase-encoded runs were available, so no susceptibility distortion "
-                "correction was applied.")
+    if not any(plan.applied for plan in plans):
+        reasons = sorted({plan.note.removeprefix(NO_SDC) for plan in plans})
+        return ("No susceptibility distortion correction was applied ("
+                + "; ".join(reasons) + ").")
     return ("When runs with opposite phase-encoding directions along the same axis were "
             "available, a susceptibility distortion correction was estimated without a "
             "fieldmap from their mean b=0 images: after rigid alignment, SyN registration "

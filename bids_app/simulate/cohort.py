@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from dipy.core.gradients import gradient_table
 from nibabel.affines import apply_affine
+from scipy import ndimage
 
 from bids_app.simulate import deform, tensors
 from bids_app.simulate.base import BaseAnatomy
@@ -161,7 +161,7 @@ def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) 
     others = {key: ndimage.binary_dilation(mask, iterations=1) for key, mask in masks.items()}
     for key, mask in masks.items():  # grow by a voxel, never into another planted region
         taken = np.zeros_like(mask)
-        for other, grown in others.items():
+        for other in others:
             if other != key:
                 taken |= masks[other]
         masks[key] = others[key] & ~taken

@@ -21,13 +21,14 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from bids_app.bids.outputs import GROUP_DIR, GROUP_OUTPUTS, feature_name
 from bids_app.errors import MissingInputError
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
 
 ALPHA = 0.05
 D_TOLERANCE = 0.3
 R_TOLERANCE = 0.15
-JOINED = Path("group") / "group_desc-joined_participants.tsv"
+JOINED = Path(GROUP_DIR) / GROUP_OUTPUTS["joined"]
 STATISTIC = {"fa": "wmean", "gmv_pct_tiv": "ratio"}
 #: label (not probability) atlases: their DTI values are plain means within the label
 LABEL_ATLASES = {"jhu": "mean"}
@@ -101,7 +102,7 @@ def planted_table(truth: dict) -> pd.DataFrame:
 def _column(atlas: str, region: str, hemisphere: str, metric: str) -> str:
     statistic = LABEL_ATLASES.get(atlas, STATISTIC[metric]) if metric == "fa" else \
         STATISTIC[metric]
-    return f"{atlas}_{region}_{hemisphere}_{metric}_{statistic}"
+    return feature_name(atlas, region, hemisphere, metric, statistic)
 
 
 def _driver(table: pd.DataFrame, driver: str) -> pd.Series:

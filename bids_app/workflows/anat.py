@@ -9,25 +9,18 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from bids_app.atlases.api import get_atlas, get_template
+from bids_app.atlases.manifest import atlas_choices
+from bids_app.bids.outputs import ANAT_OUTPUTS
 from bids_app.core.anat import io
-from bids_app.core.anat.segmentation import DSEG_LABELS
-from bids_app.core.anat.volumes import VOLUMES_DATA_DICTIONARY
 from bids_app.errors import UsageError
 from bids_app.interfaces import anat as ia
 from bids_app.interfaces.bids import DerivativesDataSink
-from bids_app.settings import GM_ATLASES, AnatSettings
+from bids_app.settings import ANAT_TEMPLATE_RES, GM_ATLAS_RES, TEMPLATE, AnatSettings
 
 LOGGER = logging.getLogger("nipype.workflow")
 
-TEMPLATE = "MNI152NLin6Asym"
-#: Registration runs at the 2 mm template grid (fast, adequate for 1-2 mm T1w).
-TEMPLATE_RES = 2
-#: Label atlases are warped from their 1 mm version (finer boundaries in T1w space).
-ATLAS_RES = 1
-
-OUTPUT_FIELDS = ["t1w_preproc", "brain_mask", "gm_probseg", "wm_probseg", "csf_probseg",
-                 "dseg", "t1w2mni_xfm", "mni2t1w_xfm", "t1w_mni", "atlas_t1w", "volumes_tsv",
-                 "qc_tsv", "seg_figure", "reg_figure"]
+#: outputnode fields: one per declared anatomical output.
+OUTPUT_FIELDS = list(ANAT_OUTPUTS)
 
 def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
                  data_dir: Path | None, omp_nthreads: int = 1,
@@ -73,18 +66,19 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
     seg_figure, reg_figure
         QC figures (SVG).
     """
-    if settings.gm_atlas not in GM_ATLASES:
+    gm_atlases = atlas_choices("gm")
+    if settings.gm_atlas not in gm_atlases:
         raise UsageError(f"unknown GM atlas {settings.gm_atlas!r}; use one of "
-                         f"{', '.join(GM_ATLASES)}")
+                         f"{', '.join(gm_atlases)}")
     t1w = Path(t1w)
     img = io.load_t1w(t1w)
     warning = io.anisotropy_warning(img, name=str(t1w))
     if warning:
         LOGGER.warning(warning)
-    template = get_template(TEMPLATE, res=TEMPLATE_RES, suffix="T1w", data_dir=data_dir)
-    template_mask = get_template(TEMPLATE, res=TEMPLATE_RES, suffix="mask", desc="brain",
+    template = get_template(TEMPLATE, res=ANAT_TEMPLATE_RES, suffix="T1w", data_dir=data_dir)
+    template_mask = get_template(TEMPLATE, res=ANAT_TEMPLATE_RES, suffix="mask", desc="brain",
                                  data_dir=data_dir)
-    atlas = get_atlas(settings.gm_atlas, res=ATLAS_RES, data_dir=data_dir)
+    atlas = get_atlas(settings.gm_atlas, res=GM_ATLAS_RES, data_dir=data_dir)
     if atlas.kind != "dseg" or atlas.labels is None:
         raise UsageError(f"GM atlas {settings.gm_atlas!r} is not a label (dseg) atlas")
     label_records = [
@@ -102,7 +96,7 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
                        name="register", n_procs=omp_nthreads)
     mask_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(template_mask),
                                             interpolation="linear"), name="mask_to_t1w")
-    brain_mask = pe.Node(ia.BrainMask(), name="brain_mask")
+    brain_mask = pe.Node(ia.RefineBrainMask(), name="brain_mask")
     segment = pe.Node(ia.TissueSegmentation(), name="segment",
                       n_procs=omp_nthreads)
     atlas_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(atlas.images[("all", "bilateral")]),
@@ -151,51 +145,15 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
 def _connect_sinks(workflow: pe.Workflow, outputnode: pe.Node, *, t1w: str, output_dir: Path,
                    atlas: str, atlas_citation: str) -> None:
     """One ``ds_<what>`` DerivativesDataSink per output, wired from the outputnode."""
-    base = str(output_dir)
-    tpl_meta = {"Template": TEMPLATE, "Resolution": f"{TEMPLATE_RES} mm"}
-    xfm = {"datatype": "anat", "mode": "image", "suffix": "xfm", "extension": ".h5"}
-    specs = {
-        "t1w_preproc": {"datatype": "anat", "desc": "preproc", "suffix": "T1w",
-                        "meta_dict": {"SkullStripped": False,
-                                      "Description": "RAS+ reoriented, N4 bias-corrected"}},
-        "brain_mask": {"datatype": "anat", "desc": "brain", "suffix": "mask",
-                       "meta_dict": {"Type": "Brain"}},
-        "gm_probseg": {"datatype": "anat", "label": "GM", "suffix": "probseg"},
-        "wm_probseg": {"datatype": "anat", "label": "WM", "suffix": "probseg"},
-        "csf_probseg": {"datatype": "anat", "label": "CSF", "suffix": "probseg"},
-        "dseg": {"datatype": "anat", "suffix": "dseg",
-                 "meta_dict": {"Labels": {str(k): v for k, v in DSEG_LABELS.items()}}},
-        "t1w2mni_xfm": {**xfm, "from_space": "T1w", "to_space": TEMPLATE},
-        "mni2t1w_xfm": {**xfm, "from_space": TEMPLATE, "to_space": "T1w"},
-        "t1w_mni": {"datatype": "anat", "space": TEMPLATE, "res": str(TEMPLATE_RES),
-                    "desc": "preproc", "suffix": "T1w", "meta_dict": tpl_meta},
-        "atlas_t1w": {"datatype": "anat", "atlas": atlas, "suffix": "dseg",
-                      "meta_dict": {"Atlas": atlas, "Interpolation": "nearest neighbour",
-                                    "References": atlas_citation}},
-        "volumes_tsv": {"datatype": "anat", "desc": "gmvolume", "suffix": "morph",
-                        "meta_dict": {**VOLUMES_DATA_DICTIONARY, "Atlas": atlas,
-                                      "References": atlas_citation}},
-        "qc_tsv": {"datatype": "anat", "desc": "anat", "suffix": "qc",
-                   "meta_dict": _QC_DICTIONARY},
-        "seg_figure": {"datatype": "figures", "desc": "seg", "suffix": "T1w"},
-        "reg_figure": {"datatype": "figures", "space": TEMPLATE, "desc": "reg", "suffix": "T1w"},
+    extra = {
+        "atlas_t1w": {"entities": {"atlas": atlas},
+                      "meta": {"Atlas": atlas, "References": atlas_citation}},
+        "volumes_tsv": {"meta": {"Atlas": atlas, "References": atlas_citation}},
     }
-    for field, spec in specs.items():
-        sink = pe.Node(DerivativesDataSink(base_directory=base, source_file=t1w, **spec),
+    for field, output in ANAT_OUTPUTS.items():
+        run = extra.get(field, {})
+        sink = pe.Node(DerivativesDataSink(base_directory=str(output_dir), source_file=t1w,
+                                           **run.get("entities", {}),
+                                           **output.sink_inputs(**run.get("meta", {}))),
                        name=f"ds_{field}", run_without_submitting=True)
         workflow.connect(outputnode, field, sink, "in_file")
-
-
-_QC_DICTIONARY = {
-    "brain_volume_cm3": {"Description": "Brain-mask volume", "Units": "cm^3"},
-    "tiv_cm3": {"Description": "Total intracranial volume (GM + WM + CSF)", "Units": "cm^3"},
-    "gm_cm3": {"Description": "Gray-matter volume", "Units": "cm^3"},
-    "wm_cm3": {"Description": "White-matter volume", "Units": "cm^3"},
-    "csf_cm3": {"Description": "CSF volume in the brain mask", "Units": "cm^3"},
-    "gm_fraction": {"Description": "GM volume / TIV"},
-    "wm_fraction": {"Description": "WM volume / TIV"},
-    "csf_fraction": {"Description": "CSF volume / TIV"},
-    "registration_similarity": {"Description": "Pearson correlation of the T1w warped to "
-                                               "MNI152NLin6Asym with the template inside the "
-                                               "template brain mask"},
-}

@@ -1,72 +1,81 @@
-"""Diffusion branch of the participant level: preprocessing, tensor metrics, tract statistics."""
+"""Diffusion branch of the participant level: preprocessing, model, tract statistics, outputs.
+
+One :class:`~bids_app.bids.plan.DwiUnit` (the runs combined into one series, or one run with
+``--dwi-runs separate``) becomes three sub-workflows: ``dwi_preproc_wf`` (checks, denoising,
+unringing, motion, run alignment and the planned distortion correction, brain mask),
+``dwi_model_wf`` (model fit, FA-to-template registration, atlases in DWI space, tract/ROI
+statistics, QC) and ``ds_dwi_wf`` (one ``ds_*`` sink per output declared in
+:mod:`bids_app.bids.outputs`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
-from bids_app.bids.records import DwiRun
-from bids_app.core.dwi.roistats import STATS_DICTIONARY
+from bids_app.atlases.api import get_template
+from bids_app.bids.outputs import (
+    DWI_MODELS,
+    DWI_OUTPUTS,
+    MODEL_DESCRIPTIONS,
+    dwi_map_output,
+    stats_dictionary,
+)
+from bids_app.bids.plan import DwiUnit
 from bids_app.interfaces.bids import DerivativesDataSink
-from bids_app.interfaces.dwi import (
-    BrainMask,
+from bids_app.interfaces.dwi_atlas import DwiStats, RegisterFA, WarpAtlas
+from bids_app.interfaces.dwi_models import MODEL_FITS
+from bids_app.interfaces.dwi_preproc import (
     CheckDwi,
     CombineRuns,
     Denoise,
-    DwiQC,
-    DwiStats,
+    DwiBrainMask,
     MotionCorrect,
-    RegisterFA,
-    TensorFit,
     Unring,
-    WarpAtlas,
 )
-from bids_app.settings import DwiSettings
+from bids_app.interfaces.dwi_qc import DwiQC
+from bids_app.settings import (
+    DWI_ATLAS_RES,
+    DWI_MODEL,
+    DWI_TEMPLATE_RES,
+    TEMPLATE,
+    DwiSettings,
+)
 
-TEMPLATE = "MNI152NLin6Asym"
-
-#: outputnode fields (each a list with one item per processing unit: one when runs are
-#: combined, one per run with ``dwi_runs="separate"``).
-OUTPUT_FIELDS = ("dwi_preproc", "bval", "bvec", "mask", "motion", "fa", "md", "ad", "rd",
-                 "colfa", "xfm_to_template", "xfm_from_template", "stats", "qc",
-                 "fig_tracts", "fig_reg", "fig_motion")
-
-_MAP_META = {
-    "fa": {"Description": "Fractional anisotropy", "Units": "arbitrary"},
-    "md": {"Description": "Mean diffusivity", "Units": "mm^2/s"},
-    "ad": {"Description": "Axial diffusivity (first eigenvalue)", "Units": "mm^2/s"},
-    "rd": {"Description": "Radial diffusivity (mean of 2nd and 3rd eigenvalues)",
-           "Units": "mm^2/s"},
-    "colfa": {"Description": "Colour FA: FA-weighted |principal eigenvector| (RGB = x, y, z)",
-              "Units": "arbitrary"},
-}
+#: Outputs of the preprocessing sub-workflow.
+PREPROC_FIELDS = ("dwi_preproc", "bval", "bvec", "motion", "mask", "b0", "mask_ml",
+                  "sdc_report", "fig_sdc", "sigma")
+#: Outputs of the model sub-workflow besides the parameter maps.
+MODEL_FIELDS = ("xfm_to_template", "xfm_from_template", "stats", "qc", "fig_tracts",
+                "fig_reg", "fig_motion")
+#: outputnode fields of :func:`init_dwi_wf` (each a list with one item per unit): every
+#: declared DWI output but the SDC figure (two-run units only), and every parameter map.
+OUTPUT_FIELDS = tuple(k for k in DWI_OUTPUTS if k != "fig_sdc") + tuple(DWI_MODELS[DWI_MODEL])
 
 
 def init_dwi_wf(
     *,
-    runs: tuple[DwiRun, ...],
+    units: Sequence[DwiUnit],
     settings: DwiSettings,
     output_dir: Path,
     data_dir: Path | None,
-    omp_nthreads: int = 1,
     name: str = "dwi_wf",
 ) -> pe.Workflow:
-    """Build the diffusion workflow for one participant/session.
+    """Build the diffusion workflow of one participant/session.
 
     Parameters
     ----------
-    runs
-        The DWI runs (with bval/bvec and sidecar metadata).
+    units
+        The planned DWI units (:func:`bids_app.bids.plan.plan_participant`).
     settings
         Diffusion options.
     output_dir
         Derivatives root; every output is written by a ``ds_*`` DerivativesDataSink.
     data_dir
         Built templates/atlases (``None`` = default location).
-    omp_nthreads
-        Threads for multi-threaded steps (Gibbs unringing).
     name
         Workflow name.
 
@@ -77,100 +86,98 @@ def init_dwi_wf(
 
     Outputs
     -------
-    See :data:`OUTPUT_FIELDS`; each field is a list with one entry per processing unit.
-
-    Raises
-    ------
-    BadDataError
-        A run fails the header/gradient pre-flight check
-        (:func:`bids_app.core.dwi.gradients.preflight_dwi`).
+    See :data:`OUTPUT_FIELDS`; each field is a list with one entry per unit.
     """
-    from bids_app.atlases.api import get_template
-    from bids_app.core.dwi.gradients import preflight_dwi
-
-    for run in runs:  # header + gradient checks now: a bad run fails before anything runs
-        preflight_dwi(run.dwi, run.bval, run.bvec, b0_threshold=settings.b0_threshold)
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["fa_template"]), name="inputnode")
-    inputnode.inputs.fa_template = str(get_template(TEMPLATE, res=2, suffix="FA",
-                                                    data_dir=data_dir))
+    inputnode.inputs.fa_template = str(get_template(TEMPLATE, res=DWI_TEMPLATE_RES,
+                                                    suffix="FA", data_dir=data_dir))
     outputnode = pe.Node(IdentityInterface(fields=list(OUTPUT_FIELDS)), name="outputnode")
-    units = [(run,) for run in runs] if settings.dwi_runs == "separate" else [tuple(runs)]
     merges = {}
     for field in OUTPUT_FIELDS:
         merges[field] = pe.Node(Merge(len(units)), name=f"merge_{field}")
         workflow.connect(merges[field], "out", outputnode, field)
-    for u, unit in enumerate(units):
-        entities = _unit_entities(unit) if settings.dwi_runs == "separate" else {}
-        tag = "" if len(units) == 1 else f"_u{u + 1}"
-        _add_unit(workflow, unit, settings=settings, output_dir=Path(output_dir),
-                  data_dir=data_dir, omp_nthreads=omp_nthreads, tag=tag, entities=entities,
-                  inputnode=inputnode, merges=merges, index=u + 1)
+    for u, unit in enumerate(units, start=1):
+        tag = "" if len(units) == 1 else f"_u{u}"
+        preproc_wf = init_dwi_preproc_wf(unit=unit, settings=settings,
+                                         name=f"dwi_preproc_wf{tag}")
+        model_wf = init_dwi_model_wf(unit=unit, settings=settings, data_dir=data_dir,
+                                     name=f"dwi_model_wf{tag}")
+        ds_wf = init_ds_dwi_wf(unit=unit, settings=settings, output_dir=Path(output_dir),
+                               name=f"ds_dwi_wf{tag}")
+        workflow.connect(inputnode, "fa_template", model_wf, "inputnode.fa_template")
+        for field in PREPROC_FIELDS:
+            if field == "fig_sdc" and len(unit.runs) < 2:
+                continue
+            if field == "sigma" and settings.denoise != "mppca":
+                continue
+            if field in ("dwi_preproc", "bval", "bvec", "mask", "b0", "mask_ml", "motion",
+                         "sdc_report", "sigma"):
+                workflow.connect(preproc_wf, f"outputnode.{field}",
+                                 model_wf, f"inputnode.{field}")
+            if field in ds_wf.get_node("inputnode").inputs.copyable_trait_names():
+                workflow.connect(preproc_wf, f"outputnode.{field}",
+                                 ds_wf, f"inputnode.{field}")
+        for field in (*MODEL_FIELDS, *DWI_MODELS[DWI_MODEL]):
+            workflow.connect(model_wf, f"outputnode.{field}", ds_wf, f"inputnode.{field}")
+        for field in OUTPUT_FIELDS:
+            src = model_wf if field in MODEL_FIELDS or field in DWI_MODELS[DWI_MODEL] \
+                else preproc_wf
+            workflow.connect(src, f"outputnode.{field}", merges[field], f"in{u}")
     return workflow
 
 
-def _unit_entities(unit: tuple[DwiRun, ...]) -> dict[str, str]:
-    ent = unit[0].entities
-    return {key: str(ent[key]) for key in ("acquisition", "direction", "run") if ent.get(key)}
+def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
+                        name: str = "dwi_preproc_wf") -> pe.Workflow:
+    """Checks, denoising, unringing, motion correction, run alignment + SDC, brain mask.
 
+    Every run is resampled once (motion, between-run alignment and the distortion correction
+    of ``unit.sdc`` composed) by the ``combine`` node.
 
-def _add_unit(workflow, unit, *, settings, output_dir, data_dir, omp_nthreads, tag, entities,
-              inputnode, merges, index):
-    thr = settings.b0_threshold
-    seed = settings.seed
-    sources = [str(run.dwi) for run in unit]
-    n = len(unit)
+    Outputs
+    -------
+    See :data:`PREPROC_FIELDS` (``sigma``: the first run's MP-PCA noise map, ``mppca`` only;
+    ``fig_sdc``: two or more runs only).
+    """
+    thr, seed = settings.b0_threshold, settings.seed
+    workflow = pe.Workflow(name=name)
+    outputnode = pe.Node(IdentityInterface(fields=list(PREPROC_FIELDS)), name="outputnode")
+    n = len(unit.runs)
     m_dwi, m_bval, m_bvec, m_b0, m_motion, m_mats = (
-        pe.Node(Merge(n), name=f"collect_{what}{tag}")
+        pe.Node(Merge(n), name=f"collect_{what}")
         for what in ("dwi", "bval", "bvec", "b0", "motion", "matrices"))
-    denoise_nodes = []
-    for i, run in enumerate(unit):
-        sfx = f"{tag}_r{i + 1}"
+    for i, run in enumerate(unit.runs, start=1):
         check = pe.Node(CheckDwi(in_file=str(run.dwi), in_bval=str(run.bval),
-                                 in_bvec=str(run.bvec), b0_threshold=thr), name=f"check{sfx}")
+                                 in_bvec=str(run.bvec), b0_threshold=thr), name=f"check_r{i}")
         denoise = pe.Node(Denoise(method=settings.denoise, b0_threshold=thr),
-                          name=f"denoise{sfx}")
+                          name=f"denoise_r{i}")
         hmc = pe.Node(MotionCorrect(b0_threshold=thr, seed=seed,
-                                    enabled=settings.motion_correction), name=f"hmc{sfx}")
+                                    enabled=settings.motion_correction), name=f"hmc_r{i}")
         workflow.connect([
             (check, denoise, [("out_file", "in_file"), ("out_bval", "in_bval")]),
             (check, hmc, [("out_bval", "in_bval"), ("out_bvec", "in_bvec")]),
-            (check, m_bval, [("out_bval", f"in{i + 1}")]),
-            (check, m_bvec, [("out_bvec", f"in{i + 1}")]),
-            (hmc, m_mats, [("out_matrices", f"in{i + 1}")]),
-            (hmc, m_b0, [("out_b0", f"in{i + 1}")]),
-            (hmc, m_motion, [("out_motion", f"in{i + 1}")]),
+            (check, m_bval, [("out_bval", f"in{i}")]),
+            (check, m_bvec, [("out_bvec", f"in{i}")]),
+            (hmc, m_mats, [("out_matrices", f"in{i}")]),
+            (hmc, m_b0, [("out_b0", f"in{i}")]),
+            (hmc, m_motion, [("out_motion", f"in{i}")]),
         ])
+        last = denoise
         if settings.unringing:
-            unring = pe.Node(Unring(), name=f"unring{sfx}")
-            workflow.connect([(denoise, unring, [("out_file", "in_file")]),
-                              (unring, hmc, [("out_file", "in_file")]),
-                              (unring, m_dwi, [("out_file", f"in{i + 1}")])])
-        else:
-            workflow.connect([(denoise, hmc, [("out_file", "in_file")]),
-                              (denoise, m_dwi, [("out_file", f"in{i + 1}")])])
-        denoise_nodes.append(denoise)
-        if i == 0:
-            shells_src = check
+            unring = pe.Node(Unring(), name=f"unring_r{i}")
+            workflow.connect(denoise, "out_file", unring, "in_file")
+            last = unring
+        workflow.connect([(last, hmc, [("out_file", "in_file")]),
+                          (last, m_dwi, [("out_file", f"in{i}")])])
+        if i == 1 and settings.denoise == "mppca":
+            workflow.connect(denoise, "out_sigma", outputnode, "sigma")
 
-    combine = pe.Node(CombineRuns(pe_dirs=[run.phase_encoding_direction or "" for run in unit],
-                                  sdc=settings.sdc != "none", b0_threshold=thr, seed=seed),
-                      name=f"combine{tag}")
-    mask = pe.Node(BrainMask(b0_threshold=thr), name=f"mask{tag}")
-    tensor = pe.Node(TensorFit(fit_method=settings.tensor_fit, b0_threshold=thr),
-                     name=f"tensor{tag}")
-    reg = pe.Node(RegisterFA(seed=seed), name=f"reg{tag}")
-    dd = str(data_dir) if data_dir is not None else None
-    warp_tracts = pe.Node(WarpAtlas(atlas=settings.tract_atlas, res=2), name=f"warp_tracts{tag}")
-    warp_rois = pe.Node(WarpAtlas(atlas=settings.roi_atlas, res=2), name=f"warp_rois{tag}")
-    if dd:
-        warp_tracts.inputs.data_dir = dd
-        warp_rois.inputs.data_dir = dd
-    stats = pe.Node(DwiStats(tract_atlas=settings.tract_atlas, roi_atlas=settings.roi_atlas,
-                             threshold=settings.tract_threshold), name=f"stats{tag}")
-    qc = pe.Node(DwiQC(threshold=settings.tract_threshold, b0_threshold=thr), name=f"qc{tag}")
-    if settings.denoise == "mppca":
-        workflow.connect(denoise_nodes[0], "out_sigma", qc, "in_sigma")
+    sdc = unit.sdc
+    combine = pe.Node(CombineRuns(pe_dirs=list(sdc.pe_dirs), polarities=list(sdc.polarities),
+                                  pe_axis=sdc.pe_axis, sdc_method=sdc.method,
+                                  sdc_note=sdc.note, b0_threshold=thr, seed=seed),
+                      name="combine")
+    mask = pe.Node(DwiBrainMask(b0_threshold=thr), name="mask")
     workflow.connect([
         (m_dwi, combine, [("out", "in_files")]),
         (m_bval, combine, [("out", "in_bvals")]),
@@ -179,72 +186,106 @@ def _add_unit(workflow, unit, *, settings, output_dir, data_dir, omp_nthreads, t
         (m_motion, combine, [("out", "in_motion")]),
         (m_mats, combine, [("out", "in_matrices")]),
         (combine, mask, [("out_file", "in_file"), ("out_bval", "in_bval")]),
-        (combine, tensor, [("out_file", "in_file"), ("out_bval", "in_bval"),
-                           ("out_bvec", "in_bvec")]),
-        (mask, tensor, [("out_mask", "in_mask")]),
-        (tensor, reg, [("out_fa", "in_fa")]),
+        (combine, outputnode, [("out_file", "dwi_preproc"), ("out_bval", "bval"),
+                               ("out_bvec", "bvec"), ("out_motion", "motion"),
+                               ("out_report", "sdc_report")]),
+        (mask, outputnode, [("out_mask", "mask"), ("out_b0", "b0"), ("mask_ml", "mask_ml")]),
+    ])
+    if n > 1:
+        workflow.connect(combine, "out_figure", outputnode, "fig_sdc")
+    return workflow
+
+
+def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | None,
+                      name: str = "dwi_model_wf") -> pe.Workflow:
+    """Model fit, FA-to-template registration, atlases in DWI space, statistics and QC.
+
+    Inputs
+    ------
+    dwi_preproc, bval, bvec, mask, b0, mask_ml, motion, sdc_report, sigma
+        From :func:`init_dwi_preproc_wf` (``sigma`` is ``None`` unless MP-PCA denoising).
+    fa_template
+        The FA template.
+
+    Outputs
+    -------
+    One field per parameter map of the model (:data:`bids_app.bids.outputs.DWI_MODELS`) and
+    :data:`MODEL_FIELDS`.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=[
+        "dwi_preproc", "bval", "bvec", "mask", "b0", "mask_ml", "motion", "sdc_report",
+        "sigma", "fa_template"]), name="inputnode")
+    inputnode.inputs.sigma = None
+    maps = tuple(DWI_MODELS[DWI_MODEL])
+    outputnode = pe.Node(IdentityInterface(fields=[*maps, *MODEL_FIELDS]), name="outputnode")
+    fit = pe.Node(MODEL_FITS[DWI_MODEL](fit_method=settings.tensor_fit,
+                                        b0_threshold=settings.b0_threshold), name="fit")
+    reg = pe.Node(RegisterFA(seed=settings.seed), name="reg")
+    warp_tracts = pe.Node(WarpAtlas(atlas=settings.tract_atlas, res=DWI_ATLAS_RES),
+                          name="warp_tracts")
+    warp_rois = pe.Node(WarpAtlas(atlas=settings.roi_atlas, res=DWI_ATLAS_RES),
+                        name="warp_rois")
+    if data_dir is not None:
+        warp_tracts.inputs.data_dir = str(data_dir)
+        warp_rois.inputs.data_dir = str(data_dir)
+    stats = pe.Node(DwiStats(tract_atlas=settings.tract_atlas, roi_atlas=settings.roi_atlas,
+                             threshold=settings.tract_threshold), name="stats")
+    qc = pe.Node(DwiQC(threshold=settings.tract_threshold, b0_threshold=settings.b0_threshold,
+                       shells=list(unit.shells)), name="qc")
+    workflow.connect([
+        (inputnode, fit, [("dwi_preproc", "in_file"), ("bval", "in_bval"),
+                          ("bvec", "in_bvec"), ("mask", "in_mask")]),
+        (fit, reg, [("out_fa", "in_fa")]),
         (inputnode, reg, [("fa_template", "template")]),
-        (tensor, warp_tracts, [("out_fa", "reference")]),
-        (tensor, warp_rois, [("out_fa", "reference")]),
+        (fit, warp_tracts, [("out_fa", "reference")]),
+        (fit, warp_rois, [("out_fa", "reference")]),
         (reg, warp_tracts, [("out_inv", "inverse")]),
         (reg, warp_rois, [("out_inv", "inverse")]),
-        (tensor, stats, [("out_fa", "in_fa"), ("out_md", "in_md"), ("out_ad", "in_ad"),
-                         ("out_rd", "in_rd")]),
-        (mask, stats, [("out_mask", "in_mask")]),
+        (fit, stats, [("out_maps", "in_maps")]),
+        (inputnode, stats, [("mask", "in_mask")]),
         (warp_tracts, stats, [("out_file", "tract_file"), ("out_index", "tract_index")]),
         (warp_rois, stats, [("out_file", "label_file"), ("out_index", "label_table")]),
-        (combine, qc, [("out_file", "in_file"), ("out_bval", "in_bval"),
-                       ("out_motion", "in_motion"), ("out_report", "sdc_report")]),
-        (mask, qc, [("out_mask", "in_mask"), ("out_b0", "in_b0")]),
-        (tensor, qc, [("out_fa", "in_fa")]),
+        (inputnode, qc, [("dwi_preproc", "in_file"), ("bval", "in_bval"),
+                         ("motion", "in_motion"), ("sdc_report", "sdc_report"),
+                         ("mask", "in_mask"), ("b0", "in_b0"), ("mask_ml", "mask_ml"),
+                         ("sigma", "in_sigma"), ("fa_template", "template")]),
+        (fit, qc, [("out_fa", "in_fa")]),
         (warp_tracts, qc, [("out_file", "tract_file"), ("out_index", "tract_index")]),
         (reg, qc, [("out_warped", "warped_fa"), ("correlation", "reg_corr")]),
-        (inputnode, qc, [("fa_template", "template")]),
-        (shells_src, qc, [("shells", "shells")]),
+        (fit, outputnode, [(f"out_{param}", param) for param in maps]),
+        (reg, outputnode, [("out_fwd", "xfm_to_template"), ("out_inv", "xfm_from_template")]),
+        (stats, outputnode, [("out_file", "stats")]),
+        (qc, outputnode, [("out_tsv", "qc"), ("out_tracts", "fig_tracts"),
+                          ("out_reg", "fig_reg"), ("out_motion", "fig_motion")]),
     ])
+    return workflow
 
-    def sink(node_name, src, field, **kwargs):
-        ds = pe.Node(DerivativesDataSink(base_directory=str(output_dir), source_file=sources,
-                                         **entities, **kwargs),
-                     name=f"{node_name}{tag}", run_without_submitting=True)
-        workflow.connect(src, field, ds, "in_file")
-        return ds
 
-    model_meta = {"Model": f"tensor (DIPY TensorModel, fit_method={settings.tensor_fit})"}
-    sink("ds_dwi", combine, "out_file", datatype="dwi", desc="preproc", suffix="dwi",
-         meta_dict={"SkullStripped": False, "SDC": settings.sdc})
-    sink("ds_bval", combine, "out_bval", datatype="dwi", desc="preproc", suffix="dwi")
-    sink("ds_bvec", combine, "out_bvec", datatype="dwi", desc="preproc", suffix="dwi")
-    sink("ds_mask", mask, "out_mask", datatype="dwi", space="dwi", desc="brain",
-         suffix="mask", meta_dict={"Type": "Brain"})
-    sink("ds_motion", combine, "out_motion", datatype="dwi", desc="dwi", suffix="motion",
-         meta_dict={"Units": {"trans": "mm", "rot": "rad", "framewise_displacement": "mm"}})
-    for param in ("fa", "md", "ad", "rd", "colfa"):
-        sink(f"ds_{param}", tensor, f"out_{param}", datatype="dwi", space="dwi",
-             model="tensor", param=param, suffix="dwimap",
-             meta_dict={**model_meta, **_MAP_META[param]})
-    sink("ds_xfm_fwd", reg, "out_fwd", datatype="dwi", from_space="dwi", to_space=TEMPLATE,
-         mode="image", suffix="xfm")
-    sink("ds_xfm_inv", reg, "out_inv", datatype="dwi", from_space=TEMPLATE, to_space="dwi",
-         mode="image", suffix="xfm")
-    sink("ds_stats", stats, "out_file", datatype="dwi", desc="tracts", suffix="dwistats",
-         meta_dict={**STATS_DICTIONARY, "TractThreshold": settings.tract_threshold,
-                    "TractAtlas": settings.tract_atlas, "RoiAtlas": settings.roi_atlas})
-    sink("ds_qc", qc, "out_tsv", datatype="dwi", desc="dwi", suffix="qc")
-    sink("ds_fig_tracts", qc, "out_tracts", datatype="figures", desc="tracts", suffix="dwi")
-    sink("ds_fig_reg", qc, "out_reg", datatype="figures", space=TEMPLATE, desc="reg",
-         suffix="dwi")
-    sink("ds_fig_motion", qc, "out_motion", datatype="figures", desc="motion", suffix="dwi")
-    if len(unit) > 1:
-        sink("ds_fig_sdc", combine, "out_figure", datatype="figures", desc="sdc", suffix="dwi")
+def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
+                   name: str = "ds_dwi_wf") -> pe.Workflow:
+    """One DerivativesDataSink per declared DWI output and parameter map of the unit.
 
-    for field, src, out in (
-            ("dwi_preproc", combine, "out_file"), ("bval", combine, "out_bval"),
-            ("bvec", combine, "out_bvec"), ("mask", mask, "out_mask"),
-            ("motion", combine, "out_motion"), ("fa", tensor, "out_fa"),
-            ("md", tensor, "out_md"), ("ad", tensor, "out_ad"), ("rd", tensor, "out_rd"),
-            ("colfa", tensor, "out_colfa"), ("xfm_to_template", reg, "out_fwd"),
-            ("xfm_from_template", reg, "out_inv"), ("stats", stats, "out_file"),
-            ("qc", qc, "out_tsv"), ("fig_tracts", qc, "out_tracts"),
-            ("fig_reg", qc, "out_reg"), ("fig_motion", qc, "out_motion")):
-        workflow.connect(src, out, merges[field], f"in{index}")
+    Names and sidecars come from :data:`bids_app.bids.outputs.DWI_OUTPUTS` and
+    :func:`bids_app.bids.outputs.dwi_map_output`; this function adds only what depends on
+    the run (SDC method, model fit method, atlases, threshold).
+    """
+    workflow = pe.Workflow(name=name)
+    model_description = MODEL_DESCRIPTIONS[DWI_MODEL].format(fit_method=settings.tensor_fit)
+    declared = {key: out.sink_inputs() for key, out in DWI_OUTPUTS.items()
+                if key != "fig_sdc" or len(unit.runs) > 1}
+    declared["dwi_preproc"] = DWI_OUTPUTS["dwi_preproc"].sink_inputs(SDC=unit.sdc.method)
+    declared["stats"] = DWI_OUTPUTS["stats"].sink_inputs(
+        **stats_dictionary(DWI_MODEL), TractThreshold=settings.tract_threshold,
+        TractAtlas=settings.tract_atlas, RoiAtlas=settings.roi_atlas)
+    for param in DWI_MODELS[DWI_MODEL]:
+        declared[param] = dwi_map_output(DWI_MODEL, param,
+                                         model_description=model_description).sink_inputs()
+    inputnode = pe.Node(IdentityInterface(fields=list(declared)), name="inputnode")
+    for key, kwargs in declared.items():
+        sink = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
+                                           source_file=unit.sources, **unit.entities,
+                                           **kwargs),
+                       name=f"ds_{key}", run_without_submitting=True)
+        workflow.connect(inputnode, key, sink, "in_file")
+    return workflow

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.core.tables import STATS_COLUMNS
 
 
 def tissue_volumes(probseg: Mapping[str, np.ndarray], *, voxel_volume: float
@@ -52,7 +52,7 @@ def gm_volumes(gm: np.ndarray, labels: np.ndarray, *, label_table: pd.DataFrame,
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`bids_app.bids.schema.STATS_COLUMNS`; metrics ``gmv`` (statistic
+        Columns :data:`bids_app.core.tables.STATS_COLUMNS`; metrics ``gmv`` (statistic
         ``sum``, mm^3) and ``gmv_pct_tiv`` (statistic ``ratio``, percent); rows ``total_gm``
         (metrics ``gmv``/``gmv_pct_tiv``) and ``tiv`` (metric ``tiv``, ``sum``) with
         hemisphere ``bilateral``.
@@ -94,21 +94,3 @@ def gm_volumes(gm: np.ndarray, labels: np.ndarray, *, label_table: pd.DataFrame,
     df = pd.DataFrame(rows, columns=list(STATS_COLUMNS))
     return df.astype({"value": float, "n_voxels": int})
 
-
-#: JSON data dictionary of the volumes TSV.
-VOLUMES_DATA_DICTIONARY: dict[str, dict[str, object]] = {
-    "atlas": {"Description": "Gray-matter label atlas warped to T1w space (nearest neighbour)"},
-    "region": {"Description": "Canonical region name; total_gm = whole-brain GM, tiv = total "
-                              "intracranial volume (GM + WM + CSF)"},
-    "hemisphere": {"Description": "Hemisphere", "Levels": {"L": "left", "R": "right",
-                                                           "bilateral": "both/whole brain"}},
-    "metric": {"Description": "Measured quantity", "Levels": {
-        "gmv": "gray-matter volume = sum of GM probability x voxel volume",
-        "gmv_pct_tiv": "gray-matter volume divided by TIV",
-        "tiv": "total intracranial volume = GM + WM + CSF volume in the brain mask"}},
-    "statistic": {"Description": "How voxels are summarised", "Levels": {
-        "sum": "sum over the region's voxels", "ratio": "ratio of two sums"}},
-    "value": {"Description": "Value of the metric; gmv and tiv in mm^3, gmv_pct_tiv in percent"},
-    "n_voxels": {"Description": "Number of T1w voxels in the region (brain mask for total_gm "
-                                "and tiv)"},
-}

@@ -95,7 +95,7 @@ def check_gradients(
     *,
     n_volumes: int,
     dwi_file: Path | str,
-    b0_threshold: float = 50.0,
+    b0_threshold: float,
 ) -> Gradients:
     """Read and check a bval/bvec pair against the DWI series it belongs to.
 
@@ -224,7 +224,7 @@ def check_dwi_array(data: np.ndarray, *, dwi_file: Path | str) -> tuple[np.ndarr
 
 
 def preflight_dwi(dwi_file: Path | str, bval_file: Path | str, bvec_file: Path | str, *,
-                  b0_threshold: float = 50.0) -> Gradients:
+                  b0_threshold: float) -> Gradients:
     """Check a DWI run from its header and gradient files, before any processing.
 
     Reads only the NIfTI header (no voxel data), so a participant's bad DWI is rejected when

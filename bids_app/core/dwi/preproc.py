@@ -13,7 +13,6 @@ from dipy.segment.mask import median_otsu
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from bids_app.core.dwi.batched import gibbs_removal_batched, mppca_batched
 from bids_app.core.dwi._ants import (
     matrix_transform,
     rotate_bvecs,
@@ -21,6 +20,7 @@ from bids_app.core.dwi._ants import (
     to_ants,
     transform_matrix,
 )
+from bids_app.core.dwi.batched import gibbs_removal_batched, mppca_batched
 from bids_app.core.scratch import ants_scratch
 from bids_app.core.seeding import ants_seed
 from bids_app.errors import BadDataError
@@ -76,7 +76,7 @@ DENOISERS: dict[str, Callable] = {
 }
 
 
-def denoise(data: np.ndarray, *, method: str, bvals: np.ndarray, b0_threshold: float = 50.0,
+def denoise(data: np.ndarray, *, method: str, bvals: np.ndarray, b0_threshold: float,
             mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Denoise a DWI series with dipy.
 
@@ -154,13 +154,13 @@ def motion_correct(
     affine: np.ndarray,
     bvals: np.ndarray,
     bvecs: np.ndarray,
-    b0_threshold: float = 50.0,
+    b0_threshold: float,
+    seed: int | None,
     transform: str = "Affine",
     iterations: tuple[int, ...] = (30,),
     shrink_factors: tuple[int, ...] = (2,),
     smoothing_sigmas: tuple[int, ...] = (1,),
     sampling_rate: float = 0.1,
-    seed: int | None = 20261122,
 ) -> MotionResult:
     """Between-volume motion correction into the mean-b0 space (antspyx).
 
@@ -181,14 +181,14 @@ def motion_correct(
         (N,) and (N, 3) FSL-convention gradients.
     b0_threshold
         b-values below are b0.
+    seed
+        ANTs random-sampling seed (``None``: not seeded).
     transform
         ``Affine`` (12 dof: also absorbs eddy-current scaling/shear; the issue's model) or
         ``Rigid`` (6 dof). Translations/rotations in the motion table and the b-vector
         rotation use the rotation part of each matrix.
     iterations, shrink_factors, smoothing_sigmas, sampling_rate
         ANTs optimisation settings.
-    seed
-        ANTs random-sampling seed.
 
     Returns
     -------
@@ -279,6 +279,44 @@ def brain_mask(b0: np.ndarray, *, zooms: tuple[float, ...], dwi_mean: np.ndarray
         raise BadDataError(f"{source}: brain mask volume {volume_ml:.0f} mL is outside the "
                            f"plausible range [{min_ml:g}, {max_ml:g}] mL")
     return mask
+
+
+def dwi_brain_mask(data: np.ndarray, bvals: np.ndarray, *, b0_threshold: float,
+                   zooms: tuple[float, ...], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Brain mask of a DWI series: :func:`brain_mask` of its mean b0 and mean DW image.
+
+    Parameters
+    ----------
+    data
+        4D series.
+    bvals
+        (N,) b-values.
+    b0_threshold
+        b-values below are b0; the others form the mean diffusion-weighted image (none: the
+        mask comes from the b0 alone).
+    zooms
+        Voxel size (mm).
+    source
+        Name used in the error message.
+
+    Returns
+    -------
+    mask : ndarray
+        Boolean brain mask.
+    b0 : ndarray
+        float32 mean b0 (:func:`mean_b0`).
+
+    Raises
+    ------
+    BadDataError
+        When the mask volume is implausible (see :func:`brain_mask`).
+    """
+    b0 = mean_b0(data, bvals, b0_threshold=b0_threshold)
+    weighted = np.asarray(bvals) >= b0_threshold
+    dwi_mean = (np.asarray(data[..., weighted], dtype=np.float32).mean(axis=3)
+                if weighted.any() else None)
+    mask = brain_mask(b0, zooms=zooms, dwi_mean=dwi_mean, source=source)
+    return mask, b0
 
 
 def fill_mask(mask: np.ndarray, *, closing: int = 2) -> np.ndarray:

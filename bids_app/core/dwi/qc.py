@@ -34,7 +34,7 @@ def b0_snr(b0: np.ndarray, mask: np.ndarray, sigma: np.ndarray | float | None) -
 
 
 def outlier_volumes(data: np.ndarray, bvals: np.ndarray, mask: np.ndarray,
-                    fd: np.ndarray, *, b0_threshold: float = 50.0) -> np.ndarray:
+                    fd: np.ndarray, *, b0_threshold: float) -> np.ndarray:
     """Boolean (N,) flag: FD > :data:`FD_OUTLIER_MM` or a shell-wise signal outlier.
 
     The signal criterion flags volumes whose mean in-mask intensity is more than
@@ -81,7 +81,7 @@ def _mosaic_slices(shape: tuple[int, ...], n: int = 6) -> np.ndarray:
 
 
 def plot_tracts(fa: np.ndarray, probmaps: Mapping[tuple[str, str], np.ndarray],
-                out_file: Path | str, *, threshold: float = 0.25) -> Path:
+                out_file: Path | str, *, threshold: float) -> Path:
     """Axial mosaic of FA with the warped tract probability maps (p > threshold) outlined."""
     slices = _mosaic_slices(fa.shape)
     fig, axes = plt.subplots(1, len(slices), figsize=(2.2 * len(slices), 2.6))

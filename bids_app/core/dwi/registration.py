@@ -38,7 +38,7 @@ def register_fa_to_template(
     affine: np.ndarray,
     template: Path | str,
     out_dir: Path | str,
-    seed: int | None = 20261122,
+    seed: int | None,
     aff_iterations: tuple[int, ...] = (100, 50, 25),
     syn_iterations: tuple[int, ...] = (40, 20, 0),
     syn_radius: int = 1,

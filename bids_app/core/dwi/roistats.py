@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.core.tables import STATS_COLUMNS
 
 
 def tract_stats(
@@ -15,8 +15,8 @@ def tract_stats(
     probmaps: Mapping[tuple[str, str], np.ndarray],
     *,
     mask: np.ndarray,
-    threshold: float = 0.25,
-    atlas: str = "hcp842",
+    threshold: float,
+    atlas: str,
 ) -> pd.DataFrame:
     """Probability-weighted mean and thresholded mean of each metric in each tract.
 
@@ -63,7 +63,7 @@ def label_stats(
     labels: pd.DataFrame,
     *,
     mask: np.ndarray,
-    atlas: str = "jhu",
+    atlas: str,
 ) -> pd.DataFrame:
     """Mean of each metric in each labelled ROI, grouped by (region, hemisphere).
 
@@ -99,23 +99,3 @@ def label_stats(
             mean = float(values[inside].mean()) if inside.any() else np.nan
             rows.append((atlas, str(region), str(hemi), name, "mean", mean, int(inside.sum())))
     return pd.DataFrame(rows, columns=list(STATS_COLUMNS))
-
-
-#: JSON data dictionary of the ``*_dwistats.tsv`` columns.
-STATS_DICTIONARY = {
-    "atlas": {"Description": "Atlas the region comes from (hcp842 tracts, jhu labels)."},
-    "region": {"Description": "Canonical region name (cst, corticostriatal, corticothalamic, "
-                              "cerebral_peduncle, mcp, scp, icp, plic, alic, ...)."},
-    "hemisphere": {"Description": "L, R or bilateral.", "Levels": {
-        "L": "left", "R": "right", "bilateral": "midline or both hemispheres"}},
-    "metric": {"Description": "Diffusion tensor metric.", "Levels": {
-        "fa": "fractional anisotropy (unitless)", "md": "mean diffusivity (mm^2/s)",
-        "ad": "axial diffusivity (mm^2/s)", "rd": "radial diffusivity (mm^2/s)"}},
-    "statistic": {"Description": "Summary statistic.", "Levels": {
-        "wmean": "tract-probability-weighted mean over the brain mask",
-        "mean": "mean over voxels with tract probability > threshold, or inside the label"}},
-    "value": {"Description": "Value of the statistic; n/a when no voxel is available.",
-              "Units": "FA unitless; MD/AD/RD mm^2/s"},
-    "n_voxels": {"Description": "Native DWI voxels contributing (p > 0 for wmean, "
-                                "p > threshold or in label for mean)."},
-}

@@ -28,24 +28,6 @@ from bids_app.core.dwi._ants import (
 from bids_app.core.dwi.preproc import brain_mask
 from bids_app.core.seeding import ants_seed
 
-PE_AXES = {"i": 0, "j": 1, "k": 2}
-
-
-def parse_pe(direction: str | None) -> tuple[int, int] | None:
-    """``"j-"`` -> ``(1, -1)``; ``None``/unknown -> ``None``."""
-    if not direction or direction[0] not in PE_AXES or direction not in (
-            direction[0], direction[0] + "-"):
-        return None
-    return PE_AXES[direction[0]], (-1 if direction.endswith("-") else 1)
-
-
-def sdc_applicable(pe_dirs: Sequence[str | None]) -> bool:
-    """True when the runs share one PE axis and both polarities are present."""
-    parsed = [parse_pe(d) for d in pe_dirs]
-    if len(parsed) < 2 or any(p is None for p in parsed):
-        return False
-    return len({p[0] for p in parsed}) == 1 and len({p[1] for p in parsed}) == 2
-
 
 def restrict_vector(affine: np.ndarray, axis: int) -> tuple[float, ...]:
     """Weights of the ITK (LPS) physical axes along the voxel PE axis (|direction cosines|)."""
@@ -88,14 +70,17 @@ def estimate_run_alignment(
     b0s: Sequence[np.ndarray],
     *,
     affine: np.ndarray,
-    pe_dirs: Sequence[str | None],
-    sdc: bool,
+    polarities: Sequence[int],
+    pe_axis: int | None,
     out_dir: Path,
-    seed: int | None = 20261122,
+    seed: int | None,
     syn_iterations: tuple[int, ...] = (40, 20, 10),
     zooms: tuple[float, ...] = (2.0, 2.0, 2.0),
 ) -> RunAlignment:
-    """Rigidly align runs to the first and, for reverse-PE data, estimate the SDC.
+    """Rigidly align runs to the first and, when asked, estimate the reverse-PE SDC.
+
+    Nothing is decided here: whether the distortion correction runs is the caller's plan
+    (:func:`bids_app.bids.plan.plan_sdc`), passed as ``pe_axis``.
 
     Parameters
     ----------
@@ -103,10 +88,11 @@ def estimate_run_alignment(
         Mean b0 image of each run (same grid).
     affine
         Their voxel-to-world affine.
-    pe_dirs
-        ``PhaseEncodingDirection`` of each run.
-    sdc
-        Estimate the distortion correction when :func:`sdc_applicable`.
+    polarities
+        Phase-encoding polarity (+1/-1) of each run; runs of one polarity are averaged.
+    pe_axis
+        Voxel axis of the phase encoding: estimate the distortion correction along it
+        (``None``: rigid alignment only).
     out_dir
         Where transform files are written.
     seed
@@ -138,8 +124,10 @@ def estimate_run_alignment(
             matrices.append(transform_matrix(ants.read_transform(reg["fwdtransforms"][0])))
             aligned.append(reg["warpedmovout"].numpy())
 
-    parsed = [parse_pe(d) for d in pe_dirs]
-    do_sdc = sdc and sdc_applicable(pe_dirs)
+    if len(polarities) != n:
+        raise ValueError(f"{len(polarities)} polarities for {n} runs")
+    if pe_axis is not None and (n < 2 or len(set(polarities)) != 2):
+        raise ValueError("reverse-PE distortion correction needs runs of both polarities")
     if n == 1:
         mask = brain_mask(b0s[0], zooms=zooms)
         return RunAlignment(transforms=((),), matrices=(None,), method="none",
@@ -147,7 +135,7 @@ def estimate_run_alignment(
                             corr_sdc=float("nan"), b0_before=(aligned[0],),
                             b0_after=(aligned[0],), mask=mask)
 
-    polarity = [p[1] if p else 1 for p in parsed]
+    polarity = list(polarities)
     first = polarity[0]
     group_a = [i for i in range(n) if polarity[i] == first]
     group_b = [i for i in range(n) if polarity[i] != first] or group_a[1:]
@@ -159,13 +147,13 @@ def estimate_run_alignment(
     corr_raw = correlation(raw_a, raw_b, mask)
     corr_rigid = correlation(rig_a, rig_b, mask)
 
-    if not do_sdc:
+    if pe_axis is None:
         return RunAlignment(transforms=tuple(rigid_files), matrices=tuple(matrices),
                             method="rigid", corr_raw=corr_raw, corr_rigid=corr_rigid,
                             corr_sdc=corr_rigid, b0_before=(raw_a, raw_b),
                             b0_after=(rig_a, rig_b), mask=mask)
 
-    axis = parsed[0][0]
+    axis = pe_axis
     with ants_seed(seed):
         reg = ants.registration(
             to_ants(rig_a, affine), to_ants(rig_b, affine), type_of_transform="SyNOnly",
@@ -240,7 +228,7 @@ def combine_runs(
     affine: np.ndarray,
     alignment: RunAlignment,
     volume_matrices: Sequence[np.ndarray | None] | None = None,
-    b0_threshold: float = 50.0,
+    b0_threshold: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resample each run into the common space, rotate its b-vectors, scale and concatenate.
 

@@ -61,8 +61,8 @@ def fit_tensor(
     bvecs: np.ndarray,
     *,
     mask: np.ndarray,
-    fit_method: str = "wls",
-    b0_threshold: float = 50.0,
+    fit_method: str,
+    b0_threshold: float,
     sigma: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit the diffusion tensor in the mask and return FA, MD, AD, RD and colour FA.
@@ -76,7 +76,7 @@ def fit_tensor(
     mask
         Boolean brain mask; voxels outside are 0 in every map.
     fit_method
-        ``wls`` (default), ``ols``, ``nlls`` or ``restore``.
+        ``wls``, ``ols``, ``nlls`` or ``restore``.
     b0_threshold
         b-values below are b0.
     sigma

@@ -1,4 +1,4 @@
-"""Synthetic ALS cohorts for tests, benchmarks and demos of the group level.
+"""Synthetic ALS cohorts for the group-level tests and ``benchmarks/group.py`` (test data).
 
 Writes a BIDS-like ``participants.tsv`` + ``phenotype/clinical.tsv`` (with JSON dictionaries)
 and per-participant long-format metrics tables exactly as the participant level names them.
@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_app.bids.schema import STATS_COLUMNS
+from bids_app.bids.outputs import (
+    ANAT_STATS,
+    DWI_STATS,
+    STATS_COLUMNS,
+    Output,
+    feature_name,
+)
 
 #: score -> (feature, slope per unit of the feature)
 TRUE_SLOPES = {
@@ -50,7 +56,8 @@ class Feature:
 
     @property
     def name(self) -> str:
-        return f"{self.atlas}_{self.region}_{self.hemisphere}_{self.metric}_{self.statistic}"
+        return feature_name(self.atlas, self.region, self.hemisphere, self.metric,
+                            self.statistic)
 
 
 def features() -> list[Feature]:
@@ -107,12 +114,16 @@ def _rows(feats: list[Feature], values: np.ndarray, rng: np.random.Generator) ->
     for f, v in zip(feats, values):
         nvox = int(rng.integers(200, 5000))
         prefix = f"{f.atlas}\t{f.region}\t{f.hemisphere}\t{f.metric}"
-        if f.kind == "dwi":
-            lines.append(f"{prefix}\t{f.statistic}\t{v:.8g}\t{nvox}")
+        lines.append(f"{prefix}\t{f.statistic}\t{v:.8g}\t{nvox}")
+        if f.kind == "dwi" and f.statistic != "mean":
+            # probability atlases also have the thresholded mean (label atlases only have it)
             lines.append(f"{prefix}\tmean\t{v * 1.02:.8g}\t{nvox // 2}")
-        else:
-            lines.append(f"{prefix}\t{f.statistic}\t{v:.8g}\t{nvox}")
     return "\n".join(lines) + "\n"
+
+
+def _file_name(output: Output, participant_id: str) -> str:
+    """``sub-X_desc-..._suffix.ext`` of a participant-level output (no session)."""
+    return participant_id + output.glob().removeprefix("*")
 
 
 def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
@@ -146,14 +157,14 @@ def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
     anat_vals = table[[f.name for f in anat]].to_numpy()
     tiv = rng.normal(1.5e6, 1.2e5, len(table))
     for i, pid in enumerate(table["participant_id"]):
-        d = output_dir / pid / "dwi"
+        d = output_dir / pid / DWI_STATS.datatype
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{pid}_desc-tracts_dwistats.tsv").write_text(_rows(dwi, dwi_vals[i], rng))
-        a = output_dir / pid / "anat"
+        (d / _file_name(DWI_STATS, pid)).write_text(_rows(dwi, dwi_vals[i], rng))
+        a = output_dir / pid / ANAT_STATS.datatype
         a.mkdir(parents=True, exist_ok=True)
         text = _rows(anat, anat_vals[i], rng)
         extra = [f"aal\t{f.region}\t{f.hemisphere}\tgmv\tsum\t{v / 100 * tiv[i]:.8g}\t0"
                  for f, v in zip(anat, anat_vals[i])]
         extra += [f"aal\ttotal_gm\tbilateral\tgmv\tsum\t{0.45 * tiv[i]:.8g}\t0",
                   f"aal\ttiv\tbilateral\tgmv\tsum\t{tiv[i]:.8g}\t0"]
-        (a / f"{pid}_desc-gmvolume_morph.tsv").write_text(text + "\n".join(extra) + "\n")
+        (a / _file_name(ANAT_STATS, pid)).write_text(text + "\n".join(extra) + "\n")

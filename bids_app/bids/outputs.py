@@ -1,0 +1,265 @@
+"""Every participant-level output, declared once as data.
+
+Writers (the ``ds_*`` nodes of :mod:`bids_app.workflows`) and readers (:mod:`bids_app.group`,
+:mod:`bids_app.simulate.recovery`) both take names, entities and sidecar fields from here;
+nothing else spells an output name. A new diffusion parameter map is one entry of
+:data:`DWI_MODELS` plus the core function that computes it: the fit node, its sinks, the
+tract/ROI table and the outputnode follow from the entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bids_app.core.anat.segmentation import DSEG_LABELS
+from bids_app.core.tables import STATS_COLUMNS
+from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE
+
+__all__ = ["ANAT_OUTPUTS", "ANAT_STATS", "DWI_MODELS", "DWI_OUTPUTS", "DWI_STATS", "GROUP_DIR",
+           "GROUP_FIGURES", "GROUP_OUTPUTS", "MODEL_DESCRIPTIONS", "STATS_COLUMNS", "Output",
+           "ParamMap", "dwi_map_output", "feature_name", "stats_dictionary", "summarised_maps"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One derivative file: where it goes and what its sidecar says.
+
+    ``entities`` use the long names of :data:`bids_app.bids.derivatives.ENTITY_ORDER`;
+    ``extension`` ``None`` keeps the extension of the produced file.
+    """
+
+    datatype: str
+    suffix: str
+    entities: Mapping[str, str] = field(default_factory=dict)
+    extension: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def sink_inputs(self, **meta: Any) -> dict[str, Any]:
+        """Keyword arguments of a DerivativesDataSink writing this output.
+
+        ``meta`` adds run-dependent sidecar fields (atlas, thresholds) to the declared ones.
+        """
+        kwargs: dict[str, Any] = {"datatype": self.datatype, "suffix": self.suffix,
+                                  **self.entities}
+        if self.extension:
+            kwargs["extension"] = self.extension
+        sidecar = {**self.meta, **meta}
+        if sidecar:
+            kwargs["meta_dict"] = sidecar
+        return kwargs
+
+    @property
+    def desc(self) -> str:
+        """The ``desc`` entity (empty when the output has none)."""
+        return str(self.entities.get("desc", ""))
+
+    def glob(self) -> str:
+        """File-name pattern of this output for any participant (``*_desc-x_suffix.ext``)."""
+        middle = "".join(f"_{_SHORT[k]}-{v}" for k, v in self.entities.items())
+        return f"*{middle}_{self.suffix}{self.extension or ''}"
+
+
+_SHORT = {"desc": "desc", "space": "space", "model": "model", "param": "param",
+          "label": "label", "res": "res", "atlas": "atlas", "from_space": "from",
+          "to_space": "to", "mode": "mode"}
+
+
+# --------------------------------------------------------------------------- diffusion maps
+@dataclass(frozen=True)
+class ParamMap:
+    """A parameter map of a diffusion model."""
+
+    description: str
+    units: str
+    level: str | None = None
+    """How the metric is described in the tract/ROI table; ``None``: not summarised there
+    (e.g. the colour FA, an RGB image)."""
+
+
+#: Parameter maps per diffusion model, in output (and table) order.
+DWI_MODELS: Mapping[str, Mapping[str, ParamMap]] = MappingProxyType({
+    "tensor": MappingProxyType({
+        "fa": ParamMap("Fractional anisotropy", "arbitrary",
+                       "fractional anisotropy (unitless)"),
+        "md": ParamMap("Mean diffusivity", "mm^2/s", "mean diffusivity (mm^2/s)"),
+        "ad": ParamMap("Axial diffusivity (first eigenvalue)", "mm^2/s",
+                       "axial diffusivity (mm^2/s)"),
+        "rd": ParamMap("Radial diffusivity (mean of 2nd and 3rd eigenvalues)", "mm^2/s",
+                       "radial diffusivity (mm^2/s)"),
+        "colfa": ParamMap("Colour FA: FA-weighted |principal eigenvector| (RGB = x, y, z)",
+                          "arbitrary"),
+    }),
+})
+
+
+#: Sidecar ``Model`` text of each model's maps (``{fit_method}``: the ``--tensor-fit`` option).
+MODEL_DESCRIPTIONS: Mapping[str, str] = MappingProxyType({
+    "tensor": "tensor (DIPY TensorModel, fit_method={fit_method})",
+})
+
+
+def summarised_maps(model: str) -> tuple[str, ...]:
+    """Maps of ``model`` that enter the tract/ROI statistics table, in order."""
+    return tuple(k for k, v in DWI_MODELS[model].items() if v.level is not None)
+
+
+def dwi_map_output(model: str, param: str, *, model_description: str) -> Output:
+    """The ``space-dwi_model-<model>_param-<param>_dwimap`` output of one map."""
+    spec = DWI_MODELS[model][param]
+    return Output("dwi", "dwimap", {"space": "dwi", "model": model, "param": param},
+                  meta={"Model": model_description, "Description": spec.description,
+                        "Units": spec.units})
+
+
+def stats_dictionary(model: str) -> dict[str, Any]:
+    """JSON data dictionary of the ``*_dwistats.tsv`` columns (metric levels from the model)."""
+    levels = {k: v.level for k, v in DWI_MODELS[model].items() if v.level is not None}
+    return {
+        "atlas": {"Description": "Atlas the region comes from (hcp842 tracts, jhu labels)."},
+        "region": {"Description": "Canonical region name (cst, corticostriatal, "
+                                  "corticothalamic, cerebral_peduncle, mcp, scp, icp, plic, "
+                                  "alic, ...)."},
+        "hemisphere": {"Description": "L, R or bilateral.", "Levels": {
+            "L": "left", "R": "right", "bilateral": "midline or both hemispheres"}},
+        "metric": {"Description": "Diffusion tensor metric.", "Levels": levels},
+        "statistic": {"Description": "Summary statistic.", "Levels": {
+            "wmean": "tract-probability-weighted mean over the brain mask",
+            "mean": "mean over voxels with tract probability > threshold, or inside the "
+                    "label"}},
+        "value": {"Description": "Value of the statistic; n/a when no voxel is available.",
+                  "Units": "FA unitless; MD/AD/RD mm^2/s"},
+        "n_voxels": {"Description": "Native DWI voxels contributing (p > 0 for wmean, "
+                                    "p > threshold or in label for mean)."},
+    }
+
+
+# --------------------------------------------------------------------------- tables
+#: The participant metrics tables the group level reads (columns :data:`STATS_COLUMNS`).
+DWI_STATS = Output("dwi", "dwistats", {"desc": "tracts"}, ".tsv")
+ANAT_STATS = Output("anat", "morph", {"desc": "gmvolume"}, ".tsv")
+
+
+def feature_name(atlas: str, region: str, hemisphere: str, metric: str, statistic: str) -> str:
+    """Column name of one imaging feature in the group tables.
+
+    >>> feature_name("hcp842", "cst", "L", "fa", "wmean")
+    'hcp842_cst_L_fa_wmean'
+    """
+    return f"{atlas}_{region}_{hemisphere}_{metric}_{statistic}"
+
+
+# --------------------------------------------------------------------------- DWI outputs
+_XFM = {"mode": "image"}
+#: DWI outputs other than the parameter maps, keyed by the diffusion workflow's outputnode
+#: field. Run-dependent sidecar fields are added by the workflow.
+DWI_OUTPUTS: Mapping[str, Output] = MappingProxyType({
+    "dwi_preproc": Output("dwi", "dwi", {"desc": "preproc"}, meta={"SkullStripped": False}),
+    # BIDS allows .bval/.bvec only under the raw dwi rule (no desc entity); by inheritance
+    # sub-X_dwi.bval applies to sub-X_desc-preproc_dwi.nii.gz.
+    # BIDS has no derivative rule for gradient files: named like the image they belong to
+    # (as QSIPrep does) and listed in the .bidsignore.
+    "bval": Output("dwi", "dwi", {"desc": "preproc"}),
+    "bvec": Output("dwi", "dwi", {"desc": "preproc"}),
+    # no space entity: native DWI space like the preprocessed DWI (space-dwi, a non-standard
+    # space, would require a per-subject SpatialReference).
+    "mask": Output("dwi", "mask", {"desc": "brain"}, meta={"Type": "Brain"}),
+    "motion": Output("dwi", "motion", {"desc": "dwi"}, meta={"Units": {
+        "trans": "mm", "rot": "rad", "framewise_displacement": "mm"}}),
+    "xfm_to_template": Output("dwi", "xfm", {"from_space": "dwi", "to_space": TEMPLATE,
+                                             **_XFM}),
+    "xfm_from_template": Output("dwi", "xfm", {"from_space": TEMPLATE, "to_space": "dwi",
+                                               **_XFM}),
+    "stats": DWI_STATS,
+    "qc": Output("dwi", "qc", {"desc": "dwi"}),
+    "fig_tracts": Output("figures", "dwi", {"desc": "tracts"}),
+    "fig_reg": Output("figures", "dwi", {"space": TEMPLATE, "desc": "reg"}),
+    "fig_motion": Output("figures", "dwi", {"desc": "motion"}),
+    "fig_sdc": Output("figures", "dwi", {"desc": "sdc"}),
+})
+
+
+# --------------------------------------------------------------------------- anat outputs
+ANAT_QC_DICTIONARY: Mapping[str, Any] = MappingProxyType({
+    "brain_volume_cm3": {"Description": "Brain-mask volume", "Units": "cm^3"},
+    "tiv_cm3": {"Description": "Total intracranial volume (GM + WM + CSF)", "Units": "cm^3"},
+    "gm_cm3": {"Description": "Gray-matter volume", "Units": "cm^3"},
+    "wm_cm3": {"Description": "White-matter volume", "Units": "cm^3"},
+    "csf_cm3": {"Description": "CSF volume in the brain mask", "Units": "cm^3"},
+    "gm_fraction": {"Description": "GM volume / TIV"},
+    "wm_fraction": {"Description": "WM volume / TIV"},
+    "csf_fraction": {"Description": "CSF volume / TIV"},
+    "registration_similarity": {"Description": "Pearson correlation of the T1w warped to "
+                                               f"{TEMPLATE} with the template inside the "
+                                               "template brain mask"},
+})
+
+VOLUMES_DICTIONARY: Mapping[str, Any] = MappingProxyType({
+    "atlas": {"Description": "Gray-matter label atlas warped to T1w space (nearest neighbour)"},
+    "region": {"Description": "Canonical region name; total_gm = whole-brain GM, tiv = total "
+                              "intracranial volume (GM + WM + CSF)"},
+    "hemisphere": {"Description": "Hemisphere", "Levels": {"L": "left", "R": "right",
+                                                           "bilateral": "both/whole brain"}},
+    "metric": {"Description": "Measured quantity", "Levels": {
+        "gmv": "gray-matter volume = sum of GM probability x voxel volume",
+        "gmv_pct_tiv": "gray-matter volume divided by TIV",
+        "tiv": "total intracranial volume = GM + WM + CSF volume in the brain mask"}},
+    "statistic": {"Description": "How voxels are summarised", "Levels": {
+        "sum": "sum over the region's voxels", "ratio": "ratio of two sums"}},
+    "value": {"Description": "Value of the metric; gmv and tiv in mm^3, gmv_pct_tiv in percent"},
+    "n_voxels": {"Description": "Number of T1w voxels in the region (brain mask for total_gm "
+                                "and tiv)"},
+})
+
+_ANAT_XFM = {"mode": "image"}
+#: Anatomical outputs keyed by the anatomical workflow's outputnode field.
+ANAT_OUTPUTS: Mapping[str, Output] = MappingProxyType({
+    "t1w_preproc": Output("anat", "T1w", {"desc": "preproc"},
+                          meta={"SkullStripped": False,
+                                "Description": "RAS+ reoriented, N4 bias-corrected"}),
+    "brain_mask": Output("anat", "mask", {"desc": "brain"}, meta={"Type": "Brain"}),
+    "gm_probseg": Output("anat", "probseg", {"label": "GM"}),
+    "wm_probseg": Output("anat", "probseg", {"label": "WM"}),
+    "csf_probseg": Output("anat", "probseg", {"label": "CSF"}),
+    "dseg": Output("anat", "dseg", meta={"Labels": {str(k): v for k, v in DSEG_LABELS.items()}}),
+    "t1w2mni_xfm": Output("anat", "xfm", {"from_space": "T1w", "to_space": TEMPLATE,
+                                          **_ANAT_XFM}, ".h5"),
+    "mni2t1w_xfm": Output("anat", "xfm", {"from_space": TEMPLATE, "to_space": "T1w",
+                                          **_ANAT_XFM}, ".h5"),
+    "t1w_mni": Output("anat", "T1w", {"space": TEMPLATE, "res": str(ANAT_TEMPLATE_RES),
+                                      "desc": "preproc"},
+                      meta={"SkullStripped": False, "Template": TEMPLATE,
+                            "Resolution": f"{ANAT_TEMPLATE_RES} mm"}),
+    "atlas_t1w": Output("anat", "dseg", meta={"Interpolation": "nearest neighbour"}),
+    "volumes_tsv": Output("anat", "morph", {"desc": "gmvolume"}, ".tsv",
+                          meta=VOLUMES_DICTIONARY),
+    "qc_tsv": Output("anat", "qc", {"desc": "anat"}, meta=ANAT_QC_DICTIONARY),
+    "seg_figure": Output("figures", "T1w", {"desc": "seg"}),
+    "reg_figure": Output("figures", "T1w", {"space": TEMPLATE, "desc": "reg"}),
+})
+
+
+# --------------------------------------------------------------------------- group outputs
+#: Directory of the group outputs under OUTPUT_DIR.
+GROUP_DIR = "group"
+#: File names under OUTPUT_DIR/group/ (each TSV has a .json sidecar next to it).
+GROUP_OUTPUTS: Mapping[str, str] = MappingProxyType({
+    "joined": "group_desc-joined_participants.tsv",
+    "inclusion": "group_desc-inclusion_participants.tsv",
+    "comparisons": "group_desc-comparisons_stats.tsv",
+    "clinical": "group_desc-clinical_correlations.tsv",
+    "duration": "group_desc-duration_correlations.tsv",
+    "gmtract": "group_desc-gmtract_stats.tsv",
+    "interhemispheric": "group_desc-interhemispheric_stats.tsv",
+    "spec": "group_desc-analysis_spec.json",
+    "report": "report.html",
+})
+#: Figures under OUTPUT_DIR/group/ (drawn when the data give something to show).
+GROUP_FIGURES: Mapping[str, str] = MappingProxyType({
+    "boxplots": "figures/group_desc-comparisons_boxplot.png",
+    "heatmap": "figures/group_desc-comparisons_heatmap.png",
+    "scatter": "figures/group_desc-clinical_scatter.png",
+    "clinical_heatmap": "figures/group_desc-clinical_heatmap.png",
+})

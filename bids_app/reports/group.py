@@ -1,0 +1,302 @@
+"""Group-level outputs: TSV tables with JSON sidecars, figures and ``report.html``.
+
+Everything :func:`bids_app.group.run.run_group` computed is written here, under
+``OUTPUT_DIR/group/`` (names declared in :mod:`bids_app.bids.outputs`).
+Figures use the matplotlib object API on the Agg canvas (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+from bids_app import __version__
+from bids_app.bids.derivatives import write_atomic, write_json
+from bids_app.bids.outputs import GROUP_DIR, GROUP_FIGURES, GROUP_OUTPUTS, feature_name
+from bids_app.group import columns as C
+from bids_app.group.design import CONTROL, PATIENT
+from bids_app.group.run import GroupResults
+
+DESCRIPTIONS = {"comparisons": C.COMPARISONS, "clinical": C.CLINICAL, "duration": C.CLINICAL,
+                "gmtract": C.GMTRACT, "interhemispheric": C.INTERHEMISPHERIC}
+COLOURS = {PATIENT: "#c0392b", CONTROL: "#2e86c1"}
+#: Points drawn per group/panel at most (display only; statistics use every value).
+MAX_POINTS = 1000
+#: Seed of the display-only jitter and point subsampling of the figures.
+FIGURE_SEED = 0
+
+
+def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any]) -> Path:
+    """Write ``table`` (``n/a`` for missing) and a sidecar describing every column."""
+    write_atomic(path, table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n"))
+    write_json(path.with_suffix(".json"), C.sidecar(table.columns, described))
+    return path
+
+
+def _ordered(table: pd.DataFrame, described: dict[str, Any]) -> pd.DataFrame:
+    if table.empty and not len(table.columns):
+        return pd.DataFrame(columns=list(described))
+    first = [c for c in described if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def _joined(results: GroupResults) -> tuple[pd.DataFrame, dict[str, Any]]:
+    joined = results.joined.copy()
+    joined["session_id"] = joined["session_id"].replace("", np.nan)
+    described: dict[str, Any] = {
+        "participant_id": C.INCLUSION["participant_id"],
+        "session_id": C.INCLUSION["session_id"],
+        "has_dwi": C.INCLUSION["has_dwi"], "has_anat": C.INCLUSION["has_anat"]}
+    for col, meta in results.phenotype.dictionary.items():
+        if col in joined.columns and col not in described:
+            described[col] = {"Description": "Phenotype column", **meta}
+    for row in results.catalogue.itertuples(index=False):
+        described[row.feature] = C.feature_description(row.atlas, row.region, row.hemisphere,
+                                                       row.metric, row.statistic)
+    return joined, described
+
+
+def _inclusion(results: GroupResults) -> pd.DataFrame:
+    incl = results.inclusion.copy()
+    incl["session_id"] = incl["session_id"].replace("", np.nan)
+    return incl
+
+
+def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
+    """Write every group output under ``output_dir/group``; return their paths by key.
+
+    Keys are those of ``GROUP_OUTPUTS`` and of the figures drawn (``GROUP_FIGURES``).
+    """
+    out_dir = Path(output_dir) / GROUP_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    joined, described = _joined(results)
+    written["joined"] = write_tsv(joined, out_dir / GROUP_OUTPUTS["joined"], described)
+    incl = _ordered(_inclusion(results), C.INCLUSION)
+    written["inclusion"] = write_tsv(incl, out_dir / GROUP_OUTPUTS["inclusion"], C.INCLUSION)
+    for key, described in DESCRIPTIONS.items():
+        table = _ordered(results.tables.get(key, pd.DataFrame()), described)
+        written[key] = write_tsv(table, out_dir / GROUP_OUTPUTS[key], described)
+    spec = results.spec.to_dict()
+    spec["skipped"] = results.skipped
+    written["spec"] = write_json(out_dir / GROUP_OUTPUTS["spec"], spec)
+    figures = _figures(results, out_dir)
+    written.update(figures)
+    written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
+                                     render_report(results, figures, out_dir))
+    return written
+
+
+def _figures(results: GroupResults, out_dir: Path) -> dict[str, Path]:
+    spec = results.spec
+    made: dict[str, Path | None] = {}
+    comp = results.tables.get("comparisons")
+    if comp is not None:
+        made["boxplots"] = group_boxplots(results.cross, results.labels, comp,
+                                          out_dir / GROUP_FIGURES["boxplots"],
+                                          max_panels=spec.max_figure_panels, seed=FIGURE_SEED)
+        made["heatmap"] = pvalue_heatmap(comp, out_dir / GROUP_FIGURES["heatmap"], rows="metric",
+                                         title="Patients vs controls: -log10 p (* q < alpha)",
+                                         alpha=spec.fdr_alpha)
+    clin = results.tables.get("clinical")
+    if clin is not None:
+        patients = results.cross.loc[results.clinical_rows]
+        made["scatter"] = association_scatter(patients, clin, out_dir / GROUP_FIGURES["scatter"],
+                                              max_panels=spec.max_figure_panels,
+                                              seed=FIGURE_SEED)
+        rows = clin.assign(score_metric=clin["score"] + " / " + clin["metric"])
+        made["clinical_heatmap"] = pvalue_heatmap(
+            rows, out_dir / GROUP_FIGURES["clinical_heatmap"], rows="score_metric",
+            title="Clinical associations (adjusted beta): -log10 p", alpha=spec.fdr_alpha)
+    return {k: v for k, v in made.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- figures
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return write_atomic(path, buf.getvalue())
+
+
+def _grid(n: int, *, width: float = 3.2, height: float = 3.0) -> tuple[Figure, list]:
+    ncol = min(4, n)
+    nrow = math.ceil(n / ncol)
+    fig = Figure(figsize=(width * ncol, height * nrow))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.92, wspace=0.35,
+                        hspace=0.6)
+    axes = [fig.add_subplot(nrow, ncol, i + 1) for i in range(n)]
+    return fig, axes
+
+
+def _feature(row: pd.Series) -> str:
+    return feature_name(row["atlas"], row["region"], row["hemisphere"], row["metric"],
+                        row["statistic"])
+
+
+def _label(row: pd.Series) -> str:
+    return f"{row['atlas']} {row['region']} {row['hemisphere']} {row['metric']}"
+
+
+def group_boxplots(cross: pd.DataFrame, labels: pd.Series, comparisons: pd.DataFrame,
+                   path: Path, *, max_panels: int, seed: int) -> Path | None:
+    """Box + strip plots of the significant patient-control differences (smallest q first)."""
+    sig = comparisons[comparisons["significant"].fillna(False).astype(bool)]
+    if sig.empty:
+        return None
+    sig = sig.sort_values("q").head(max_panels)
+    fig, axes = _grid(len(sig))
+    rng = np.random.default_rng(seed)
+    for ax, (_, row) in zip(axes, sig.iterrows()):
+        feature = _feature(row)
+        data = [cross.loc[(labels == g).to_numpy(), feature].dropna().to_numpy()
+                for g in (CONTROL, PATIENT)]
+        ax.boxplot(data, showfliers=False, widths=0.5)
+        ax.set_xticks([1, 2], ["control", "patient"])
+        for i, (g, values) in enumerate(zip((CONTROL, PATIENT), data), start=1):
+            if len(values) > MAX_POINTS:
+                values = rng.choice(values, MAX_POINTS, replace=False)
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=6, alpha=0.5,
+                       color=COLOURS[g], linewidths=0, rasterized=True)
+        ax.set_title(f"{_label(row)}\nq={row['q']:.2g} ({row['test']})", fontsize=8)
+    return _save(fig, path)
+
+
+def association_scatter(clin: pd.DataFrame, table: pd.DataFrame, path: Path, *,
+                        max_panels: int, seed: int) -> Path | None:
+    """Scatter plots with least-squares lines for the significant score-metric associations."""
+    sig = table[table["significant"].fillna(False).astype(bool)]
+    if sig.empty:
+        return None
+    sig = sig.sort_values("q").head(max_panels)
+    fig, axes = _grid(len(sig))
+    rng = np.random.default_rng(seed)
+    for ax, (_, row) in zip(axes, sig.iterrows()):
+        feature = _feature(row)
+        x = pd.to_numeric(clin[feature], errors="coerce").to_numpy(dtype=float)
+        y = pd.to_numeric(clin[row["score"]], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        shown = np.flatnonzero(ok)
+        if len(shown) > MAX_POINTS:
+            shown = rng.choice(shown, MAX_POINTS, replace=False)
+        ax.scatter(x[shown], y[shown], s=8, alpha=0.6, color=COLOURS[PATIENT], linewidths=0,
+                   rasterized=True)
+        line = stats.linregress(x[ok], y[ok])
+        grid = np.linspace(x[ok].min(), x[ok].max(), 50)
+        ax.plot(grid, line.intercept + line.slope * grid, color="black", lw=1)
+        ax.set_xlabel(_label(row), fontsize=8)
+        ax.set_ylabel(row["score"], fontsize=8)
+        ax.set_title(f"r={row['pearson_r']:.2f}, adj. beta q={row['q']:.2g}", fontsize=8)
+    return _save(fig, path)
+
+
+def pvalue_heatmap(table: pd.DataFrame, path: Path, *, rows: str, title: str,
+                   alpha: float) -> Path | None:
+    """-log10 p heat map (``rows`` x atlas/region/hemisphere); a star marks q < alpha."""
+    data = table.dropna(subset=["p"])
+    if data.empty:
+        return None
+    cols = data["atlas"] + " " + data["region"] + " " + data["hemisphere"]
+    data = data.assign(column=cols, logp=-np.log10(data["p"].clip(lower=1e-300)))
+    grid = data.pivot_table(index=rows, columns="column", values="logp", aggfunc="first")
+    star = data.pivot_table(index=rows, columns="column", values="q", aggfunc="first")
+    star = star.reindex_like(grid)
+    width, height = max(6.0, 0.3 * grid.shape[1] + 3), max(3.0, 0.3 * grid.shape[0] + 2.5)
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=2.2 / width, right=0.95, bottom=1.8 / height, top=1 - 0.5 / height)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+    rows_sig, cols_sig = np.nonzero(star.to_numpy(dtype=float) < alpha)
+    ax.scatter(cols_sig, rows_sig, marker="*", s=18, color="white", linewidths=0)
+    fig.colorbar(image, ax=ax, label="-log10 p")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- report
+def _table_html(table: pd.DataFrame | None, cols: list[str], *, top: int = 20) -> str:
+    if table is None or table.empty:
+        return "<p>No rows.</p>"
+    sig = table[table["significant"].fillna(False).astype(bool)] \
+        if "significant" in table else table
+    if sig.empty:
+        return "<p>No result below the FDR threshold.</p>"
+    sort = "q" if "q" in sig else "p"
+    shown = sig.sort_values(sort).head(top)[[c for c in cols if c in sig.columns]]
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a",
+                         border=0, classes="results")
+
+
+def render_report(results: GroupResults, figures: dict[str, Path], out_dir: Path) -> str:
+    """HTML summary: cohort, warnings, significant results, figures, output files."""
+    esc = html.escape
+    cross, labels = results.cross, results.labels
+    n_pat, n_con = int((labels == PATIENT).sum()), int((labels == CONTROL).sum())
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>alsmri group report</title>",
+        ("<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+         "table.results{border-collapse:collapse;font-size:12px}"
+         "table.results td,table.results th{padding:2px 6px;border-bottom:1px solid #ddd}"
+         ".warn{color:#a04000}</style></head><body>"),
+        (f"<h1>alsmri group report</h1><p>alsmri {esc(__version__)}, "
+         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; spec: "
+         f"{esc(results.spec.source)}; FDR alpha {results.spec.fdr_alpha}.</p>"),
+        "<h2>Cohort</h2>",
+        (f"<p>{results.joined['participant_id'].nunique()} participant(s) with outputs, "
+         f"{len(results.joined)} participant/session row(s); {len(cross)} in the "
+         f"cross-sectional analyses (session policy '{esc(results.spec.session)}'): "
+         f"{n_pat} patient(s), {n_con} control(s); {len(results.catalogue)} imaging "
+         "feature(s).</p>"),
+    ]
+    if results.notes.warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(
+            f"<li class='warn'>{esc(w)}</li>" for w in results.notes.warnings) + "</ul>")
+    if results.skipped:
+        parts.append("<h2>Skipped analyses</h2><ul>" + "".join(
+            f"<li>{esc(k)}: {esc(v)}</li>" for k, v in results.skipped.items()) + "</ul>")
+    sections = [
+        ("Patients vs controls", "comparisons",
+         ["atlas", "region", "hemisphere", "metric", "n_patient", "n_control", "mean_patient",
+          "mean_control", "test", "p", "q", "effect_size_type", "effect_size", "adj_beta",
+          "adj_p"], ["heatmap", "boxplots"]),
+        ("Clinical associations (patients)", "clinical",
+         ["score", "atlas", "region", "hemisphere", "metric", "n", "pearson_r", "spearman_rho",
+          "beta", "ci_low", "ci_high", "std_beta", "p", "q", "r2"],
+         ["clinical_heatmap", "scatter"]),
+        ("Disease duration", "duration",
+         ["score", "atlas", "region", "hemisphere", "metric", "n", "pearson_r", "beta", "p",
+          "q"], []),
+        ("Gray matter vs tract", "gmtract",
+         ["subset", "gm_region", "hemisphere", "tract_atlas", "tract_region", "n", "pearson_r",
+          "beta", "t", "p", "q", "r2"], []),
+        ("Left vs right", "interhemispheric",
+         ["subset", "atlas", "region", "metric", "n", "r", "ai_mean", "ai_sd", "paired_t",
+          "paired_p", "paired_q"], []),
+    ]
+    for title, key, cols, figs in sections:
+        parts.append(f"<h2>{esc(title)}</h2>")
+        parts.append(f"<p>Table: <a href='{GROUP_OUTPUTS[key]}'>{GROUP_OUTPUTS[key]}</a></p>")
+        parts.append(_table_html(results.tables.get(key), cols))
+        for fig in figs:
+            if fig in figures:
+                rel = figures[fig].relative_to(out_dir).as_posix()
+                parts.append(f"<p><img src='{esc(rel)}' style='max-width:100%'></p>")
+    parts.append("<h2>Files</h2><ul>" + "".join(
+        f"<li><a href='{v}'>{v}</a></li>" for v in GROUP_OUTPUTS.values()) + "</ul>")
+    parts.append("<h2>Resolved analysis spec</h2><pre>"
+                 + esc(json.dumps(results.spec.to_dict(), indent=1, default=str)) + "</pre>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
