@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bids_app.settings import DEFAULT_SEED
+
 #: The synthetic cohort (``synthetic_group.py``) is test data: it lives with the tests.
 TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
 
@@ -52,7 +54,7 @@ def _worker(bids: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--worker", nargs=2, metavar=("BIDS", "OUT"), help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.worker:

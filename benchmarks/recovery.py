@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bids_app.settings import DEFAULT_SEED
+
 STUDY_EFFECTS = Path(__file__).resolve().parent / "study-effects.yaml"
 
 
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-patients", type=int, default=39)
     parser.add_argument("--n-controls", type=int, default=32)
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--effects", type=Path, default=STUDY_EFFECTS,
                         help="planted-effect YAML (default: %(default)s)")
     parser.add_argument("--demo-effects", action="store_true",

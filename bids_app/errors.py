@@ -6,7 +6,6 @@ them into a process exit status and a one-line message.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_VALIDATION = 16
 EXIT_UNKNOWN_LEVEL = 17
 EXIT_NO_DATA = 18

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DENOISE_METHODS = ("mppca", "patch2self", "none")
-TENSOR_FITS = ("wls", "ols", "nlls", "restore")
 SDC_METHODS = ("auto", "none")
 DWI_RUN_MODES = ("combine", "separate")
 #: Seed of the randomised steps unless --random-seed is given.

@@ -71,12 +71,12 @@ def test_default_run_describes_every_step():
     assert "RESTORE" not in methods and "Chang" not in text
 
 
-def test_motion_transform_matches_the_code():
-    from bids_app.core.dwi.preproc import motion_correct
+def test_motion_transform_is_the_one_the_code_uses():
+    from bids_app.core.dwi.preproc import MOTION_TRANSFORM, motion_correct
     from bids_app.interfaces.dwi_preproc import MotionCorrect
 
     default = inspect.signature(motion_correct).parameters["transform"].default
-    assert default == citation.MOTION_TRANSFORM == "Affine"
+    assert default is MOTION_TRANSFORM and citation.MOTION_TRANSFORM is MOTION_TRANSFORM
     assert "transform=" not in inspect.getsource(MotionCorrect._run_interface)
 
 

@@ -6,7 +6,6 @@ Everything resolves locally: TemplateFlow files through ``templateflow.api.get``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ import yaml
 
 from bids_app.atlases import layout
 from bids_app.atlases.manifest import Manifest, load_manifest
-from bids_app.errors import BadDataError, MissingInputError, UsageError
+from bids_app.errors import MissingInputError, UsageError
+from bids_app.settings import TEMPLATE
 
 FETCH_HINT = "run `alsmri fetch-data`"
 TEMPLATEFLOW_SUFFIXES = ("T1w", "mask")
@@ -36,7 +36,7 @@ def _data_dir(data_dir: Path | str | None) -> Path:
 
 
 def get_template(
-    space: str = "MNI152NLin6Asym",
+    space: str = TEMPLATE,
     *,
     res: int = 2,
     suffix: str = "T1w",
@@ -248,14 +248,3 @@ def licenses(names=None) -> list[LicenseInfo]:
     manifest = load_manifest()
     selected = manifest.select(list(names) if names is not None else None)
     return [LicenseInfo(r.name, r.license, r.commercial_use, r.redistribution) for r in selected]
-
-
-def built_outputs(name: str, *, data_dir: Path | str | None = None) -> dict[str, str]:
-    """Relative output path -> sha256 recorded when ``name`` was built (empty if not built)."""
-    stamp = _data_dir(data_dir) / layout.stamp_path(name)
-    if not stamp.is_file():
-        return {}
-    try:
-        return dict(json.loads(stamp.read_text())["outputs"])
-    except (ValueError, KeyError) as exc:
-        raise BadDataError(f"{stamp}: corrupt build stamp: {exc}") from exc

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.atlases.manifest import atlas_choices
+from bids_app.core.dwi.preproc import DENOISERS
+from bids_app.core.dwi.tensor import FIT_METHODS
 from bids_app.errors import UsageError
 from bids_app.settings import (
     DEFAULT_SEED,
-    DENOISE_METHODS,
     DWI_RUN_MODES,
     SDC_METHODS,
-    TENSOR_FITS,
     AnatSettings,
     DwiSettings,
 )
@@ -117,13 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Defaults come from the settings dataclasses (the one place each is defined).
     dwi, anat = DwiSettings, AnatSettings
     g = parser.add_argument_group("diffusion options")
-    g.add_argument("--denoise", choices=DENOISE_METHODS, default=dwi.denoise)
+    g.add_argument("--denoise", choices=tuple(DENOISERS), default=dwi.denoise)
     g.add_argument("--unringing", action=argparse.BooleanOptionalAction, default=dwi.unringing,
                    help="Gibbs-ringing removal")
     g.add_argument("--motion-correction", action=argparse.BooleanOptionalAction,
                    default=dwi.motion_correction,
                    help="between-volume motion correction with b-vector rotation")
-    g.add_argument("--tensor-fit", choices=TENSOR_FITS, default=dwi.tensor_fit)
+    g.add_argument("--tensor-fit", choices=tuple(FIT_METHODS), default=dwi.tensor_fit)
     g.add_argument("--b0-threshold", type=float, default=dwi.b0_threshold,
                    help="b-values below this are b=0 volumes (s/mm^2)")
     g.add_argument("--sdc", choices=SDC_METHODS, default=dwi.sdc,

@@ -23,7 +23,7 @@ from nipype.interfaces.base import (
 )
 
 from bids_app.bids.outputs import DWI_MODELS, summarised_maps
-from bids_app.core.dwi.tensor import fit_tensor
+from bids_app.core.dwi.tensor import FIT_METHODS, fit_tensor
 from bids_app.interfaces._io import load_mask, load_nifti, save_nifti
 
 
@@ -68,7 +68,7 @@ class _TensorInputSpec(BaseInterfaceInputSpec):
     in_bval = File(exists=True, mandatory=True)
     in_bvec = File(exists=True, mandatory=True)
     in_mask = File(exists=True, mandatory=True, desc="brain mask; maps are 0 outside")
-    fit_method = traits.Enum("wls", "ols", "nlls", "restore", mandatory=True)
+    fit_method = traits.Enum(*FIT_METHODS, mandatory=True)
     b0_threshold = traits.Float(mandatory=True, desc="b-values below are b0")
 
 

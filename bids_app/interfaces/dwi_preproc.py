@@ -28,6 +28,7 @@ from nipype.interfaces.base import (
 from bids_app.core.dwi import sdc
 from bids_app.core.dwi.gradients import check_dwi_array, check_gradients
 from bids_app.core.dwi.preproc import (
+    DENOISERS,
     MOTION_COLUMNS,
     denoise,
     dwi_brain_mask,
@@ -88,7 +89,7 @@ class CheckDwi(SimpleInterface):
 class _DenoiseInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     in_bval = File(exists=True, mandatory=True)
-    method = traits.Enum("mppca", "patch2self", "none", mandatory=True)
+    method = traits.Enum(*DENOISERS, mandatory=True)
     b0_threshold = traits.Float(mandatory=True, desc="b-values below are b0")
 
 

@@ -10,6 +10,7 @@ from string import Template
 from bids_app import __version__
 from bids_app.atlases import api
 from bids_app.bids.plan import NO_SDC, ParticipantPlan, SdcPlan
+from bids_app.core.dwi.preproc import MOTION_TRANSFORM
 from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE, Settings
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
@@ -27,9 +28,6 @@ _TENSOR = {
     "nlls": "non-linear least squares [@basser1994]",
     "restore": "the RESTORE outlier-robust estimator [@basser1994; @chang2005]",
 }
-#: ``transform`` used by :func:`bids_app.core.dwi.preproc.motion_correct` as the workflow
-#: calls it (its default; tests/test_reports_citation.py checks they agree).
-MOTION_TRANSFORM = "Affine"
 _MOTION_MODEL = {"Rigid": "rigid-body (6 degrees of freedom)",
                  "Affine": "affine (12 degrees of freedom)"}
 FA_TEMPLATE = "fa-template"

@@ -148,6 +148,10 @@ def motion_params(matrices: list[np.ndarray], *, center: np.ndarray) -> pd.DataF
     return pd.DataFrame(np.column_stack([arr, fd]), columns=list(MOTION_COLUMNS))
 
 
+#: Transform model of the between-volume motion correction (the methods text reads it).
+MOTION_TRANSFORM = "Affine"
+
+
 def motion_correct(
     data: np.ndarray,
     *,
@@ -156,7 +160,7 @@ def motion_correct(
     bvecs: np.ndarray,
     b0_threshold: float,
     seed: int | None,
-    transform: str = "Affine",
+    transform: str = MOTION_TRANSFORM,
     iterations: tuple[int, ...] = (30,),
     shrink_factors: tuple[int, ...] = (2,),
     smoothing_sigmas: tuple[int, ...] = (1,),

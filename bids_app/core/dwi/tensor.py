@@ -8,8 +8,6 @@ from dipy.reconst.dti import TensorModel, color_fa
 
 #: Accepted ``--tensor-fit`` values -> dipy ``fit_method`` names.
 FIT_METHODS = {"wls": "WLS", "ols": "OLS", "nlls": "NLLS", "restore": "RESTORE"}
-#: Scalar maps and their units (b-values in s/mm^2 -> diffusivities in mm^2/s).
-TENSOR_MAPS = {"fa": "arbitrary", "md": "mm^2/s", "ad": "mm^2/s", "rd": "mm^2/s"}
 
 
 def wls_normal_equations(design_matrix: np.ndarray, data: np.ndarray, *,
