@@ -9,8 +9,8 @@ For each size the cohort (half ALS, half controls; participants.tsv, phenotype/c
 two long-format metrics tables per participant) is written to a temporary directory, then the
 group level runs in a fresh Python process, which reports its wall time, CPU time (user +
 system, including imports) and peak RSS (``ru_maxrss``), so data generation does not count.
-The 1-minute load average is printed too: on a shared machine wall time exceeds CPU time. Targets: <= 10 s (1,000) and <= 60 s
-(10,000) on 2 cores.
+The 1-minute load average is printed too: on a shared machine wall time exceeds CPU time.
+Targets: <= 10 s (1,000) and <= 60 s (10,000) on 2 cores.
 """
 
 from __future__ import annotations

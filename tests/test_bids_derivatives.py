@@ -44,7 +44,8 @@ def test_split_extension():
 
 def test_description_source_doi(tmp_path, monkeypatch):
     (tmp_path / "dataset_description.json").write_text(json.dumps(
-        {"Name": "x", "BIDSVersion": "1.8.0", "DatasetDOI": "https://doi.org/10.18112/openneuro.ds000114.v1.0.2"}))
+        {"Name": "x", "BIDSVersion": "1.8.0",
+         "DatasetDOI": "https://doi.org/10.18112/openneuro.ds000114.v1.0.2"}))
     desc = dataset_description(tmp_path)
     assert desc["SourceDatasets"] == [{"DOI": "doi:10.18112/openneuro.ds000114.v1.0.2"}]
     assert desc["GeneratedBy"][0]["Version"] == __version__

@@ -270,3 +270,44 @@ def test_tensor_agrees_with_mrtrix3(xa30_run, tmp_path):
         assert r >= 0.99
         if metric == "fa":
             assert med <= 0.01
+
+
+def test_a_default_changed_in_settings_reaches_the_core_call(ds_xa30, built_data_dir, tmp_path,
+                                                            monkeypatch):
+    """Each participant default is written once (the settings dataclass): change it there and
+    it reaches the command line's default, every node of the graph and the core function."""
+    from dataclasses import dataclass
+
+    from bids_app.cli import parser as cli_parser
+    from bids_app.cli.run import settings_from_args
+    from bids_app.interfaces import dwi_preproc
+
+    @dataclass(frozen=True)
+    class Changed(DwiSettings):
+        b0_threshold: float = 75.0
+
+    monkeypatch.setattr(cli_parser, "DwiSettings", Changed)
+    opts = cli_parser.build_parser().parse_args(
+        [str(ds_xa30), str(tmp_path / "out"), "participant", "--data-dir", str(built_data_dir)])
+    settings = settings_from_args(opts)
+    assert settings.dwi.b0_threshold == 75.0
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, settings.dwi), settings=settings.dwi,
+                     output_dir=tmp_path / "out", data_dir=built_data_dir)
+    nodes = {n.fullname: n for n in wf._create_flat_graph().nodes()}
+    with_threshold = [n for n in nodes.values()
+                      if "b0_threshold" in n.inputs.copyable_trait_names()]
+    assert len(with_threshold) >= 8  # check/denoise/hmc per run, combine, mask, fit, qc
+    assert {n.inputs.b0_threshold for n in with_threshold} == {75.0}
+
+    seen = {}
+    real = dwi_preproc.check_gradients
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dwi_preproc, "check_gradients", spy)
+    check = nodes["dwi_wf.dwi_preproc_wf.check_r1"]
+    check.base_dir = str(tmp_path / "work")
+    check.run()  # in this process, so the spy sees the core call
+    assert seen["b0_threshold"] == 75.0

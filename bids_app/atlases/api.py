@@ -24,7 +24,7 @@ TEMPLATEFLOW_SUFFIXES = ("T1w", "mask")
 
 
 def default_data_dir() -> Path:
-    """``$ALSMRI_DATA``, else ``$XDG_CACHE_HOME/alsmri/data`` (default ``~/.cache/alsmri/data``)."""
+    """``$ALSMRI_DATA``, else ``$XDG_CACHE_HOME/alsmri/data`` (``~/.cache/alsmri/data``)."""
     if os.environ.get("ALSMRI_DATA"):
         return Path(os.environ["ALSMRI_DATA"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

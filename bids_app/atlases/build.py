@@ -60,7 +60,8 @@ def recipe_hash(resource: Resource, grids: dict[int, Grid]) -> str:
             "sources": [[s.path, s.sha256] for s in resource.sources],
             "spec": resource.spec,
         },
-        "grids": {str(r): [list(g.shape), np.round(g.affine, 6).tolist()] for r, g in grids.items()},
+        "grids": {str(r): [list(g.shape), np.round(g.affine, 6).tolist()]
+                  for r, g in grids.items()},
     }
     blob = json.dumps(recipe, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()

@@ -37,7 +37,8 @@ def split_hemisphere(name: str) -> tuple[str, str]:
     return name, "bilateral"
 
 
-def canonical_region(base: str, *, renames: dict[str, str], drop_abbreviation: bool = False) -> str:
+def canonical_region(base: str, *, renames: dict[str, str],
+                     drop_abbreviation: bool = False) -> str:
     """Canonical lower-case region name for a base label name.
 
     ``renames`` wins; otherwise ``drop_abbreviation`` removes a leading code such as ``PrG_`` in

@@ -206,7 +206,8 @@ def init_derivatives(output_dir: str | os.PathLike[str], bids_dir: str | os.Path
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CannotCreateOutput(f"{out}: cannot create output directory ({exc.strerror})") from exc
+        raise CannotCreateOutput(
+            f"{out}: cannot create output directory ({exc.strerror})") from exc
     if not os.access(out, os.W_OK | os.X_OK):
         raise CannotCreateOutput(f"{out}: output directory is not writable")
     write_json(out / "dataset_description.json",

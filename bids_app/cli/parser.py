@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads per process (default: min(8, nprocs - 1), at least 1)")
     g.add_argument("--random-seed", type=positive_int, default=DEFAULT_SEED, metavar="N",
                    help="seed (>= 1; ANTs reads 0 as 'seed from the clock') of every "
-                        "randomised step (ANTs metric sampling in the registrations); with --omp-nthreads 1, repeated runs give identical "
-                        "outputs (ANTs' multithreaded metrics are not bit-reproducible)")
+                        "randomised step (ANTs metric sampling in the registrations); with "
+                        "--omp-nthreads 1, repeated runs give identical outputs (ANTs' "
+                        "multithreaded metrics are not bit-reproducible)")
     g.add_argument("--mem-mb", "--mem_mb", type=positive_int, default=None,
                    help="memory limit for the nipype scheduler, in MB")
     g.add_argument("--stop-on-first-crash", action="store_true",

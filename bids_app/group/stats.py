@@ -73,7 +73,8 @@ def _two_groups(xp: np.ndarray, xc: np.ndarray, *, normality_alpha: float,
         res = stats.ttest_ind(xp, xc, equal_var=equal)
         g, var = effectsize_smd(xp.mean(), xp.std(ddof=1), n_p, xc.mean(), xc.std(ddof=1), n_c)
         half = z * np.sqrt(var)
-        out.update(levene_p=lev, test="student" if equal else "welch", test_statistic=res.statistic,
+        out.update(levene_p=lev, test="student" if equal else "welch",
+                   test_statistic=res.statistic,
                    df=res.df, p=res.pvalue, effect_size_type="hedges_g", effect_size=g,
                    effect_ci_low=g - half, effect_ci_high=g + half)
     else:

@@ -36,7 +36,8 @@ def _table(path: Path) -> str:
     try:
         frame = pd.read_csv(path, sep="\t")
     except (OSError, ValueError, pd.errors.EmptyDataError) as exc:
-        return f'<p class="warn">{html.escape(path.name)}: unreadable ({html.escape(str(exc))})</p>'
+        return (f'<p class="warn">{html.escape(path.name)}: unreadable '
+                f'({html.escape(str(exc))})</p>')
     return (f"<h3>{html.escape(path.name)}</h3>"
             + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
 

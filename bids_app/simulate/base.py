@@ -2,7 +2,8 @@
 
 From the real ds-xa30 subject: a tensor field fitted with dipy on one DWI run (light Gaussian
 smoothing first, so the baked-in anatomy is not dominated by that run's noise), the mean b0 as
-S0, a brain mask (the participant level's DWI mask), the real T1w; atlas regions brought to the subject with antspyx:
+S0, a brain mask (the participant level's DWI mask), the real T1w; atlas regions brought to the
+subject with antspyx:
 MNI FA template -> subject FA (tract probability maps, control region) and MNI T1w -> subject
 T1w (GM labels).  The registrations run once; the result is stored as one ``.npz`` + ``.json``
 under a cache directory keyed by the inputs.

@@ -52,7 +52,8 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     # N(0, sd) in everyone plus volume_change x severity in patients
     "gm": {"aal/precentral": {"volume_change": -0.15, "sd": 0.04}},
     # scores (patients only; column names as in the group level's alias table) generated from
-    # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r with the driver; covariate weights are the
+    # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r
+    # with the driver; covariate weights are the
     # correlations of the score residual with age (per SD) and male sex
     "scores": {
         "alsfrs_r": {"driver": "hcp842/cst/fa", "r": 0.85, "mean": 38.0, "sd": 6.0,

@@ -258,8 +258,8 @@ def gibbs_removal_batched(vol: np.ndarray, *, slice_axis: int = 2, n_points: int
         nb = len(imgs)
         c1 = _unring_rows(imgs.reshape(nb * n_rows, n_cols),
                           n_points).reshape(nb, n_rows, n_cols)
-        c0 = _unring_rows(np.ascontiguousarray(imgs.transpose(0, 2, 1)).reshape(nb * n_cols, n_rows),
-                          n_points).reshape(nb, n_cols, n_rows).transpose(0, 2, 1)
+        cols = np.ascontiguousarray(imgs.transpose(0, 2, 1)).reshape(nb * n_cols, n_rows)
+        c0 = _unring_rows(cols, n_points).reshape(nb, n_cols, n_rows).transpose(0, 2, 1)
         k1 = scipy.fft.fftshift(scipy.fft.fft2(c1), axes=(-2, -1))
         k0 = scipy.fft.fftshift(scipy.fft.fft2(c0), axes=(-2, -1))
         out[start:start + nb] = np.abs(scipy.fft.ifft2(k1 * g1 + k0 * g0))
