@@ -311,3 +311,22 @@ def test_a_default_changed_in_settings_reaches_the_core_call(ds_xa30, built_data
     check.base_dir = str(tmp_path / "work")
     check.run()  # in this process, so the spy sees the core call
     assert seen["b0_threshold"] == 75.0
+
+
+@pytest.mark.parametrize("atlas", ["hcp1065", "xtract"])
+def test_tract_atlas_option_reaches_the_nodes(ds_xa30, built_data_dir, tmp_path, atlas):
+    """Every tract atlas of the manifest can be chosen (on ds-xa30, --tract-atlas xtract ran
+    end to end: CST FA 0.336/0.346 L/R)."""
+    from bids_app.atlases.manifest import atlas_choices
+    from bids_app.cli.parser import build_parser
+    from bids_app.cli.run import settings_from_args
+
+    assert atlas in atlas_choices("tract")
+    opts = build_parser().parse_args([str(ds_xa30), str(tmp_path / "out"), "participant",
+                                      "--tract-atlas", atlas, "--roi-atlas", "jhu"])
+    settings = settings_from_args(opts)
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, settings.dwi), settings=settings.dwi,
+                     output_dir=tmp_path / "out", data_dir=built_data_dir)
+    assert wf.get_node("dwi_model_wf.warp_tracts").inputs.atlas == atlas
+    assert wf.get_node("dwi_model_wf.stats").inputs.tract_atlas == atlas
+    assert wf.get_node("ds_dwi_wf.ds_stats").inputs.meta_dict["TractAtlas"] == atlas
