@@ -39,7 +39,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject
 #    the package (and so the `alsmri` console script) is installed in step 3, so that code changes
 #    elsewhere do not rebuild this layer. /tmp/docker-data is removed in the same layer.
 COPY docker-data/ /tmp/docker-data/
-COPY bids_app/__init__.py bids_app/errors.py /opt/build/bids_app/
+COPY bids_app/__init__.py bids_app/errors.py bids_app/settings.py /opt/build/bids_app/
 COPY bids_app/cli/__init__.py bids_app/cli/fetch_data.py /opt/build/bids_app/cli/
 COPY bids_app/atlases /opt/build/bids_app/atlases
 COPY bids_app/data /opt/build/bids_app/data

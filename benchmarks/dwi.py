@@ -74,13 +74,20 @@ def tensor_ratio(deriv: Path, tmp: Path, *, repeats: int = 3) -> tuple[float, fl
     import nibabel as nb
     import numpy as np
 
+    from bids_app.bids.derivatives import build_path
+    from bids_app.bids.outputs import DWI_OUTPUTS
     from bids_app.core.dwi.tensor import fit_tensor
     from bids_app.settings import DwiSettings
 
     settings = DwiSettings()  # the participant defaults, as in the branch run
-    d = deriv / "sub-01" / "dwi"
-    pre = d / "sub-01_desc-preproc_dwi"
-    mask = d / "sub-01_desc-brain_mask.nii.gz"
+
+    def path(key: str, extension: str) -> Path:
+        out = DWI_OUTPUTS[key]
+        return deriv / build_path({"subject": "01", **out.entities}, datatype=out.datatype,
+                                  suffix=out.suffix, extension=extension)
+
+    pre = str(path("dwi_preproc", ".nii.gz"))[:-len(".nii.gz")]
+    mask = path("mask", ".nii.gz")
 
     def ours():
         img = nb.load(f"{pre}.nii.gz")

@@ -198,3 +198,32 @@ def test_hadolint_passes():
     proc = subprocess.run([exe, str(REPO / "Dockerfile")], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_data_step_has_every_module_fetch_data_imports(dockerfile, tmp_path):
+    """The image's data layer runs ``python -m bids_app.cli.fetch_data`` from the files copied
+    to /opt/build only: import it from exactly those files (not the installed package)."""
+    import shutil
+    import sys
+
+    build = tmp_path / "opt" / "build"
+    for line in dockerfile.splitlines():
+        parts = line.split()
+        if not (parts[:1] == ["COPY"] and parts[-1].startswith("/opt/build/")):
+            continue
+        dest = build / parts[-1][len("/opt/build/"):]
+        for src in parts[1:-1]:
+            path = REPO / src
+            if path.is_dir():
+                shutil.copytree(path, dest, dirs_exist_ok=True)
+            else:
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, dest / path.name)
+    # the editable install's finder (a class on sys.meta_path) would find the checkout
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+            "(f if isinstance(f, type) else type(f)).__module__.lower()]; "
+            "import bids_app.cli.fetch_data as m; assert m.__file__.startswith(sys.argv[1])")
+    proc = subprocess.run([sys.executable, "-c", code, str(build)], cwd=tmp_path,
+                          env={"PYTHONPATH": str(build), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-1500:]

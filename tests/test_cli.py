@@ -314,3 +314,22 @@ def test_demo_participant_batches_cover_every_label_once_in_order():
     # refused by the parser, before anything is simulated
     from bids_app.cli.run import main as cli_main
     assert cli_main(["demo", "/nonexistent/demo-out", "--batch-size", "0"]) == 64
+
+
+@pytest.mark.parametrize("level", ["participant", "group"])
+def test_demo_settings_are_those_of_its_logged_command_line(tmp_path, built_data_dir, level,
+                                                          monkeypatch):
+    """The demo builds its settings directly; the command line it logs gives the same ones."""
+    from bids_app.cli import demo
+    from bids_app.cli.parser import build_parser
+    from bids_app.cli.run import settings_from_args
+
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    monkeypatch.chdir(tmp_path)
+    settings = demo._settings(level, bids, tmp_path / "derivatives", work_dir=tmp_path / "work",
+                              data_dir=demo.ensure_data(built_data_dir), nprocs=2,
+                              labels=("p01", "c01") if level == "participant" else ())
+    argv = demo.equivalent_argv(settings)
+    assert settings_from_args(build_parser().parse_args(argv)) == settings
+    assert settings.dwi.unringing is (level != "participant")

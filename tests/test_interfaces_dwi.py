@@ -22,7 +22,8 @@ from bids_app.interfaces.dwi_preproc import Denoise, DwiBrainMask
 MODULES = (dwi_preproc, dwi_models, dwi_atlas, dwi_qc, anat)
 #: Input names that mirror a run setting (or a constant of bids_app.settings).
 SETTING_MIRRORS = {"b0_threshold", "seed", "threshold", "method", "fit_method", "res", "atlas",
-                   "tract_atlas", "roi_atlas", "enabled", "sdc", "interpolation"}
+                   "tract_atlas", "roi_atlas", "enabled", "interpolation", "pe_axis",
+                   "polarities", "sdc_method", "sdc_note"}
 
 
 def _interfaces():

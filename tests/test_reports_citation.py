@@ -121,7 +121,7 @@ def test_separate_runs_never_claim_sdc(pe_dirs):
     (("j", "j"), "runs do not have opposite phase-encoding directions"),
     (("j", "j-", "i"), "runs do not share one phase-encoding axis (j, j-, i)"),
     (("j-", None), "run(s) 2 of 2 have no valid PhaseEncodingDirection"),
-    (("j-",), "single run (one phase-encoding direction)"),
+    (("j-",), "single run, one phase-encoding direction"),
 ])
 def test_sdc_wording_follows_the_plan(pe_dirs, reason):
     methods = _methods(_render(pe_dirs=pe_dirs))

@@ -154,7 +154,7 @@ def _make_3d(dwi: Path) -> None:
 ])
 def test_bad_dwi_exits_65_before_running(ds_xa30, built_data_dir, tmp_path, capsys, edit,
                                          words):
-    """Bad DWI input is caught when the workflow is built: exit 65, one line, no outputs."""
+    """Bad DWI input is caught when the run is planned: exit 65, one line, no outputs."""
     from bids_app.cli.run import main
 
     bids = _bad_copy(ds_xa30, tmp_path, edit)

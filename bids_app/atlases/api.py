@@ -38,7 +38,7 @@ def _data_dir(data_dir: Path | str | None) -> Path:
 def get_template(
     space: str = TEMPLATE,
     *,
-    res: int = 2,
+    res: int,
     suffix: str = "T1w",
     desc: str | None = None,
     data_dir: Path | str | None = None,
@@ -120,7 +120,7 @@ def _resource(manifest: Manifest, name: str):
     return manifest.resources[name]
 
 
-def get_atlas(name: str, *, res: int = 2, data_dir: Path | str | None = None) -> Atlas:
+def get_atlas(name: str, *, res: int, data_dir: Path | str | None = None) -> Atlas:
     """Load a built atlas (paths + label table) from the data directory.
 
     Raises

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from bids_app.bids.derivatives import ENTITY_ORDER
 from bids_app.core.anat.segmentation import DSEG_LABELS
 from bids_app.core.tables import STATS_COLUMNS
 from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE
@@ -51,20 +52,11 @@ class Output:
             kwargs["meta_dict"] = sidecar
         return kwargs
 
-    @property
-    def desc(self) -> str:
-        """The ``desc`` entity (empty when the output has none)."""
-        return str(self.entities.get("desc", ""))
-
     def glob(self) -> str:
         """File-name pattern of this output for any participant (``*_desc-x_suffix.ext``)."""
-        middle = "".join(f"_{_SHORT[k]}-{v}" for k, v in self.entities.items())
+        middle = "".join(f"_{short}-{self.entities[long]}" for long, short in ENTITY_ORDER
+                         if long in self.entities)
         return f"*{middle}_{self.suffix}{self.extension or ''}"
-
-
-_SHORT = {"desc": "desc", "space": "space", "model": "model", "param": "param",
-          "label": "label", "res": "res", "atlas": "atlas", "from_space": "from",
-          "to_space": "to", "mode": "mode"}
 
 
 # --------------------------------------------------------------------------- diffusion maps
@@ -114,23 +106,30 @@ def dwi_map_output(model: str, param: str, *, model_description: str) -> Output:
                         "Units": spec.units})
 
 
-def stats_dictionary(model: str) -> dict[str, Any]:
-    """JSON data dictionary of the ``*_dwistats.tsv`` columns (metric levels from the model)."""
-    levels = {k: v.level for k, v in DWI_MODELS[model].items() if v.level is not None}
+def stats_dictionary(model: str, *, tract_atlas: str, roi_atlas: str) -> dict[str, Any]:
+    """JSON data dictionary of the ``*_dwistats.tsv`` columns (metric levels and units from
+    the model's declaration, atlas names from the run)."""
+    maps = {k: v for k, v in DWI_MODELS[model].items() if v.level is not None}
+    units: dict[str, list[str]] = {}
+    for name, spec in maps.items():
+        units.setdefault("unitless" if spec.units == "arbitrary" else spec.units,
+                         []).append(name.upper())
     return {
-        "atlas": {"Description": "Atlas the region comes from (hcp842 tracts, jhu labels)."},
-        "region": {"Description": "Canonical region name (cst, corticostriatal, "
-                                  "corticothalamic, cerebral_peduncle, mcp, scp, icp, plic, "
-                                  "alic, ...)."},
+        "atlas": {"Description": f"Atlas the region comes from ({tract_atlas} tracts, "
+                                 f"{roi_atlas} labels)."},
+        "region": {"Description": "Canonical region name (region names of the atlas manifest, "
+                                  "bids_app/data/atlases.yaml)."},
         "hemisphere": {"Description": "L, R or bilateral.", "Levels": {
             "L": "left", "R": "right", "bilateral": "midline or both hemispheres"}},
-        "metric": {"Description": "Diffusion tensor metric.", "Levels": levels},
+        "metric": {"Description": f"Diffusion {model} metric.",
+                   "Levels": {k: v.level for k, v in maps.items()}},
         "statistic": {"Description": "Summary statistic.", "Levels": {
             "wmean": "tract-probability-weighted mean over the brain mask",
             "mean": "mean over voxels with tract probability > threshold, or inside the "
                     "label"}},
         "value": {"Description": "Value of the statistic; n/a when no voxel is available.",
-                  "Units": "FA unitless; MD/AD/RD mm^2/s"},
+                  "Units": "; ".join(f"{'/'.join(names)} {unit}"
+                                     for unit, names in units.items())},
         "n_voxels": {"Description": "Native DWI voxels contributing (p > 0 for wmean, "
                                     "p > threshold or in label for mean)."},
     }
@@ -152,7 +151,6 @@ def feature_name(atlas: str, region: str, hemisphere: str, metric: str, statisti
 
 
 # --------------------------------------------------------------------------- DWI outputs
-_XFM = {"mode": "image"}
 #: DWI outputs other than the parameter maps, keyed by the diffusion workflow's outputnode
 #: field. Run-dependent sidecar fields are added by the workflow.
 DWI_OUTPUTS: Mapping[str, Output] = MappingProxyType({
@@ -166,14 +164,14 @@ DWI_OUTPUTS: Mapping[str, Output] = MappingProxyType({
     # no space entity: native DWI space like the preprocessed DWI (space-dwi, a non-standard
     # space, would require a per-subject SpatialReference).
     "mask": Output("dwi", "mask", {"desc": "brain"}, meta={"Type": "Brain"}),
-    "motion": Output("dwi", "motion", {"desc": "dwi"}, meta={"Units": {
+    "motion": Output("dwi", "motion", {"desc": "dwi"}, ".tsv", meta={"Units": {
         "trans": "mm", "rot": "rad", "framewise_displacement": "mm"}}),
     "xfm_to_template": Output("dwi", "xfm", {"from_space": "dwi", "to_space": TEMPLATE,
-                                             **_XFM}),
+                                             "mode": "image"}),
     "xfm_from_template": Output("dwi", "xfm", {"from_space": TEMPLATE, "to_space": "dwi",
-                                               **_XFM}),
+                                               "mode": "image"}),
     "stats": DWI_STATS,
-    "qc": Output("dwi", "qc", {"desc": "dwi"}),
+    "qc": Output("dwi", "qc", {"desc": "dwi"}, ".tsv"),
     "fig_tracts": Output("figures", "dwi", {"desc": "tracts"}),
     "fig_reg": Output("figures", "dwi", {"space": TEMPLATE, "desc": "reg"}),
     "fig_motion": Output("figures", "dwi", {"desc": "motion"}),
@@ -213,7 +211,6 @@ VOLUMES_DICTIONARY: Mapping[str, Any] = MappingProxyType({
                                 "and tiv)"},
 })
 
-_ANAT_XFM = {"mode": "image"}
 #: Anatomical outputs keyed by the anatomical workflow's outputnode field.
 ANAT_OUTPUTS: Mapping[str, Output] = MappingProxyType({
     "t1w_preproc": Output("anat", "T1w", {"desc": "preproc"},
@@ -225,9 +222,9 @@ ANAT_OUTPUTS: Mapping[str, Output] = MappingProxyType({
     "csf_probseg": Output("anat", "probseg", {"label": "CSF"}),
     "dseg": Output("anat", "dseg", meta={"Labels": {str(k): v for k, v in DSEG_LABELS.items()}}),
     "t1w2mni_xfm": Output("anat", "xfm", {"from_space": "T1w", "to_space": TEMPLATE,
-                                          **_ANAT_XFM}, ".h5"),
+                                          "mode": "image"}, ".h5"),
     "mni2t1w_xfm": Output("anat", "xfm", {"from_space": TEMPLATE, "to_space": "T1w",
-                                          **_ANAT_XFM}, ".h5"),
+                                          "mode": "image"}, ".h5"),
     "t1w_mni": Output("anat", "T1w", {"space": TEMPLATE, "res": str(ANAT_TEMPLATE_RES),
                                       "desc": "preproc"},
                       meta={"SkullStripped": False, "Template": TEMPLATE,
@@ -235,7 +232,7 @@ ANAT_OUTPUTS: Mapping[str, Output] = MappingProxyType({
     "atlas_t1w": Output("anat", "dseg", meta={"Interpolation": "nearest neighbour"}),
     "volumes_tsv": Output("anat", "morph", {"desc": "gmvolume"}, ".tsv",
                           meta=VOLUMES_DICTIONARY),
-    "qc_tsv": Output("anat", "qc", {"desc": "anat"}, meta=ANAT_QC_DICTIONARY),
+    "qc_tsv": Output("anat", "qc", {"desc": "anat"}, ".tsv", meta=ANAT_QC_DICTIONARY),
     "seg_figure": Output("figures", "T1w", {"desc": "seg"}),
     "reg_figure": Output("figures", "T1w", {"space": TEMPLATE, "desc": "reg"}),
 })

@@ -89,7 +89,7 @@ def plan_sdc(pe_dirs: Sequence[str | None], *, sdc: str, separate: bool = False)
     if len(parsed) == 1:
         if separate and sdc != "none":
             return plan(SDC_NONE, NO_SDC + "runs processed separately (--dwi-runs separate)")
-        return plan(SDC_NONE, NO_SDC + "single run (one phase-encoding direction)")
+        return plan(SDC_NONE, NO_SDC + "single run, one phase-encoding direction")
     if sdc == "none":
         return plan(SDC_RIGID, NO_SDC + "disabled (--sdc none)")
     missing = [i + 1 for i, p in enumerate(parsed) if p is None]
@@ -115,6 +115,11 @@ class DwiUnit:
     """Distinct non-zero b-values of the unit's runs (from the gradient pre-flight check)."""
     entities: Mapping[str, str] = field(default_factory=dict)
     """Extra output entities (acquisition/direction/run of a separately processed run)."""
+
+    @property
+    def has_sdc_figure(self) -> bool:
+        """Two or more runs are aligned: the before/after figure of the alignment exists."""
+        return len(self.runs) > 1
 
     @property
     def sources(self) -> list[str]:

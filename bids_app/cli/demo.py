@@ -24,6 +24,11 @@ from bids_app.cli.workflow import run
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
 from bids_app.settings import (
     DEFAULT_SEED,
+    DWI_ATLAS_RES,
+    DWI_TEMPLATE_RES,
+    GM_ATLAS_RES,
+    TEMPLATE,
+    AnatSettings,
     DwiSettings,
     ExecutionSettings,
     NipypeSettings,
@@ -86,11 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_data(data_dir: Path | None) -> Path:
     """Return a data directory with the atlases the demo needs, building it if missing."""
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    data_dir = (Path(data_dir) if data_dir else default_data_dir()).expanduser().resolve()
+    dwi, anat = DwiSettings(), AnatSettings()
     try:
-        for name in ("hcp842", "jhu", "aal"):
-            get_atlas(name, data_dir=data_dir)
-        get_template(suffix="FA", data_dir=data_dir)
+        for name, res in ((dwi.tract_atlas, DWI_ATLAS_RES), (dwi.roi_atlas, DWI_ATLAS_RES),
+                          (anat.gm_atlas, GM_ATLAS_RES)):
+            get_atlas(name, res=res, data_dir=data_dir)
+        get_template(TEMPLATE, res=DWI_TEMPLATE_RES, suffix="FA", data_dir=data_dir)
     except MissingInputError:
         rc = fetch_main(["--dest", str(data_dir)])
         if rc != 0:
@@ -124,10 +131,12 @@ def participant_batches(labels: list[str], size: int) -> list[list[str]]:
 
 def _settings(level: str, bids: Path, derivatives: Path, *, work_dir: Path, data_dir: Path,
               nprocs: int, labels: tuple[str, ...] = ()) -> Settings:
-    """Run settings of one demo step (the participant options of :data:`PARTICIPANT_OPTIONS`;
-    one thread per node, so the scheduler runs ``nprocs`` participants' nodes side by side)."""
-    dwi = replace(DwiSettings(), **{field: value
-                                    for field, value, _ in PARTICIPANT_OPTIONS.values()})
+    """Run settings of one demo step: the participant level gets :data:`PARTICIPANT_OPTIONS`
+    and one thread per node (the scheduler runs ``nprocs`` participants' nodes side by side);
+    what :func:`_step` logs as the equivalent command line."""
+    dwi = DwiSettings()
+    if level == "participant":
+        dwi = replace(dwi, **{field: value for field, value, _ in PARTICIPANT_OPTIONS.values()})
     return Settings(
         execution=ExecutionSettings(bids_dir=bids, output_dir=derivatives, analysis_level=level,
                                     work_dir=work_dir, participant_label=labels,
@@ -135,17 +144,21 @@ def _settings(level: str, bids: Path, derivatives: Path, *, work_dir: Path, data
         nipype=NipypeSettings(nprocs=nprocs, omp_nthreads=1), dwi=dwi)
 
 
-def _step(settings: Settings, what: str) -> int:
-    """Run one level; the equivalent command line goes to the run log."""
+def equivalent_argv(settings: Settings) -> list[str]:
+    """The ``alsmri`` command line that gives ``settings`` (written to the run log)."""
     ex = settings.execution
     argv = [str(ex.bids_dir), str(ex.output_dir), ex.analysis_level]
-    if ex.participant_label:
+    if ex.analysis_level == "participant":
         argv += ["--participant-label", *ex.participant_label, *PARTICIPANT_OPTIONS]
-    argv += ["--nprocs", str(settings.nipype.nprocs), "--omp-nthreads",
-             str(settings.nipype.omp_nthreads), "-w", str(ex.work_dir), "--data-dir",
-             str(ex.data_dir)]
+    return argv + ["--nprocs", str(settings.nipype.nprocs), "--omp-nthreads",
+                   str(settings.nipype.omp_nthreads), "-w", str(ex.work_dir), "--data-dir",
+                   str(ex.data_dir)]
+
+
+def _step(settings: Settings, what: str) -> int:
+    """Run one level; the equivalent command line goes to the run log."""
     try:
-        return run(settings, argv)
+        return run(settings, equivalent_argv(settings))
     except AlsmriError as exc:
         print(f"alsmri demo: {what} failed (exit {exc.exit_code}): {exc}", file=sys.stderr)
         return exc.exit_code

@@ -2,8 +2,9 @@
 
 Each loads its inputs, calls one function of :mod:`bids_app.core.dwi` and writes to the node's
 working directory. Options that mirror a run setting (``b0_threshold``, ``seed``, ``method``,
-``enabled``, ``sdc``) are mandatory: the workflow passes them from
-:class:`bids_app.settings.DwiSettings`.
+``enabled``) are mandatory: the workflow passes them from
+:class:`bids_app.settings.DwiSettings`, and the run alignment's (``pe_axis``, ``polarities``,
+``sdc_method``, ``sdc_note``) from the unit's :class:`~bids_app.bids.plan.SdcPlan`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class _CheckDwiOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="float32 DWI, NaN/Inf voxels zeroed")
     out_bval = File(exists=True)
     out_bvec = File(exists=True, desc="normalised b-vectors")
-    shells = traits.List(traits.Float)
     n_nonfinite = traits.Int()
     warnings = traits.List(traits.Str)
 
@@ -81,7 +81,6 @@ class CheckDwi(SimpleInterface):
         self._results["out_file"] = save_nifti(data, img, "dwi_checked.nii", runtime)
         self._results["out_bval"], self._results["out_bvec"] = save_gradients(
             grads.bvals, grads.bvecs, runtime, "dwi_checked")
-        self._results["shells"] = list(grads.shells)
         self._results["n_nonfinite"] = n_bad
         return runtime
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 import html
 from pathlib import Path
 
 import pandas as pd
 
 from bids_app.bids.derivatives import write_atomic
+from bids_app.bids.outputs import ANAT_OUTPUTS, ANAT_STATS, DWI_OUTPUTS, DWI_STATS, Output
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -18,6 +20,11 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eef}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
 .warn{color:#a40}pre{white-space:pre-wrap;background:#f7f7f7;padding:1em}
 """
+
+
+def _matching(files: list[Path], *outputs: Output) -> list[Path]:
+    """The files that are one of the declared ``outputs``."""
+    return [p for p in files if any(fnmatch.fnmatch(p.name, o.glob()) for o in outputs)]
 
 
 def _figure(path: Path) -> str:
@@ -62,8 +69,8 @@ def build_participant_report(output_dir: str | Path, label: str, *, methods: str
     root = output_dir / subject
     files = sorted(p for p in root.rglob(f"{label}_*") if p.is_file())
     figures = [p for p in files if p.suffix in (".svg", ".png") and p.parent.name == "figures"]
-    qc = [p for p in files if p.name.endswith("_qc.tsv")]
-    stats = [p for p in files if p.name.endswith(("_dwistats.tsv", "_morph.tsv"))]
+    qc = _matching(files, DWI_OUTPUTS["qc"], ANAT_OUTPUTS["qc_tsv"])
+    stats = _matching(files, DWI_STATS, ANAT_STATS)
     parts = [(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{label}</title>"
              f"<style>{_STYLE}</style></head><body><h1>alsmri report: {label}</h1>")]
     if notes:

@@ -14,14 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from dipy.core.gradients import gradient_table
+from dipy.io.gradients import read_bvals_bvecs
+from dipy.reconst.dti import TensorModel
+from scipy.ndimage import gaussian_filter
 
+from bids_app.core.dwi.preproc import brain_mask
+from bids_app.core.dwi.registration import register_fa_to_template, warp_to_native
 from bids_app.core.seeding import ants_seed, single_threaded
 from bids_app.errors import BadDataError, MissingInputError
+from bids_app.simulate.tensors import regularise
 
 LOGGER = logging.getLogger("alsmri.simulate")
 CACHE_VERSION = "5"  # 5: tract weights from the pipeline's FA registration
@@ -134,14 +142,6 @@ def load_or_build_base(source: SourceSubject, atlases: AtlasInputs, *, cache_dir
 
 def build_base(source: SourceSubject, atlases: AtlasInputs, *, seed: int = 1) -> BaseAnatomy:
     """Fit the tensor field and bring atlas regions to the real subject (slow: ~1-2 min)."""
-    from dipy.core.gradients import gradient_table
-    from dipy.io.gradients import read_bvals_bvecs
-    from dipy.reconst.dti import TensorModel
-    from scipy.ndimage import gaussian_filter
-
-    from bids_app.core.dwi.preproc import brain_mask
-    from bids_app.simulate.tensors import regularise
-
     img = nib.load(source.dwi)
     if img.ndim != 4:
         raise BadDataError(f"{source.dwi}: DWI must be 4D, got shape {img.shape}")
@@ -201,10 +201,6 @@ def _tract_weights(fa: np.ndarray, affine: np.ndarray, atlases: AtlasInputs, *,
     cohort the most severe patient's CST measured +0.015/+0.021 FA against +0.007/+0.002 with
     its planted weights).
     """
-    import tempfile
-
-    from bids_app.core.dwi.registration import register_fa_to_template, warp_to_native
-
     regions = {**atlases.tracts, **atlases.controls}
     out = {}
     with tempfile.TemporaryDirectory(prefix="alsmri-base-") as tmp:

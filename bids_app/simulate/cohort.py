@@ -7,14 +7,22 @@ or the number of participants simulated after it.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import ants
+import nibabel as nib
 import numpy as np
 from dipy.core.gradients import gradient_table
 from nibabel.affines import apply_affine
 from scipy import ndimage
 
+from bids_app.atlases.api import get_template
+from bids_app.core.anat import preproc, registration
+from bids_app.core.anat.atrophy import plant_atrophy
+from bids_app.core.anat.segmentation import segment_tissues
+from bids_app.settings import TEMPLATE
 from bids_app.simulate import deform, tensors
 from bids_app.simulate.base import BaseAnatomy
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
@@ -130,22 +138,13 @@ def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) 
     participant level measures (a K-means segmentation inside the looser DWI mask takes
     scalp into account and mistakes WM for GM).
     """
-    import tempfile
-
-    import ants
-    import nibabel as nib
-
-    from bids_app.atlases.api import get_template
-    from bids_app.core.anat import preproc, registration
-    from bids_app.core.anat.segmentation import segment_tissues
-
     with tempfile.TemporaryDirectory(prefix="alsmri-sim-seg-") as tmp:
         path = Path(tmp) / "t1w.nii.gz"
         nib.save(nib.Nifti1Image(base.t1.astype(np.float32), base.t1_affine), path)
         image = ants.image_read(str(path))
         corrected = preproc.n4_correct(image, mask=preproc.head_mask(image))
-        template = ants.image_read(str(get_template("MNI152NLin6Asym", res=2, suffix="T1w")))
-        template_mask = ants.image_read(str(get_template("MNI152NLin6Asym", res=2,
+        template = ants.image_read(str(get_template(TEMPLATE, res=2, suffix="T1w")))
+        template_mask = ants.image_read(str(get_template(TEMPLATE, res=2,
                                                          suffix="mask", desc="brain")))
         reg = registration.register_to_template(corrected, template,
                                                 outprefix=str(Path(tmp) / "reg_"), seed=seed)
@@ -194,7 +193,6 @@ def atrophy_gray_matter(t1: np.ndarray, tissue: GmTissue, changes: dict[str, tup
     realised : dict
         ``key -> relative GM volume change`` actually planted (from the exact Jacobian).
     """
-    from bids_app.core.anat.atrophy import plant_atrophy
 
     image = np.asarray(t1, dtype=np.float32)
     realised = {}

@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bids_app import __version__
+from bids_app.atlases.api import get_atlas, get_template
 from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
 from bids_app.simulate import cohort, writer
@@ -53,8 +54,6 @@ def default_source_dir() -> Path:
 
 def atlas_inputs(effects: dict, *, data_dir: Path | None = None) -> AtlasInputs:
     """MNI-space inputs of the base from the built data directory (``alsmri fetch-data``)."""
-    from bids_app.atlases.api import get_atlas, get_template
-
     atlases = {}
 
     def atlas(name: str):

@@ -25,6 +25,7 @@ from bids_app.bids.outputs import (
     stats_dictionary,
 )
 from bids_app.bids.plan import DwiUnit
+from bids_app.core.dwi.preproc import NOISE_MAP_DENOISERS
 from bids_app.interfaces.bids import DerivativesDataSink
 from bids_app.interfaces.dwi_atlas import DwiStats, RegisterFA, WarpAtlas
 from bids_app.interfaces.dwi_models import MODEL_FITS
@@ -48,6 +49,9 @@ from bids_app.settings import (
 #: Outputs of the preprocessing sub-workflow.
 PREPROC_FIELDS = ("dwi_preproc", "bval", "bvec", "motion", "mask", "b0", "mask_ml",
                   "sdc_report", "fig_sdc", "sigma")
+#: Outputs of the preprocessing sub-workflow the model sub-workflow takes (and the template).
+MODEL_INPUTS = ("dwi_preproc", "bval", "bvec", "mask", "b0", "mask_ml", "motion", "sdc_report",
+                "sigma")
 #: Outputs of the model sub-workflow besides the parameter maps.
 MODEL_FIELDS = ("xfm_to_template", "xfm_from_template", "stats", "qc", "fig_tracts",
                 "fig_reg", "fig_motion")
@@ -106,20 +110,12 @@ def init_dwi_wf(
         ds_wf = init_ds_dwi_wf(unit=unit, settings=settings, output_dir=Path(output_dir),
                                name=f"ds_dwi_wf{tag}")
         workflow.connect(inputnode, "fa_template", model_wf, "inputnode.fa_template")
-        for field in PREPROC_FIELDS:
-            if field == "fig_sdc" and len(unit.runs) < 2:
-                continue
-            if field == "sigma" and settings.denoise != "mppca":
-                continue
-            if field in ("dwi_preproc", "bval", "bvec", "mask", "b0", "mask_ml", "motion",
-                         "sdc_report", "sigma"):
-                workflow.connect(preproc_wf, f"outputnode.{field}",
-                                 model_wf, f"inputnode.{field}")
-            if field in ds_wf.get_node("inputnode").inputs.copyable_trait_names():
-                workflow.connect(preproc_wf, f"outputnode.{field}",
-                                 ds_wf, f"inputnode.{field}")
-        for field in (*MODEL_FIELDS, *DWI_MODELS[DWI_MODEL]):
-            workflow.connect(model_wf, f"outputnode.{field}", ds_wf, f"inputnode.{field}")
+        for field in MODEL_INPUTS:
+            workflow.connect(preproc_wf, f"outputnode.{field}", model_wf, f"inputnode.{field}")
+        # every output the unit's sinks declare comes from one of the two sub-workflows
+        for field in ds_wf.get_node("inputnode").inputs.copyable_trait_names():
+            src = preproc_wf if field in PREPROC_FIELDS else model_wf
+            workflow.connect(src, f"outputnode.{field}", ds_wf, f"inputnode.{field}")
         for field in OUTPUT_FIELDS:
             src = model_wf if field in MODEL_FIELDS or field in DWI_MODELS[DWI_MODEL] \
                 else preproc_wf
@@ -136,8 +132,8 @@ def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
 
     Outputs
     -------
-    See :data:`PREPROC_FIELDS` (``sigma``: the first run's MP-PCA noise map, ``mppca`` only;
-    ``fig_sdc``: two or more runs only).
+    See :data:`PREPROC_FIELDS` (``sigma``: the first run's noise map for a denoiser that
+    estimates one, else ``None``; ``fig_sdc``: only when ``unit.has_sdc_figure``).
     """
     thr, seed = settings.b0_threshold, settings.seed
     workflow = pe.Workflow(name=name)
@@ -169,8 +165,10 @@ def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
             last = unring
         workflow.connect([(last, hmc, [("out_file", "in_file")]),
                           (last, m_dwi, [("out_file", f"in{i}")])])
-        if i == 1 and settings.denoise == "mppca":
+        if i == 1 and settings.denoise in NOISE_MAP_DENOISERS:
             workflow.connect(denoise, "out_sigma", outputnode, "sigma")
+    if settings.denoise not in NOISE_MAP_DENOISERS:
+        outputnode.inputs.sigma = None  # QC estimates the noise from the b0 instead
 
     sdc = unit.sdc
     combine = pe.Node(CombineRuns(pe_dirs=list(sdc.pe_dirs), polarities=list(sdc.polarities),
@@ -191,7 +189,7 @@ def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
                                ("out_report", "sdc_report")]),
         (mask, outputnode, [("out_mask", "mask"), ("out_b0", "b0"), ("mask_ml", "mask_ml")]),
     ])
-    if n > 1:
+    if unit.has_sdc_figure:
         workflow.connect(combine, "out_figure", outputnode, "fig_sdc")
     return workflow
 
@@ -203,7 +201,7 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     Inputs
     ------
     dwi_preproc, bval, bvec, mask, b0, mask_ml, motion, sdc_report, sigma
-        From :func:`init_dwi_preproc_wf` (``sigma`` is ``None`` unless MP-PCA denoising).
+        From :func:`init_dwi_preproc_wf` (:data:`MODEL_INPUTS`).
     fa_template
         The FA template.
 
@@ -213,10 +211,8 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     :data:`MODEL_FIELDS`.
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(fields=[
-        "dwi_preproc", "bval", "bvec", "mask", "b0", "mask_ml", "motion", "sdc_report",
-        "sigma", "fa_template"]), name="inputnode")
-    inputnode.inputs.sigma = None
+    inputnode = pe.Node(IdentityInterface(fields=[*MODEL_INPUTS, "fa_template"]),
+                        name="inputnode")
     maps = tuple(DWI_MODELS[DWI_MODEL])
     outputnode = pe.Node(IdentityInterface(fields=[*maps, *MODEL_FIELDS]), name="outputnode")
     fit = pe.Node(MODEL_FITS[DWI_MODEL](fit_method=settings.tensor_fit,
@@ -273,10 +269,12 @@ def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
     workflow = pe.Workflow(name=name)
     model_description = MODEL_DESCRIPTIONS[DWI_MODEL].format(fit_method=settings.tensor_fit)
     declared = {key: out.sink_inputs() for key, out in DWI_OUTPUTS.items()
-                if key != "fig_sdc" or len(unit.runs) > 1}
+                if key != "fig_sdc" or unit.has_sdc_figure}
     declared["dwi_preproc"] = DWI_OUTPUTS["dwi_preproc"].sink_inputs(SDC=unit.sdc.method)
     declared["stats"] = DWI_OUTPUTS["stats"].sink_inputs(
-        **stats_dictionary(DWI_MODEL), TractThreshold=settings.tract_threshold,
+        **stats_dictionary(DWI_MODEL, tract_atlas=settings.tract_atlas,
+                           roi_atlas=settings.roi_atlas),
+        TractThreshold=settings.tract_threshold,
         TractAtlas=settings.tract_atlas, RoiAtlas=settings.roi_atlas)
     for param in DWI_MODELS[DWI_MODEL]:
         declared[param] = dwi_map_output(DWI_MODEL, param,

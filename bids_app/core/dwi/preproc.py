@@ -69,6 +69,9 @@ def _denoise_none(data, *, bvals, b0_threshold, mask):
     return np.asarray(data, dtype=np.float32), None
 
 
+#: Denoisers that also return a noise standard-deviation map.
+NOISE_MAP_DENOISERS = frozenset({"mppca"})
+
 DENOISERS: dict[str, Callable] = {
     "mppca": _denoise_mppca,
     "patch2self": _denoise_patch2self,

@@ -21,6 +21,7 @@ import numpy as np
 from bids_app.core.dwi._ants import (
     LPS,
     correlation,
+    matrix_transform,
     rotate_bvecs,
     to_ants,
     transform_matrix,
@@ -202,8 +203,6 @@ def apply_run_transforms(data: np.ndarray, *, affine: np.ndarray, transforms: Se
     ndarray
         float32 4D series (negative overshoots clipped to 0).
     """
-    from bids_app.core.dwi._ants import matrix_transform
-
     if not transforms and volume_matrices is None:
         return np.asarray(data, dtype=np.float32)
     ref = to_ants(data[..., 0], affine)
