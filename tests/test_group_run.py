@@ -422,3 +422,30 @@ def test_spec_metrics_and_regions_without_data_are_named():
     assert len(messages) == 2 and notes.warnings == messages
     assert "'metrics'" in messages[0] and "['kurtosis']" in messages[0]
     assert "insula" in messages[1] and "precentral" not in messages[1]
+
+
+def test_incomplete_participant_tables_are_named_and_listed(tmp_path, warnings_log):
+    """A table cut at a line boundary or left header-only: a warning naming the file, the
+    inclusion table lists the features it lacks, header-only counts as no DWI."""
+    bids, out, spec = small_cohort(tmp_path)
+    cut = out / "sub-00002" / "dwi" / "sub-00002_desc-tracts_dwistats.tsv"
+    empty = out / "sub-00011" / "dwi" / "sub-00011_desc-tracts_dwistats.tsv"
+    assert cut.is_file() and empty.is_file()
+    lines = cut.read_text().splitlines()
+    kept = lines[:len(lines) // 2]
+    cut.write_text("\n".join(kept) + "\n")
+    empty.write_text(lines[0] + "\n")
+    lost = {"_".join(line.split("\t")[:5]) for line in lines[len(lines) // 2:]}
+    group_dir = run(settings(bids, out, analysis_spec=spec))
+    text = warnings_log.text
+    assert f"{cut}: lacks {len(lost)} of the " in text
+    assert f"{empty}: holds no metric rows (header only)" in text
+    incl = read(out, "inclusion").set_index("participant_id")
+    assert incl.loc["sub-00002", "n_missing_features"] == len(lost)
+    assert set(incl.loc["sub-00002", "missing_features"].split(";")) == lost
+    assert not incl.loc["sub-00011", "has_dwi"] and incl.loc["sub-00011", "has_anat"]
+    complete = incl.drop(index=["sub-00002", "sub-00011"])
+    assert (complete["n_missing_features"] == 0).all()
+    assert complete["missing_features"].isna().all()
+    sidecar = json.loads((group_dir / OUTPUTS["inclusion"]).with_suffix(".json").read_text())
+    assert "missing_features" in sidecar

@@ -119,6 +119,10 @@ INCLUSION = {
     "session_id": "Session label (ses-<label>) or n/a",
     "has_dwi": f"A {DWI_STATS.glob()} was found",
     "has_anat": f"A {ANAT_STATS.glob()} was found",
+    "n_missing_features": "Imaging features absent from this participant's tables although "
+                          "other participants' tables of the same kind have them (table cut "
+                          "short or header-only; those features are n/a)",
+    "missing_features": "The absent features (;-separated), empty when complete",
     "has_phenotype": "Listed in participants.tsv or a phenotype/*.tsv",
     "group_label": "patient, control or n/a (from the group column and the spec's labels)",
     "in_cross_sectional": "Row used by the cross-sectional analyses (one session per "

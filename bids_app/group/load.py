@@ -109,7 +109,7 @@ def _keep_statistics(parts: list[list[str]], statistics: Mapping[str, str]) -> l
 
 
 def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
-                 notes: Notes) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 notes: Notes) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read the tables listed by :func:`find_participant_outputs` into one wide table.
 
     Plain line splitting and numpy indexing (no per-file DataFrame) keep 10,000 participants
@@ -131,6 +131,12 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
         ``has_anat``, then one float column per feature (``n/a`` -> NaN).
     catalogue : DataFrame
         One row per feature: ``feature, atlas, region, hemisphere, metric, statistic``.
+    missing : DataFrame
+        One row per participant/session: ``n_missing_features`` and ``missing_features``
+        (``;``-separated feature names): rows that other participants' tables of the same kind
+        have and this participant's table lacks (a table cut short, or header-only). Each
+        incomplete table is also named in a warning; a header-only table counts as absent
+        (``has_dwi``/``has_anat`` False).
 
     Raises
     ------
@@ -145,6 +151,7 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
     keys: list[str] = []
     values: list[str] = []
     owner: list[int] = []
+    present: list[tuple[int, str, Path, set[str]]] = []  # row, kind, file, its metric rows
     for sub, session, kind, path in files[[*KEYS, "kind", "path"]].itertuples(index=False):
         try:
             lines = Path(path).read_text().splitlines()
@@ -153,7 +160,7 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
         if not lines or lines[0].rstrip("\r") != header:
             raise BadDataError(f"{path}: header must be exactly {list(STATS_COLUMNS)}")
         row = index[(sub, session)]
-        has[kind][row] = True
+        start = len(keys)
         for i, line in enumerate(lines[1:], start=2):
             fields_ = line.rstrip("\r").split("\t")
             if len(fields_) != ncol:
@@ -163,6 +170,9 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
             keys.append("\t".join(fields_[:5]))
             values.append(fields_[5])
         owner.extend([row] * (len(keys) - len(owner)))
+        present.append((row, kind, Path(path), set(keys[start:])))
+        has[kind][row] |= len(keys) > start  # a header-only table holds no metrics
+    missing = _missing_rows(present, sessions, notes=notes)
     uniq, codes = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
     parts = [k.split("\t") for k in uniq]
     keep = np.array(_keep_statistics(parts, statistics), dtype=bool)
@@ -184,7 +194,29 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
     matrix[owner_arr, feat] = _floats(values)[sel] if values else []
     wide = pd.concat([sessions.assign(has_dwi=has["dwi"], has_anat=has["anat"]),
                       pd.DataFrame(matrix, columns=catalogue["feature"].to_list())], axis=1)
-    return wide, catalogue
+    return wide, catalogue, missing
+
+
+def _missing_rows(present: list[tuple[int, str, Path, set[str]]], sessions: pd.DataFrame, *,
+                  notes: Notes) -> pd.DataFrame:
+    """Metric rows each table lacks compared with the union over tables of its kind."""
+    expected: dict[str, set[str]] = {}
+    for _, kind, _, rows in present:
+        expected.setdefault(kind, set()).update(rows)
+    lacking: dict[int, list[str]] = {}
+    for row, kind, path, rows in present:
+        absent = sorted(expected[kind] - rows)
+        if not absent:
+            continue
+        names = [feature_name(*k.split("\t")) for k in absent]
+        lacking.setdefault(row, []).extend(names)
+        what = ("holds no metric rows (header only)" if not rows else
+                f"lacks {len(absent)} of the {len(expected[kind])} metric rows other "
+                f"participants have (e.g. {names[0]})")
+        notes.warn(f"{path}: {what}; incomplete participant table, those features are n/a")
+    names = [sorted(lacking.get(i, [])) for i in range(len(sessions))]
+    return sessions.assign(n_missing_features=[len(n) for n in names],
+                           missing_features=[";".join(n) or np.nan for n in names])
 
 
 @dataclass
@@ -309,8 +341,11 @@ def join(imaging: pd.DataFrame, pheno: Phenotype, *, notes: Notes) -> pd.DataFra
     return joined[first + [c for c in joined.columns if c not in first]]
 
 
-def inclusion(imaging: pd.DataFrame, pheno: Phenotype, *, notes: Notes) -> pd.DataFrame:
-    """Participants/sessions with imaging and/or phenotype; warn about the mismatches."""
+def inclusion(imaging: pd.DataFrame, pheno: Phenotype, missing: pd.DataFrame, *,
+              notes: Notes) -> pd.DataFrame:
+    """Participants/sessions with imaging and/or phenotype; warn about the mismatches.
+
+    ``missing`` (from :func:`load_metrics`) adds which features each one's tables lack."""
     img_ids = set(imaging["participant_id"])
     ph_ids: set[str] = set()
     for _, table in pheno.tables:
@@ -324,8 +359,10 @@ def inclusion(imaging: pd.DataFrame, pheno: Phenotype, *, notes: Notes) -> pd.Da
         notes.warn(f"{len(no_img)} participant(s) in participants.tsv/phenotype without "
                    f"participant outputs: {', '.join(no_img[:20])}"
                    f"{' ...' if len(no_img) > 20 else ''}")
-    rows = imaging[[*KEYS, "has_dwi", "has_anat"]].copy()
+    rows = imaging[[*KEYS, "has_dwi", "has_anat"]].merge(missing, on=KEYS, how="left")
     rows["has_phenotype"] = rows["participant_id"].isin(ph_ids)
     extra = pd.DataFrame({"participant_id": no_img, "session_id": "", "has_dwi": False,
-                          "has_anat": False, "has_phenotype": True})
+                          "has_anat": False, "n_missing_features": 0,
+                          "missing_features": np.nan,
+                          "has_phenotype": True})
     return pd.concat([rows, extra], ignore_index=True) if no_img else rows

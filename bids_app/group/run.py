@@ -236,7 +236,7 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
     spec = canonical_spec(load_spec(settings.group.analysis_spec, overrides=settings.group),
                           aliases)
     files = find_participant_outputs(ex.output_dir)
-    wide, catalogue = load_metrics(files, spec.statistics, notes=notes)
+    wide, catalogue, missing = load_metrics(files, spec.statistics, notes=notes)
     LOGGER.info("group: %d participant(s), %d session row(s), %d feature(s)",
                 wide["participant_id"].nunique(), len(wide), len(catalogue))
     pheno = load_phenotype(ex.bids_dir, aliases, notes=notes)
@@ -244,7 +244,7 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
     warn_unmatched_imaging_names(spec, catalogue, notes=notes)
     return GroupInputs(spec=spec, joined=joined, catalogue=catalogue,
-                       inclusion=inclusion(wide, pheno, notes=notes), phenotype=pheno)
+                       inclusion=inclusion(wide, pheno, missing, notes=notes), phenotype=pheno)
 
 
 def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
