@@ -149,13 +149,18 @@ def _label(row: pd.Series) -> str:
     return f"{row['atlas']} {row['region']} {row['hemisphere']} {row['metric']}"
 
 
+def _most_significant(table: pd.DataFrame, max_panels: int) -> pd.DataFrame:
+    """The significant rows of a statistics table, smallest q first, at most ``max_panels``."""
+    sig = table[table["significant"].fillna(False).astype(bool)]
+    return sig.sort_values("q").head(max_panels)
+
+
 def group_boxplots(cross: pd.DataFrame, labels: pd.Series, comparisons: pd.DataFrame,
                    path: Path, *, max_panels: int, seed: int) -> Path | None:
     """Box + strip plots of the significant patient-control differences (smallest q first)."""
-    sig = comparisons[comparisons["significant"].fillna(False).astype(bool)]
+    sig = _most_significant(comparisons, max_panels)
     if sig.empty:
         return None
-    sig = sig.sort_values("q").head(max_panels)
     fig, axes = _grid(len(sig))
     rng = np.random.default_rng(seed)
     for ax, (_, row) in zip(axes, sig.iterrows()):
@@ -176,10 +181,9 @@ def group_boxplots(cross: pd.DataFrame, labels: pd.Series, comparisons: pd.DataF
 def association_scatter(clin: pd.DataFrame, table: pd.DataFrame, path: Path, *,
                         max_panels: int, seed: int) -> Path | None:
     """Scatter plots with least-squares lines for the significant score-metric associations."""
-    sig = table[table["significant"].fillna(False).astype(bool)]
+    sig = _most_significant(table, max_panels)
     if sig.empty:
         return None
-    sig = sig.sort_values("q").head(max_panels)
     fig, axes = _grid(len(sig))
     rng = np.random.default_rng(seed)
     for ax, (_, row) in zip(axes, sig.iterrows()):
