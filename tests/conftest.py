@@ -15,6 +15,13 @@ DATA = SHARED / "data"
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(DATA / "templateflow"))
 os.environ.setdefault("ALSMRI_DATA_MIRROR", str(DATA / "sources"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The tests share one process. ITK fixes its thread count the first time it runs in a process
+# and nipype's MultiProc workers are forked from it, so a test that runs ANTs in-process
+# (e.g. a single node) before a workflow test would leave every later workflow multithreaded:
+# seeded registrations are then no longer reproducible (the demo's recovery table changed with
+# test order). One thread, as the pipeline itself runs with --omp-nthreads 1.
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_report_header(config):
