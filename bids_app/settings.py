@@ -46,6 +46,9 @@ class ExecutionSettings:
     verbosity: int = 0
     data_dir: Path | None = None
     """Built templates/atlases (``alsmri fetch-data``); ``None`` = default location."""
+    bids_database_dir: Path | None = None
+    """``--bids-database-dir``: a pybids index reused read-only (built there when absent);
+    ``None`` = an index kept in ``work_dir/bids_db``."""
 
 
 def default_omp_nthreads(nprocs: int) -> int:

@@ -154,3 +154,22 @@ def test_validation_requires_description(ds114, tmp_path):
     with pytest.raises(ValidationFailed, match="BIDSVersion"):
         build_layout(bids)
     assert build_layout(bids, validate=False).get_subjects()
+
+
+def test_label_file_only_when_not_a_valid_label(tmp_path, monkeypatch):
+    """A file named like a label does not hijack the label; other paths are label files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "01").write_text("02 03\n")
+    assert parse_labels(["01"], "sub-") == ("01",)
+    assert parse_labels(["sub-01"], "sub-") == ("01",)
+    assert parse_labels(["./01"], "sub-") == ("02", "03")
+    (tmp_path / "labels.txt").write_text("sub-04\n05\n05\n")
+    assert parse_labels(["labels.txt"], "sub-") == ("04", "05")
+    with pytest.raises(UsageError, match=r"'missing.txt' \(and not an existing label file\)"):
+        parse_labels(["missing.txt"], "sub-")
+    (tmp_path / "bad.txt").write_text("06 07_x\n")
+    with pytest.raises(UsageError, match=r"'07_x' in label file bad.txt"):
+        parse_labels(["bad.txt"], "sub-")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(UsageError, match="empty.txt: empty label file"):
+        parse_labels(["empty.txt"], "sub-")  # not "every participant"

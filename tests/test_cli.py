@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -333,3 +335,227 @@ def test_demo_settings_are_those_of_its_logged_command_line(tmp_path, built_data
     argv = demo.equivalent_argv(settings)
     assert settings_from_args(build_parser().parse_args(argv)) == settings
     assert settings.dwi.unringing is (level != "participant")
+
+
+# -- runs that survive faults: shared work directories, truncated images, label rules --------
+
+ALSMRI = os.path.join(os.path.dirname(sys.executable), "alsmri")
+
+
+def _spawn(*args, **kwargs):
+    return subprocess.Popen([ALSMRI, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_two_runs_started_together_share_one_index(ds114, tmp_path):
+    """Two real runs on one -w index the dataset once (the second waits), no traceback.
+
+    Before the per-index lock both built ``bids_db/<hash>/layout_index.sqlite`` at once: a
+    raw sqlite IntegrityError/ObjectDeletedError traceback, or exit 18 "available: none".
+    """
+    work = tmp_path / "w"
+    procs = [_spawn(ds114, tmp_path / f"o{i}", "participant", "--participant-label", "01", "10",
+                    "--boilerplate-only", "-w", work) for i in (1, 2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    for rc, stdout, stderr in results:
+        assert rc == 0 and stderr == "", stderr
+    built = [line for _, stdout, _ in results for line in stdout.splitlines()
+             if line.split(" ", 1)[-1].startswith("indexing ")]
+    assert len(built) == 1  # one run built the index, the other waited for it
+    for i in (1, 2):
+        citation = (tmp_path / f"o{i}" / "logs" / "CITATION.md").read_text()
+        assert "sub-10_ses-retest" in citation and "sub-01_ses-test" in citation
+    assert len(list((work / "bids_db").rglob("layout_index.sqlite"))) == 1
+
+
+def _hold_lock(path):
+    """A real process holding the participant lock ``path`` until killed; returns it."""
+    code = ("import sys, time\nfrom bids_app.core.locking import file_lock\n"
+            "with file_lock(sys.argv[1], wait=False):\n    print('held', flush=True)\n"
+            "    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_participant_lock_refuses_same_participant_only(ds114, tmp_path):
+    """A participant running in a work dir blocks only itself there (exit 73, one line)."""
+    work = tmp_path / "w"
+    holder = _hold_lock(work / "locks" / "sub-01_ses-test.lock")
+    try:
+        out = tmp_path / "o"
+        busy = _spawn(ds114, out, "participant", "--participant-label", "01", "-w", work)
+        rc, (_, err) = busy.wait(timeout=120), busy.communicate()
+        lines = err.strip().splitlines()
+        assert rc == 73 and len(lines) == 1, err
+        assert str(work) in lines[0] and f"process {holder.pid}" in lines[0]
+        assert "sub-01_ses-test is already being processed" in lines[0]
+        assert not out.exists()  # refused before anything is written
+        # another participant in the same work dir passes the lock (and then fails on the
+        # empty placeholder images of ds114, with exit 65: the pre-flight reads them)
+        other = _spawn(ds114, out, "participant", "--participant-label", "02", "-w", work)
+        rc, (_, err) = other.wait(timeout=120), other.communicate()
+        assert rc == 65 and "/sub-02/" in err and "_dwi.nii.gz" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_same_participant_race_second_run_refused(ds_xa30, built_data_dir, tmp_path):
+    """Real ds-xa30 runs: the second run of sub-01 on the same -w exits 73 naming the first."""
+    work = tmp_path / "w"
+    opts = ["participant", "--participant-label", "01", "-w", work, "--data-dir",
+            built_data_dir, "--denoise", "none", "--no-unringing", "--nprocs", "1"]
+    first = _spawn(ds_xa30, tmp_path / "o1", *opts, start_new_session=True)
+    try:
+        lock = work / "locks" / "sub-01.lock"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and first.poll() is None and not (
+                lock.exists() and lock.read_text().strip() == str(first.pid)):
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()
+        second = _spawn(ds_xa30, tmp_path / "o2", *opts)
+        try:
+            rc = second.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            raise AssertionError("the second run of sub-01 was not refused") from None
+        lines = second.communicate()[1].strip().splitlines()
+        assert rc == 73 and len(lines) == 1, lines
+        assert str(work) in lines[0] and f"process {first.pid}" in lines[0]
+        assert first.poll() is None  # the first run goes on undisturbed
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+def test_truncated_dwi_refused_in_preflight_65(ds_xa30, built_data_dir, tmp_path):
+    """A DWI cut short in transfer: exit 65 naming it, before any node runs.
+
+    Before, the header-only pre-flight let the run start and a node failed later (exit 1
+    with a traceback in a crash file, after the anatomical branch had run ~80 s).
+    """
+    bids = tmp_path / "ds"
+    shutil.copytree(ds_xa30, bids)
+    shutil.rmtree(bids / "sub-01" / "anat")  # DWI only: the old failure came in seconds
+    dwi = bids / "sub-01" / "dwi" / "sub-01_dir-PA_dwi.nii.gz"
+    blob = dwi.read_bytes()
+    dwi.chmod(0o644)
+    dwi.write_bytes(blob[: len(blob) * 9 // 10])
+    work = tmp_path / "w"
+    proc = subprocess.run([ALSMRI, str(bids), str(tmp_path / "o"), "participant", "-w",
+                           str(work), "--data-dir", str(built_data_dir), "--nprocs", "1"],
+                          check=False, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 65 and len(lines) == 1, proc.stderr
+    assert f"{dwi}: truncated DWI image" in lines[0]
+    assert not (work / "alsmri_wf").exists()  # nothing ran
+
+
+def test_label_is_a_label_even_when_a_file_has_its_name(ds114, tmp_path, monkeypatch):
+    """``--participant-label 01`` with a file ``01`` in the current directory means sub-01."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "01").write_text("02\n")
+    out = tmp_path / "o"
+    assert run_cli(ds114, out, "participant", "--participant-label", "01",
+                   "--session-label", "test", "--boilerplate-only", "-w", tmp_path / "w") == 0
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "sub-01_ses-test" in citation and "sub-02" not in citation
+    # ./01 names the file
+    out2 = tmp_path / "o2"
+    assert run_cli(ds114, out2, "participant", "--participant-label", "./01",
+                   "--session-label", "test", "--boilerplate-only", "-w", tmp_path / "w") == 0
+    citation = (out2 / "logs" / "CITATION.md").read_text()
+    assert "sub-02_ses-test" in citation and "sub-01" not in citation
+
+
+def test_group_level_honours_participant_label(tmp_path, capsys):
+    """The group level analyses only the given participants (before: silently everyone)."""
+    import pandas as pd
+    from synthetic_group import simulate_table, write_cohort
+
+    from bids_app.bids.outputs import GROUP_DIR, GROUP_OUTPUTS
+
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    write_cohort(simulate_table(8, 6, seed=3), bids, out)
+    spec = tmp_path / "fast.yaml"
+    spec.write_text("metrics: [fa]\nscores: [alsfrs_r]\ninterhemispheric_metrics: [fa]\n")
+    chosen = ["00001", "00002", "00003", "00004", "00010", "00011", "00012", "00013"]
+    assert run_cli(bids, out, "group", "--skip-bids-validation", "--analysis-spec", spec,
+                   "--participant-label", *chosen) == 0
+
+    def read(key):
+        return pd.read_csv(out / GROUP_DIR / GROUP_OUTPUTS[key], sep="\t", na_values=["n/a"],
+                           dtype={"participant_id": str})
+
+    expected = {f"sub-{label}" for label in chosen}
+    assert set(read("joined")["participant_id"]) == expected
+    assert set(read("inclusion")["participant_id"]) == expected  # phenotype rows too
+    capsys.readouterr()
+    assert run_cli(bids, out, "group", "--skip-bids-validation", "--analysis-spec", spec,
+                   "--participant-label", "00001", "99999") == 18
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sub-99999" in err[0] and str(out) in err[0]
+
+
+def test_work_dir_inside_input_dataset_73(ds114, tmp_path, capsys):
+    """A work dir inside the dataset would get the SQLite index written there: refused."""
+    bids = tmp_path / "ds"
+    shutil.copytree(ds114, bids)
+    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
+    for work in (bids / "work", bids / "derivatives" / "work", bids):
+        assert run_cli(bids, tmp_path / "o", "participant", "--participant-label", "01",
+                       "--boilerplate-only", "-w", work) == 73
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(work) in err[0] and "work directory" in err[0]
+    # a --bids-database-dir there that would have to be built: refused the same way
+    assert run_cli(bids, tmp_path / "o", "participant", "--participant-label", "01",
+                   "--boilerplate-only", "-w", tmp_path / "w",
+                   "--bids-database-dir", bids / "code" / "db") == 73
+    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_bids_database_dir_option_reuses_index_read_only(ds114, tmp_path):
+    """``--bids-database-dir``: built once, then reused by runs with other work dirs."""
+    db = tmp_path / "db"
+    assert run_cli(ds114, tmp_path / "o1", "participant", "--participant-label", "01",
+                   "--boilerplate-only", "-w", tmp_path / "w1", "--bids-database-dir", db) == 0
+    index = db / "layout_index.sqlite"
+    stamp = (index.read_bytes(), index.stat().st_mtime_ns)
+    assert run_cli(ds114, tmp_path / "o2", "participant", "--participant-label", "02",
+                   "--boilerplate-only", "-w", tmp_path / "w2", "--bids-database-dir", db) == 0
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == stamp
+    assert not list(tmp_path.glob("w*/bids_db"))  # no index in the work dirs
+    assert "sub-02_ses-test" in (tmp_path / "o2" / "logs" / "CITATION.md").read_text()
+
+
+@pytest.mark.slow
+def test_different_participants_run_side_by_side_in_one_work_dir(ds_xa30, built_data_dir,
+                                                                 tmp_path):
+    """Two real runs of different participants, one -w and one output dir, both complete.
+
+    sub-01 is ds-xa30's DWI only and sub-02 its T1w only (the two branches in ~80 s on two
+    cores). nipype's shared graph report in WORK_DIR/alsmri_wf is not written.
+    """
+    from bids_app.bids.outputs import ANAT_STATS, DWI_STATS
+
+    bids = tmp_path / "ds"
+    shutil.copytree(ds_xa30, bids)
+    shutil.copytree(bids / "sub-01" / "anat", bids / "sub-02" / "anat")
+    for f in (bids / "sub-02" / "anat").iterdir():
+        f.rename(f.with_name(f.name.replace("sub-01", "sub-02")))
+    shutil.rmtree(bids / "sub-01" / "anat")
+    work, out = tmp_path / "w", tmp_path / "o"
+    opts = ["-w", work, "--data-dir", built_data_dir, "--denoise", "none", "--no-unringing",
+            "--nprocs", "1"]
+    procs = {label: _spawn(bids, out, "participant", "--participant-label", label, *opts)
+             for label in ("01", "02")}
+    for label, proc in procs.items():
+        rc, (_, err) = proc.wait(timeout=900), proc.communicate()
+        assert rc == 0 and "Traceback" not in err, (label, err)
+    assert list(out.glob(f"sub-01/dwi/{DWI_STATS.glob()}"))
+    assert list(out.glob(f"sub-02/anat/{ANAT_STATS.glob()}"))
+    assert {p.name for p in (work / "alsmri_wf").iterdir()} == {"sub_01_wf", "sub_02_wf"}
+    assert sorted(p.name for p in (work / "locks").iterdir()) == ["sub-01.lock", "sub-02.lock"]

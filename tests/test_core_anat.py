@@ -45,8 +45,44 @@ def test_load_t1w_rejects_unreadable(tmp_path, payload):
         path.write_bytes(good.read_bytes()[:200])
     else:
         path.write_bytes(gzip.compress(payload))
-    with pytest.raises(BadDataError, match="sub-01_T1w.nii.gz: unreadable"):
+    with pytest.raises(BadDataError, match="sub-01_T1w.nii.gz: (unreadable|truncated) T1w"):
         io.load_t1w(path)
+
+
+def _cut(path, n_bytes, name):
+    """A copy of ``path`` without its last ``n_bytes`` (a transfer cut short)."""
+    out = path.with_name(name)
+    out.write_bytes(path.read_bytes()[:-n_bytes])
+    return out
+
+
+def test_load_t1w_rejects_truncated_file_before_processing(tmp_path):
+    # Random data compresses poorly, so the cuts below land in the middle of the data.
+    data = np.random.default_rng(1).integers(0, 1000, (30, 30, 30)).astype(np.int16)
+    good = tmp_path / "good.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), good)
+    assert io.load_t1w(good).shape == (30, 30, 30)
+    # Only the 8-byte gzip trailer (CRC-32, length) missing: every voxel still decompresses,
+    # so reading the image (or its last slab) succeeds; only the stream check sees it.
+    trailer = _cut(good, 8, "sub-01_T1w.nii.gz")
+    np.asarray(nib.load(trailer).dataobj[..., -1:])
+    with pytest.raises(BadDataError, match=r"sub-01_T1w.nii.gz: truncated T1w image") as err:
+        io.load_t1w(trailer)
+    assert err.value.exit_code == 65 and "\n" not in str(err.value)
+    # Cut in the middle of the data.
+    with pytest.raises(BadDataError, match=r"sub-02_T1w.nii.gz: truncated T1w image"):
+        io.load_t1w(_cut(good, good.stat().st_size // 2, "sub-02_T1w.nii.gz"))
+    # An uncompressed NIfTI shorter than its header says.
+    raw = tmp_path / "raw.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), raw)
+    with pytest.raises(BadDataError, match=r"sub-03_T1w.nii: truncated T1w image.*needs"):
+        io.load_t1w(_cut(raw, 100, "sub-03_T1w.nii"))
+    # A flipped byte in the compressed data: CRC (or deflate) error, not a silent bad image.
+    corrupt = bytearray(good.read_bytes())
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    (tmp_path / "sub-04_T1w.nii.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(BadDataError, match=r"sub-04_T1w.nii.gz: (corrupt|truncated) T1w"):
+        io.load_t1w(tmp_path / "sub-04_T1w.nii.gz")
 
 
 def test_anisotropy_warning(tmp_path):

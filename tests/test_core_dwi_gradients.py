@@ -139,3 +139,24 @@ def test_check_interface_raises_on_3d_file(tmp_path):
     node = CheckDwi(in_file=str(dwi), in_bval=str(bval), in_bvec=str(bvec), b0_threshold=50.0)
     with pytest.raises(BadDataError, match="3D"):
         node.run(cwd=str(tmp_path))
+
+
+def test_preflight_streams_the_whole_dwi_file(ds_xa30, tmp_path):
+    """A real DWI cut short in transfer keeps a valid header: the pre-flight still rejects it.
+
+    Before the stream check the pre-flight read only the header, so the run went on and
+    failed inside a nipype node minutes later.
+    """
+    from bids_app.core.dwi.gradients import preflight_dwi
+
+    src = ds_xa30 / "sub-01" / "dwi" / "sub-01_dir-AP_dwi.nii.gz"
+    bval, bvec = src.with_name("sub-01_dir-AP_dwi.bval"), src.with_name("sub-01_dir-AP_dwi.bvec")
+    assert preflight_dwi(src, bval, bvec, b0_threshold=50.0).shells
+    blob = src.read_bytes()
+    for name, cut in (("middle", len(blob) // 2), ("trailer", 8)):
+        bad = tmp_path / f"sub-01_acq-{name}_dwi.nii.gz"
+        bad.write_bytes(blob[:-cut])
+        assert nb.load(bad).shape == (72, 72, 39, 21)  # the header alone looks fine
+        with pytest.raises(BadDataError, match=rf"{bad.name}: truncated DWI image") as err:
+            preflight_dwi(bad, bval, bvec, b0_threshold=50.0)
+        assert err.value.exit_code == 65 and "\n" not in str(err.value)

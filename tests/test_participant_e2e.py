@@ -7,10 +7,14 @@ set of outputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from bids_validation import assert_valid
+from test_cli_faults import assert_nothing_half_written, session_processes, small_fs
 
 from bids_app.bids.derivatives import build_path
 from bids_app.bids.outputs import DWI_OUTPUTS, Output, dwi_map_output
@@ -139,3 +144,77 @@ def test_rerun_reuses_work_dir(ds_xa30, xa30_run, tmp_path):
     assert executed, "the sinks must run for the new output directory"
     assert all(name.startswith("ds_") for name in executed), sorted(executed)
     assert _listing(out) == [n for n in _listing(xa30_run) if not n.startswith("group/")]
+
+
+def _participant(ds_xa30: Path, out: Path, work: Path) -> subprocess.CompletedProcess:
+    """The fixture's participant command on ``out`` with the work directory ``work``, in a
+    session of its own (whose id, ``args`` here, is the process id of alsmri)."""
+    proc = subprocess.Popen(
+        [ALSMRI, str(ds_xa30), str(out), "participant", "--participant-label", "01",
+         "--nprocs", "2", "-w", str(work), "--denoise", "none", "--no-unringing"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.pid, proc.returncode, stdout, stderr)
+
+
+def test_full_output_disk_exits_73(ds_xa30, xa30_run, tmp_path):
+    """The output directory's file system fills up while the sinks copy the cached results:
+    exit 73 with one line naming the file, nothing half-written, no process left."""
+    with small_fs(tmp_path / "small") as fs:
+        out = fs / "out"
+        proc = _participant(ds_xa30, out, xa30_run.parent / "work")
+        assert proc.returncode == 73, proc.stderr[-3000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr[-3000:]
+        assert lines[0].startswith(f"alsmri: error: {out}/"), lines[0]
+        assert lines[0].endswith(": no space left on device"), lines[0]
+        assert "participant level finished" not in proc.stdout
+        assert session_processes(proc.args) == []
+        assert_nothing_half_written(out)
+        crashes = list(out.glob("logs/run-*/crash-*"))
+        assert all(c.stat().st_size > 0 for c in crashes), crashes
+
+
+def _digests(out: Path) -> dict[str, str]:
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (out / "sub-01").rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def first_outputs(xa30_run) -> dict[str, str]:
+    """SHA-256 of every ``sub-01/`` file as the first run wrote it."""
+    return _digests(xa30_run)
+
+
+# Kept last in the module: these delete outputs of the shared run (and restore them).
+@pytest.mark.parametrize("delete", ["sub-01/dwi", "sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
+                                    "."], ids=["dwi-dir", "one-file", "output-dir"])
+def test_resume_restores_deleted_outputs(ds_xa30, xa30_run, first_outputs, delete):
+    """Deleted outputs come back when the run is resumed with the same -w, byte for byte,
+    from the cached results: only the sinks run (they are never taken from the cache)."""
+    target = xa30_run / delete
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    started = time.monotonic()
+    proc = _participant(ds_xa30, xa30_run, xa30_run.parent / "work")
+    took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "participant level finished for sub-01" in proc.stdout
+    log = max(xa30_run.glob("logs/run-*/nipype.log"), key=lambda p: p.stat().st_mtime)
+    executed = {line.split('Executing "')[1].split('"')[0] for line in log.read_text().splitlines()
+                if 'Executing "' in line}
+    assert executed and all(name.startswith("ds_") for name in executed), sorted(executed)
+    print(f"resumed in {took:.1f} s")
+    expected = EXPECTED.read_text().split()
+    if delete == ".":  # the group level is not part of a participant run: redo it
+        assert _listing(xa30_run) == [n for n in expected if not n.startswith("group/")]
+        assert main([str(ds_xa30), str(xa30_run), "group"]) == 0
+    assert _listing(xa30_run) == expected
+    assert _digests(xa30_run) == first_outputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -100,18 +101,26 @@ def build_path(
     return folder / datatype / ("_".join(parts) + f"_{suffix}{extension}")
 
 
-def write_atomic(dest: str | os.PathLike[str], data: bytes | str | None = None, *,
-                 src: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``data`` (or copy ``src``) to ``dest`` through a temp file and ``os.replace``.
+#: ``errno`` values of a full file system (no space left, disk quota exceeded).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
-    An interrupted write never leaves a partial file under the final name.
-    """
-    dest = Path(dest)
+
+def no_space_error(path: str | os.PathLike[str], exc: OSError) -> CannotCreateOutput | None:
+    """A :class:`CannotCreateOutput` naming ``path`` when ``exc`` means the disk is full."""
+    if exc.errno in NO_SPACE_ERRNOS:
+        return CannotCreateOutput(f"{path}: no space left on device")
+    return None
+
+
+def _stage(dest: Path, data: bytes | str | None, src: str | os.PathLike[str] | None) -> str:
+    """Write the content of ``dest`` to a temporary file beside it; return its path."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     except OSError as exc:
-        raise CannotCreateOutput(f"{dest.parent}: cannot create output ({exc.strerror})") from exc
+        raise (no_space_error(dest, exc)
+               or CannotCreateOutput(f"{dest.parent}: cannot create output ({exc.strerror})")
+               ) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             if src is not None:
@@ -122,16 +131,70 @@ def write_atomic(dest: str | os.PathLike[str], data: bytes | str | None = None, 
             elif data is not None:
                 fh.write(data)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = no_space_error(dest, exc) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from exc
         raise
-    return dest
+    return tmp
+
+
+def write_atomic(dest: str | os.PathLike[str], data: bytes | str | None = None, *,
+                 src: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``data`` (or copy ``src``) to ``dest`` through a temp file and ``os.replace``.
+
+    An interrupted write never leaves a partial file under the final name; a full disk
+    (``ENOSPC``/``EDQUOT``, when the temp file is created or written) raises
+    :class:`~bids_app.errors.CannotCreateOutput` naming ``dest``.
+    """
+    return write_atomic_together([(dest, data, src)])[0]
+
+
+def write_atomic_together(
+    files: Iterable[tuple[str | os.PathLike[str], bytes | str | None,
+                          str | os.PathLike[str] | None]],
+) -> list[Path]:
+    """Write several ``(dest, data, src)`` files so that either all or none get their names.
+
+    Every file is first written to a temp file; the final names are given only once all
+    of them are complete, so an image is never left without its sidecar (e.g. on a full
+    disk). Should a rename fail midway, the files already renamed are removed again.
+    """
+    staged: list[tuple[Path, str]] = []
+    try:
+        for dest, data, src in files:
+            dest = Path(dest)
+            staged.append((dest, _stage(dest, data, src)))
+    except BaseException:
+        for _, tmp in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    done: list[Path] = []
+    try:
+        for dest, tmp in staged:
+            os.replace(tmp, dest)
+            done.append(dest)
+    except BaseException as exc:
+        for dest, tmp in staged:
+            Path(tmp).unlink(missing_ok=True)
+        for dest in done:
+            dest.unlink(missing_ok=True)
+        full = no_space_error(staged[len(done)][0], exc) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from exc
+        raise
+    return done
+
+
+def json_text(payload: Mapping[str, Any]) -> str:
+    """``payload`` as the indented JSON text of every sidecar."""
+    return json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
 
 
 def write_json(dest: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
     """Atomically write ``payload`` as indented JSON."""
-    return write_atomic(dest, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    return write_atomic(dest, json_text(payload))
 
 
 def bids_uri(path: str | os.PathLike[str], bids_root: str | os.PathLike[str] | None,

@@ -171,7 +171,8 @@ def plan_participant(record: SubjectSession, dwi: DwiSettings, *,
     dwi
         Diffusion options.
     check_images
-        Check every DWI run from its header and gradient files first
+        Check every DWI run from its file (read once to its end: truncated or corrupt
+        files), header and gradient files first
         (:func:`~bids_app.core.dwi.gradients.preflight_dwi`), so a bad run fails with its
         file named before any graph is built; this also reads the shells. ``False``
         (``--boilerplate-only``) plans from the sidecar metadata alone, without reading
@@ -180,7 +181,7 @@ def plan_participant(record: SubjectSession, dwi: DwiSettings, *,
     Raises
     ------
     BadDataError
-        A DWI run fails the header/gradient check.
+        A DWI run fails the file/header/gradient check.
     """
     shells = {run.dwi: preflight_dwi(run.dwi, run.bval, run.bvec,
                                      b0_threshold=dwi.b0_threshold).shells

@@ -35,21 +35,45 @@ def strip_prefix(label: str, prefix: str) -> str:
     return label.removeprefix(prefix)
 
 
+def is_label(value: str, prefix: str) -> bool:
+    """A valid BIDS label, with or without ``prefix`` (ASCII letters and digits).
+
+    >>> is_label("sub-01", "sub-"), is_label("01", "sub-"), is_label("labels.txt", "sub-")
+    (True, True, False)
+    """
+    label = strip_prefix(value, prefix)
+    return label.isascii() and label.isalnum()
+
+
 def parse_labels(values: Iterable[str] | None, prefix: str) -> tuple[str, ...]:
-    """Normalise CLI labels: strip prefixes; a single existing file is read as a label list."""
+    """Normalise CLI labels: strip prefixes, drop duplicates; or read a file of labels.
+
+    A single value is read as a label file (whitespace-separated labels) only when it is not
+    a valid label and names an existing file: ``01`` is the label 01 even when the current
+    directory holds a file named ``01`` (``./01`` names that file).
+
+    Raises
+    ------
+    UsageError
+        An invalid label, or an unreadable label file.
+    """
     if not values:
         return ()
     values = list(values)
-    if len(values) == 1 and os.path.isfile(values[0]):
+    where = " (and not an existing label file)" if len(values) == 1 else ""
+    if len(values) == 1 and not is_label(values[0], prefix) and os.path.isfile(values[0]):
+        where = f" in label file {values[0]}"
         try:
             values = Path(values[0]).read_text().split()
-        except OSError as exc:
-            raise UsageError(f"{values[0]}: cannot read label file ({exc.strerror})") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{values[0]}: cannot read label file ({exc})") from exc
+        if not values:  # not "every participant"
+            raise UsageError(f"{where.removeprefix(' in label file ')}: empty label file")
     labels = []
     for value in values:
         label = strip_prefix(value, prefix)
-        if not label.isalnum():
-            raise UsageError(f"invalid label {value!r}: BIDS labels are alphanumeric")
+        if not is_label(value, prefix):
+            raise UsageError(f"invalid label {value!r}{where}: BIDS labels are alphanumeric")
         if label not in labels:
             labels.append(label)
     return tuple(labels)

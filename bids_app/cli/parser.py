@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "alsmri: DTI tract metrics (FA/MD/AD/RD) and motor-region gray-matter volumes from "
             "BIDS diffusion and T1w MRI, joined with clinical scores for ALS studies. "
-            "Other commands: 'alsmri fetch-data', 'alsmri simulate', 'alsmri demo'."),
+            "Other commands: 'alsmri fetch-data', 'alsmri simulate', 'alsmri demo', "
+            "'alsmri slurm'."),
         formatter_class=_DefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only)")
@@ -79,9 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("selecting data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
-                   help="labels to process (with or without 'sub-'), or a file of labels")
+                   help="participants to process (with or without 'sub-'), at the participant "
+                        "and the group level; or the path of one text file of labels "
+                        "(whitespace-separated). A value that is a valid label (letters and "
+                        "digits, e.g. 01) is always a label, even if a file of that name "
+                        "exists: give a label file named like a label as ./NAME")
     g.add_argument("--session-label", nargs="+", metavar="LABEL",
-                   help="sessions to process (with or without 'ses-')")
+                   help="sessions to process (with or without 'ses-'), at both levels; or a "
+                        "file of labels, as for --participant-label")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                    help="JSON of pybids filters per data type, e.g. {\"dwi\": {\"acquisition\": "
                         "\"multiband\"}, \"t1w\": {\"run\": 1}}")
@@ -91,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, metavar="DIR",
                    help="nipype working directory (default: $TMPDIR/alsmri-work); reuse it "
-                        "to resume a run")
+                        "to resume a run. Runs of different participants may share it; a "
+                        "second run of a participant already running in it is refused "
+                        "(exit 73). Not inside the input dataset")
+    g.add_argument("--bids-database-dir", type=Path, metavar="DIR",
+                   help="pybids index (DIR/layout_index.sqlite) of the input dataset, built "
+                        "beforehand, e.g. for a large dataset shared by many runs; reused "
+                        "read-only (never modified), built there when DIR holds none "
+                        "(default: an index kept in WORK_DIR/bids_db)")
     g.add_argument("--nprocs", "--n-cpus", "--n_cpus", type=positive_int,
                    default=os.cpu_count() or 1, help="maximum parallel processes")
     g.add_argument("--omp-nthreads", type=positive_int, default=None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from bids_app.errors import UsageError
+from bids_app.errors import NoDataError, UsageError
 from bids_app.group.design import CONTROL, PATIENT, covariate_frame, group_labels, numeric_column
 from bids_app.group.load import (
     Phenotype,
@@ -235,16 +235,53 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
     aliases = load_aliases()
     spec = canonical_spec(load_spec(settings.group.analysis_spec, overrides=settings.group),
                           aliases)
-    files = find_participant_outputs(ex.output_dir)
+    files = select_outputs(find_participant_outputs(ex.output_dir), ex.output_dir,
+                           participants=ex.participant_label, sessions=ex.session_label)
     wide, catalogue, missing = load_metrics(files, spec.statistics, notes=notes)
     LOGGER.info("group: %d participant(s), %d session row(s), %d feature(s)",
                 wide["participant_id"].nunique(), len(wide), len(catalogue))
     pheno = load_phenotype(ex.bids_dir, aliases, notes=notes)
+    if ex.participant_label:  # the others' phenotype rows are not part of this analysis
+        ids = set(files["participant_id"])
+        pheno = replace(pheno, tables=[(path, table[table["participant_id"].isin(ids)])
+                                       for path, table in pheno.tables])
     joined = join(wide, pheno, notes=notes)
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
     warn_unmatched_imaging_names(spec, catalogue, notes=notes)
     return GroupInputs(spec=spec, joined=joined, catalogue=catalogue,
                        inclusion=inclusion(wide, pheno, missing, notes=notes), phenotype=pheno)
+
+
+def select_outputs(files: pd.DataFrame, output_dir, *, participants: tuple[str, ...] = (),
+                   sessions: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Keep the participant outputs of ``--participant-label``/``--session-label`` (all if none).
+
+    Parameters
+    ----------
+    files
+        :func:`bids_app.group.load.find_participant_outputs`.
+    output_dir
+        Named in messages.
+    participants, sessions
+        Labels without ``sub-``/``ses-``.
+
+    Raises
+    ------
+    NoDataError
+        A requested label has no participant outputs (exit 18, as at the participant level).
+    """
+    for column, prefix, labels in (("participant_id", "sub-", participants),
+                                   ("session_id", "ses-", sessions)):
+        if not labels:
+            continue
+        available = sorted(set(files[column]) - {""})
+        missing = [prefix + label for label in labels if prefix + label not in available]
+        if missing:
+            shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
+            raise NoDataError(f"{output_dir}: no participant outputs for {', '.join(missing)} "
+                              f"(available: {shown or 'none'})")
+        files = files[files[column].isin([prefix + label for label in labels])]
+    return files.reset_index(drop=True)
 
 
 def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,

@@ -18,9 +18,9 @@ from bids_app.bids.derivatives import (
     bids_uri,
     build_path,
     find_bids_root,
+    json_text,
     split_extension,
-    write_atomic,
-    write_json,
+    write_atomic_together,
 )
 
 _SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".tsv")
@@ -84,14 +84,16 @@ class DerivativesDataSink(SimpleInterface):
         rel = build_path(entities, datatype=self.inputs.datatype, suffix=self.inputs.suffix,
                          extension=ext)
         dest = Path(self.inputs.base_directory) / rel
-        write_atomic(dest, src=self.inputs.in_file)
-        self._results["out_file"] = str(dest)
+        files = [(dest, None, self.inputs.in_file)]
         if ext in _SIDECAR_EXTENSIONS:
             root = find_bids_root(sources[0])
             meta = {"Sources": [bids_uri(s, root) for s in sources]}
             if isdefined(self.inputs.meta_dict):
                 meta.update(self.inputs.meta_dict)
             side = dest.with_name(dest.name[: -len(ext)] + ".json")
-            write_json(side, meta)
+            files.append((side, json_text(meta), None))
             self._results["out_meta"] = str(side)
+        # the file and its sidecar get their final names together (never one without the other)
+        write_atomic_together(files)
+        self._results["out_file"] = str(dest)
         return runtime

@@ -144,7 +144,10 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
 
 def _connect_sinks(workflow: pe.Workflow, outputnode: pe.Node, *, t1w: str, output_dir: Path,
                    atlas: str, atlas_citation: str) -> None:
-    """One ``ds_<what>`` DerivativesDataSink per output, wired from the outputnode."""
+    """One ``ds_<what>`` DerivativesDataSink per output, wired from the outputnode.
+
+    ``overwrite=True``: a sink always runs, so a resumed run restores deleted outputs.
+    """
     extra = {
         "atlas_t1w": {"entities": {"atlas": atlas},
                       "meta": {"Atlas": atlas, "References": atlas_citation}},
@@ -155,5 +158,5 @@ def _connect_sinks(workflow: pe.Workflow, outputnode: pe.Node, *, t1w: str, outp
         sink = pe.Node(DerivativesDataSink(base_directory=str(output_dir), source_file=t1w,
                                            **run.get("entities", {}),
                                            **output.sink_inputs(**run.get("meta", {}))),
-                       name=f"ds_{field}", run_without_submitting=True)
+                       name=f"ds_{field}", run_without_submitting=True, overwrite=True)
         workflow.connect(outputnode, field, sink, "in_file")

@@ -264,7 +264,9 @@ def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
 
     Names and sidecars come from :data:`bids_app.bids.outputs.DWI_OUTPUTS` and
     :func:`bids_app.bids.outputs.dwi_map_output`; this function adds only what depends on
-    the run (SDC method, model fit method, atlases, threshold).
+    the run (SDC method, model fit method, atlases, threshold). Sinks are never taken from
+    the work directory's cache (``overwrite=True``): a resumed run rewrites every output
+    from the cached results of the steps before them.
     """
     workflow = pe.Workflow(name=name)
     model_description = MODEL_DESCRIPTIONS[DWI_MODEL].format(fit_method=settings.tensor_fit)
@@ -284,6 +286,6 @@ def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
         sink = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
                                            source_file=unit.sources, **unit.entities,
                                            **kwargs),
-                       name=f"ds_{key}", run_without_submitting=True)
+                       name=f"ds_{key}", run_without_submitting=True, overwrite=True)
         workflow.connect(inputnode, key, sink, "in_file")
     return workflow

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from dipy.core.gradients import GradientTable, gradient_table, unique_bvals_tolerance
 
+from bids_app.core.imagefile import check_image_file
 from bids_app.errors import BadDataError
 
 #: |b-vector| below this (for b > threshold) is "zero length".
@@ -225,11 +226,13 @@ def check_dwi_array(data: np.ndarray, *, dwi_file: Path | str) -> tuple[np.ndarr
 
 def preflight_dwi(dwi_file: Path | str, bval_file: Path | str, bvec_file: Path | str, *,
                   b0_threshold: float) -> Gradients:
-    """Check a DWI run from its header and gradient files, before any processing.
+    """Check a DWI run from its file, header and gradient files, before any processing.
 
-    Reads only the NIfTI header (no voxel data), so a participant's bad DWI is rejected when
-    the workflow is built, with the file named, instead of failing inside a nipype node.
-    Voxel-level checks (empty image, NaN/Inf) stay in :func:`check_dwi_array`.
+    The image file is streamed once to its end (:func:`bids_app.core.imagefile.
+    check_image_file`: gzip CRC and length, data size against the header; ~50 ms for a
+    3.4 MB ds-xa30 run) without keeping the voxel data, so a participant's truncated or bad
+    DWI is rejected when the plan is built, with the file named, instead of failing inside a
+    nipype node. Voxel-level checks (empty image, NaN/Inf) stay in :func:`check_dwi_array`.
 
     Parameters
     ----------
@@ -245,16 +248,11 @@ def preflight_dwi(dwi_file: Path | str, bval_file: Path | str, bvec_file: Path |
     Raises
     ------
     BadDataError
-        Unreadable image, not a 4D series, a zero-sized dimension, or any gradient problem
-        listed in :func:`check_gradients`.
+        Unreadable, truncated or corrupt image, not a 4D series, a zero-sized dimension, or
+        any gradient problem listed in :func:`check_gradients`.
     """
-    import nibabel as nib
-
     dwi_file = Path(dwi_file)
-    try:
-        shape = tuple(int(s) for s in nib.load(dwi_file).shape)
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise BadDataError(f"{dwi_file}: unreadable DWI image ({exc})") from exc
+    shape = tuple(int(s) for s in check_image_file(dwi_file, what="DWI image").shape)
     if len(shape) != 4:
         raise BadDataError(f"{dwi_file}: DWI must be a 4D series, got a {len(shape)}D image "
                            f"of shape {shape}")
