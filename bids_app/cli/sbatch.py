@@ -196,8 +196,9 @@ def group_script(job: Job, *, selection: Sequence[str] = (), incomplete: Path) -
     """The sbatch script of the group-level job.
 
     It first writes ``incomplete`` (participants whose declared outputs are missing, one
-    per line, with what is missing) and prints it, then runs the group level on whatever
-    participant outputs exist.
+    per line, with what is missing) and prints it, rewrites ``logs/CITATION.md`` for every
+    selected participant (``--boilerplate-only``; each task wrote its own batch's), then runs
+    the group level on whatever participant outputs exist.
 
     Parameters
     ----------
@@ -215,8 +216,11 @@ def group_script(job: Job, *, selection: Sequence[str] = (), incomplete: Path) -
     lines = _header(job, name="alsmri-group", log="group-%j.log", comment=comment)
     check = ["slurm", str(job.bids_dir), str(job.output_dir),
              "--list-incomplete", str(incomplete)]
+    boilerplate = [str(job.bids_dir), str(job.output_dir), "participant", "--boilerplate-only",
+                   "--bids-database-dir", str(job.database_dir)]
     if selection:
         check += ["--participant-label", *selection]
+        boilerplate += ["--participant-label", *selection]
     lines += [
         "set -euo pipefail",
         "",
@@ -226,6 +230,10 @@ def group_script(job: Job, *, selection: Sequence[str] = (), incomplete: Path) -
         "",
         "# Participants whose declared outputs are missing (empty when all succeeded)",
         '"${ALSMRI[@]}" ' + shlex.join(check) + ' "${OPTIONS[@]}"',
+        "# The methods text of the whole study (each task wrote its own batch's CITATION.md)",
+        'WORK="${TMPDIR:-/tmp}/alsmri-group-${SLURM_JOB_ID}"',
+        'trap \'rm -rf "$WORK"\' EXIT',
+        '"${ALSMRI[@]}" ' + shlex.join(boilerplate) + ' -w "$WORK" "${OPTIONS[@]}"',
         (f'"${{ALSMRI[@]}}" {shlex.quote(str(job.bids_dir))} '
          f'{shlex.quote(str(job.output_dir))} group "${{OPTIONS[@]}}"'),
         "",

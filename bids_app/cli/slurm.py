@@ -32,8 +32,8 @@ from bids_app.bids.layout import build_layout
 from bids_app.bids.plan import ParticipantPlan, plan_participant
 from bids_app.bids.queries import collect_subject_sessions, load_filter_file, parse_labels
 from bids_app.cli.demo import participant_batches
+from bids_app.cli.parser import _DefaultsHelpFormatter, positive_int
 from bids_app.cli.parser import build_parser as build_run_parser
-from bids_app.cli.parser import positive_int
 from bids_app.cli.sbatch import (
     GROUP_AFTER,
     Job,
@@ -65,8 +65,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of the options of ``alsmri slurm`` itself (the rest are run options)."""
-    parser = _Parser(prog="alsmri slurm", description=__doc__.split("\n\n")[0],
-                     allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = _Parser(prog="alsmri slurm",
+                     description="Run a whole study on a Slurm cluster: a job array for the "
+                                 "participant level (participants whose outputs are complete "
+                                 "are skipped), then a dependent group-level job.",
+                     allow_abbrev=False, formatter_class=_DefaultsHelpFormatter,
                      epilog="Other options are participant/group options of 'alsmri "
                             "BIDS_DIR OUTPUT_DIR participant' (see alsmri --help).")
     parser.add_argument("bids_dir", type=Path, help="root of the BIDS dataset (read only)")
@@ -227,7 +230,7 @@ def check_cluster(resources: Resources) -> int:
     return parse_max_array_size(config.stdout)
 
 
-def test_only(script: Path) -> None:
+def check_script(script: Path) -> None:
     """``sbatch --test-only``: Slurm accepts the script's requests (time, memory, CPUs)."""
     proc = _slurm("sbatch", "--test-only", str(script))
     if proc.returncode != 0:
@@ -322,7 +325,7 @@ def submit(opts: argparse.Namespace, run_opts: argparse.Namespace, options: list
     if not opts.dry_run:
         try:
             for name in [*names, "group.sbatch"]:
-                test_only(log_dir / name)
+                check_script(log_dir / name)
         except AlsmriError:
             shutil.rmtree(log_dir, ignore_errors=True)
             raise
