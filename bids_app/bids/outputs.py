@@ -19,9 +19,10 @@ from bids_app.core.anat.segmentation import DSEG_LABELS
 from bids_app.core.tables import STATS_COLUMNS
 from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE
 
-__all__ = ["ANAT_OUTPUTS", "ANAT_STATS", "DWI_MODELS", "DWI_OUTPUTS", "DWI_STATS", "GROUP_DIR",
-           "GROUP_FIGURES", "GROUP_OUTPUTS", "MODEL_DESCRIPTIONS", "STATS_COLUMNS", "Output",
-           "ParamMap", "dwi_map_output", "feature_name", "stats_dictionary", "summarised_maps"]
+__all__ = ["ANAT_OUTPUTS", "ANAT_STATS", "DWI_MODELS", "DWI_OUTPUTS", "DWI_PROFILES",
+           "DWI_STATS", "GROUP_DIR", "GROUP_FIGURES", "GROUP_OUTPUTS", "MODEL_DESCRIPTIONS",
+           "PROFILE_COLUMNS", "STATS_COLUMNS", "Output", "ParamMap", "dwi_map_output",
+           "feature_name", "stats_dictionary", "summarised_maps"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,12 @@ def stats_dictionary(model: str, *, tract_atlas: str, roi_atlas: str) -> dict[st
 #: The participant metrics tables the group level reads (columns :data:`STATS_COLUMNS`).
 DWI_STATS = Output("dwi", "dwistats", {"desc": "tracts"}, ".tsv")
 ANAT_STATS = Output("anat", "morph", {"desc": "gmvolume"}, ".tsv")
+#: Along-tract profiles of each recognised bundle: a tidy table with the columns
+#: :data:`PROFILE_COLUMNS`, one row per atlas/region/hemisphere/metric/node (node 0 at the
+#: inferior/brainstem end).
+DWI_PROFILES = Output("dwi", "dwistats", {"desc": "profiles"}, ".tsv")
+PROFILE_COLUMNS: tuple[str, ...] = ("atlas", "region", "hemisphere", "metric", "node", "value",
+                                    "n_streamlines")
 
 
 def feature_name(atlas: str, region: str, hemisphere: str, metric: str, statistic: str) -> str:
@@ -250,6 +257,10 @@ GROUP_OUTPUTS: Mapping[str, str] = MappingProxyType({
     "duration": "group_desc-duration_correlations.tsv",
     "gmtract": "group_desc-gmtract_stats.tsv",
     "interhemispheric": "group_desc-interhemispheric_stats.tsv",
+    # along-tract profiles: written only when participant profile tables exist
+    "profiles": "group_desc-profiles_stats.tsv",
+    "profile_segments": "group_desc-profilesegments_stats.tsv",
+    "profile_means": "group_desc-profilemeans_stats.tsv",
     "spec": "group_desc-analysis_spec.json",
     "report": "report.html",
 })
@@ -259,4 +270,6 @@ GROUP_FIGURES: Mapping[str, str] = MappingProxyType({
     "heatmap": "figures/group_desc-comparisons_heatmap.png",
     "scatter": "figures/group_desc-clinical_scatter.png",
     "clinical_heatmap": "figures/group_desc-clinical_heatmap.png",
+    "profiles": "figures/group_desc-profiles_lineplot.png",
+    "profile_clinical": "figures/group_desc-profilesclinical_lineplot.png",
 })

@@ -23,6 +23,13 @@ from bids_app.group.load import (
     load_phenotype,
 )
 from bids_app.group.notes import LOGGER, Notes
+from bids_app.group.profiles import (
+    ProfileData,
+    ProfileResults,
+    analyse_profiles,
+    load_profiles,
+    with_profile_inclusion,
+)
 from bids_app.group.relations import gm_tract, interhemispheric
 from bids_app.group.spec import AnalysisSpec, canonical_spec, load_aliases, load_spec
 from bids_app.group.stats import associations, compare_groups
@@ -41,6 +48,8 @@ class GroupInputs:
     inclusion: pd.DataFrame
     """Who has DWI/anat/phenotype (:func:`bids_app.group.load.inclusion`)."""
     phenotype: Phenotype
+    profiles: ProfileData
+    """Along-tract profiles of the selected participants (none yet: an empty table)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,8 @@ class GroupResults:
     skipped: dict[str, str]
     """Skipped analysis -> reason."""
     notes: Notes
+    profiles: ProfileResults
+    """Along-tract profile analyses (``profiles.skipped``: one line when there are none)."""
 
 
 def _phenotype_files(pheno: Phenotype) -> str:
@@ -196,10 +207,14 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
         skipped["interhemispheric"] = "no region with both a left and a right value"
     else:
         tables["interhemispheric"] = table
+    profiles = analyse_profiles(inputs.profiles, cross, labels, clin_rows, spec,
+                                dictionary=dictionary, notes=notes)
     return GroupResults(
         spec=spec, joined=joined, catalogue=catalogue, phenotype=pheno, cross=cross,
         labels=labels, clinical_rows=clin_rows, tables=tables, skipped=skipped, notes=notes,
-        inclusion=included(inputs.inclusion, cross, labels, clin_rows, tables))
+        inclusion=with_profile_inclusion(
+            included(inputs.inclusion, cross, labels, clin_rows, tables), profiles),
+        profiles=profiles)
 
 
 def included(incl: pd.DataFrame, cross: pd.DataFrame, labels: pd.Series,
@@ -248,8 +263,10 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
     joined = join(wide, pheno, notes=notes)
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
     warn_unmatched_imaging_names(spec, catalogue, notes=notes)
+    profiles = load_profiles(ex.output_dir, files, spec.profiles, notes=notes)
     return GroupInputs(spec=spec, joined=joined, catalogue=catalogue,
-                       inclusion=inclusion(wide, pheno, missing, notes=notes), phenotype=pheno)
+                       inclusion=inclusion(wide, pheno, missing, notes=notes), phenotype=pheno,
+                       profiles=profiles)
 
 
 def select_outputs(files: pd.DataFrame, output_dir, *, participants: tuple[str, ...] = (),

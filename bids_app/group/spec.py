@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,16 @@ class GmTractSpec:
 
 
 @dataclass(frozen=True)
+class ProfileSpec:
+    """Along-tract profile analyses (pointwise models, permutation FWE along each profile)."""
+
+    metrics: tuple[str, ...]
+    n_permutations: int
+    seed: int
+    fwe_alpha: float
+
+
+@dataclass(frozen=True)
 class AnalysisSpec:
     """Resolved group-level analysis spec (packaged YAML < user YAML < command line).
 
@@ -65,6 +75,7 @@ class AnalysisSpec:
     metrics: tuple[str, ...]
     gm_tract: GmTractSpec
     interhemispheric_metrics: tuple[str, ...]
+    profiles: ProfileSpec
     session: str
     max_figure_panels: int
     version: int
@@ -72,7 +83,8 @@ class AnalysisSpec:
     """Files the spec came from (for messages)."""
     user_keys: frozenset[str]
     """Keys set by the user (spec file or command line): their column names must exist.
-    Keys of ``gm_tract`` are recorded as ``gm_tract.<key>``."""
+    Keys of ``gm_tract`` and ``profiles`` are recorded as ``gm_tract.<key>``,
+    ``profiles.<key>``."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (for the resolved-spec record)."""
@@ -83,6 +95,9 @@ class AnalysisSpec:
                 value = {"gm_metric": value.gm_metric, "tract_metric": value.tract_metric,
                          "covariates": list(value.covariates),
                          "pairs": [{"gm": g, "tract": t} for g, t in value.pairs]}
+            elif isinstance(value, ProfileSpec):
+                value = {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in asdict(value).items()}
             elif isinstance(value, (tuple, frozenset)):
                 value = sorted(value) if isinstance(value, frozenset) else list(value)
             elif isinstance(value, Mapping):
@@ -110,6 +125,9 @@ def _number(value: Any, key: str, src: str, *, lo: float, hi: float, integer: bo
 #: Keys of a spec file (every one must be set by the packaged spec).
 SPEC_KEYS = frozenset(f.name for f in fields(AnalysisSpec)) - {"source", "user_keys"}
 GM_TRACT_KEYS = frozenset(f.name for f in fields(GmTractSpec))
+PROFILE_KEYS = frozenset(f.name for f in fields(ProfileSpec))
+#: Keys holding a mapping merged key by key (packaged < user < command line).
+NESTED_KEYS = ("gm_tract", "profiles")
 
 
 def _parse_gm_tract(value: Any, src: str) -> dict[str, Any]:
@@ -139,10 +157,33 @@ def _parse_gm_tract(value: Any, src: str) -> dict[str, Any]:
     return out
 
 
+def _parse_profiles(value: Any, src: str) -> dict[str, Any]:
+    """Validate a ``profiles`` mapping; return only the keys it sets (merged by the caller)."""
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{src}: 'profiles' must be a mapping")
+    unknown = set(value) - PROFILE_KEYS
+    if unknown:
+        raise UsageError(f"{src}: unknown key(s) in 'profiles': {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    if "metrics" in value:
+        out["metrics"] = _names(value["metrics"] or [], "profiles.metrics", src)
+    if "n_permutations" in value:
+        out["n_permutations"] = int(_number(value["n_permutations"], "profiles.n_permutations",
+                                            src, lo=1, hi=10**7, integer=True))
+    if "seed" in value:
+        out["seed"] = int(_number(value["seed"], "profiles.seed", src, lo=0, hi=2**63 - 1,
+                                  integer=True))
+    if "fwe_alpha" in value:
+        out["fwe_alpha"] = float(_number(value["fwe_alpha"], "profiles.fwe_alpha", src,
+                                         lo=1e-12, hi=1.0))
+    return out
+
+
 def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
     """Validate one YAML mapping; return AnalysisSpec keyword arguments.
 
-    ``gm_tract`` stays a dictionary of the keys given (see :func:`_parse_gm_tract`).
+    ``gm_tract`` and ``profiles`` stay dictionaries of the keys given (see
+    :func:`_parse_gm_tract`, :func:`_parse_profiles`).
     """
     unknown = set(raw) - SPEC_KEYS
     if unknown:
@@ -167,6 +208,8 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
             out[key] = dict(value)
         elif key == "gm_tract":
             out[key] = _parse_gm_tract(value, src)
+        elif key == "profiles":
+            out[key] = _parse_profiles(value, src)
         elif key == "session":
             if value not in SESSION_POLICIES:
                 raise UsageError(f"{src}: 'session' must be one of {SESSION_POLICIES}")
@@ -195,18 +238,21 @@ def _complete(kwargs: dict[str, Any], src: str) -> None:
     """The packaged spec is the only source of defaults: it must set every key."""
     missing = sorted(SPEC_KEYS - set(kwargs))
     missing += sorted(f"gm_tract.{k}" for k in GM_TRACT_KEYS - set(kwargs.get("gm_tract", {})))
+    missing += sorted(f"profiles.{k}" for k in PROFILE_KEYS - set(kwargs.get("profiles", {})))
     if missing:
         raise UsageError(f"{src}: packaged analysis spec lacks key(s) {missing}")
 
 
 def _keys(layer: Mapping[str, Any]) -> set[str]:
-    """Keys a layer sets (``gm_tract.<key>`` inside ``gm_tract``)."""
-    return (set(layer) - {"gm_tract"}) | {f"gm_tract.{k}" for k in layer.get("gm_tract", {})}
+    """Keys a layer sets (``gm_tract.<key>`` inside ``gm_tract``, same for ``profiles``)."""
+    return (set(layer) - set(NESTED_KEYS)) | {f"{nested}.{k}" for nested in NESTED_KEYS
+                                              for k in layer.get(nested, {})}
 
 
 def _merge(kwargs: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
-    """``layer`` over ``kwargs``: key by key, and inside ``gm_tract`` key by key."""
-    return {**kwargs, **layer, "gm_tract": {**kwargs["gm_tract"], **layer.get("gm_tract", {})}}
+    """``layer`` over ``kwargs``: key by key, and inside ``gm_tract``/``profiles`` key by key."""
+    return {**kwargs, **layer, **{nested: {**kwargs[nested], **layer.get(nested, {})}
+                                  for nested in NESTED_KEYS}}
 
 
 def _cli_overrides(overrides: GroupSettings) -> dict[str, Any]:
@@ -238,7 +284,7 @@ def load_spec(path: str | Path | None = None, *,
     ----------
     path
         User YAML (``--analysis-spec``) or ``None`` for the packaged defaults only. Its keys
-        replace the packaged ones; inside ``gm_tract`` key by key.
+        replace the packaged ones; inside ``gm_tract`` and ``profiles`` key by key.
     overrides
         Command-line options; ``None`` attributes leave the spec unchanged. ``covariates``
         sets the covariates of the patient-control comparison and of the gray-matter vs tract
@@ -267,7 +313,8 @@ def load_spec(path: str | Path | None = None, *,
     if cli:
         kwargs, user_keys = _merge(kwargs, cli), user_keys | _keys(cli)
         source += " + command line"
-    return AnalysisSpec(**{**kwargs, "gm_tract": GmTractSpec(**kwargs["gm_tract"])},
+    return AnalysisSpec(**{**kwargs, "gm_tract": GmTractSpec(**kwargs["gm_tract"]),
+                           "profiles": ProfileSpec(**kwargs["profiles"])},
                         source=source, user_keys=frozenset(user_keys))
 
 

@@ -25,6 +25,7 @@ from bids_app import __version__
 from bids_app.bids.derivatives import write_atomic, write_json
 from bids_app.bids.outputs import GROUP_DIR, GROUP_FIGURES, GROUP_OUTPUTS, feature_name
 from bids_app.group import columns as C
+from bids_app.group import profiles as PR
 from bids_app.group.design import CONTROL, PATIENT
 from bids_app.group.run import GroupResults
 
@@ -83,14 +84,17 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
     written: dict[str, Path] = {}
     joined, described = _joined(results)
     written["joined"] = write_tsv(joined, out_dir / GROUP_OUTPUTS["joined"], described)
-    incl = _ordered(_inclusion(results), C.INCLUSION)
-    written["inclusion"] = write_tsv(incl, out_dir / GROUP_OUTPUTS["inclusion"], C.INCLUSION)
+    inclusion_columns = {**C.INCLUSION, **PR.INCLUSION}
+    incl = _ordered(_inclusion(results), inclusion_columns)
+    written["inclusion"] = write_tsv(incl, out_dir / GROUP_OUTPUTS["inclusion"],
+                                     inclusion_columns)
     for key, described in DESCRIPTIONS.items():
         table = _ordered(results.tables.get(key, pd.DataFrame()), described)
         written[key] = write_tsv(table, out_dir / GROUP_OUTPUTS[key], described)
     spec = results.spec.to_dict()
     spec["skipped"] = results.skipped
     written["spec"] = write_json(out_dir / GROUP_OUTPUTS["spec"], spec)
+    written.update(write_profile_tables(results, out_dir))
     figures = _figures(results, out_dir)
     written.update(figures)
     written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
@@ -119,7 +123,152 @@ def _figures(results: GroupResults, out_dir: Path) -> dict[str, Path]:
         made["clinical_heatmap"] = pvalue_heatmap(
             rows, out_dir / GROUP_FIGURES["clinical_heatmap"], rows="score_metric",
             title="Clinical associations (adjusted beta): -log10 p", alpha=spec.fdr_alpha)
+    prof = results.profiles
+    if prof.skipped is None:
+        made["profiles"] = profile_means_plot(
+            prof.means, prof.stats, prof.segments, out_dir / GROUP_FIGURES["profiles"],
+            max_panels=spec.max_figure_panels)
+        made["profile_clinical"] = profile_t_plot(
+            prof.stats, prof.segments, out_dir / GROUP_FIGURES["profile_clinical"],
+            max_panels=spec.max_figure_panels)
     return {k: v for k, v in made.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- profiles
+#: Profile tables: GROUP_OUTPUTS key -> (ProfileResults attribute, column descriptions).
+PROFILE_TABLES = {"profiles": ("stats", PR.STATS), "profile_segments": ("segments", PR.SEGMENTS),
+                  "profile_means": ("means", PR.MEANS)}
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-safe dictionaries (NaN -> null)."""
+    return json.loads(table.to_json(orient="records"))
+
+
+def write_profile_tables(results: GroupResults, out_dir: Path) -> dict[str, Path]:
+    """The along-tract profile tables with sidecars; nothing when those analyses were skipped.
+
+    The pointwise table's sidecar also records the method and lists the significant segments.
+    """
+    prof = results.profiles
+    if prof.skipped is not None:
+        return {}
+    written = {key: write_tsv(_ordered(getattr(prof, attr), described),
+                              out_dir / GROUP_OUTPUTS[key], described)
+               for key, (attr, described) in PROFILE_TABLES.items()}
+    method = {
+        "Method": "OLS at every node with the covariates of the tract-mean analyses; "
+                  "family-wise error along each profile by the permutation distribution of "
+                  "the maximum |t| over its nodes (Nichols & Holmes 2002), nuisance "
+                  "covariates by Freedman-Lane residual permutation",
+        "NumberOfPermutations": prof.spec.n_permutations, "RandomSeed": prof.spec.seed,
+        "FWEAlpha": prof.spec.fwe_alpha, "ConfidenceLevel": PR.CI_LEVEL,
+        "SignificantSegments": _records(prof.segments)}
+    write_json(written["profiles"].with_suffix(".json"),
+               {**C.sidecar(prof.stats.columns, PR.STATS), **method})
+    return written
+
+
+def _profile_order(stats_table: pd.DataFrame, max_panels: int) -> list[tuple]:
+    """(analysis, score, atlas, region, hemisphere, metric) keys, smallest p_fwe first."""
+    keys = ["analysis", "score", *PR.PROFILE]
+    best = stats_table.groupby(keys, dropna=False, sort=False)["p_fwe"].min()
+    return list(best.sort_values(na_position="last", kind="stable").head(max_panels).index)
+
+
+def _rows_of(table: pd.DataFrame, profile: tuple) -> pd.DataFrame:
+    return table[(table[PR.PROFILE] == list(profile)).all(axis=1)]
+
+
+def _profile_grid(n: int) -> tuple[Figure, list]:
+    """:func:`_grid` with margins in inches: room for two-line titles and the node axis."""
+    fig, axes = _grid(n)
+    height = fig.get_figheight()
+    fig.subplots_adjust(top=1 - 0.45 / height, bottom=0.45 / height)
+    return fig, axes
+
+
+def _shade(ax, segments: pd.DataFrame) -> None:
+    for seg in segments.itertuples(index=False):
+        ax.axvspan(seg.start_node - 0.5, seg.end_node + 0.5, color="0.85", lw=0, zorder=0)
+
+
+def profile_means_plot(means: pd.DataFrame, stats_table: pd.DataFrame, segments: pd.DataFrame,
+                       path: Path, *, max_panels: int) -> Path | None:
+    """Mean and confidence band per group along each profile, FWE-significant comparison
+    segments shaded; profiles with the smallest comparison p_FWE first."""
+    if means.empty:
+        return None
+    comp = stats_table[stats_table["analysis"] == "comparison"]
+    order = ([key[2:] for key in _profile_order(comp, max_panels)] if not comp.empty else
+             list(means[PR.PROFILE].drop_duplicates().itertuples(index=False,
+                                                                 name=None))[:max_panels])
+    fig, axes = _profile_grid(len(order))
+    comp_segments = segments[segments["analysis"] == "comparison"]
+    for ax, profile in zip(axes, order):
+        for group, part in _rows_of(means, profile).groupby("group", sort=False):
+            colour = COLOURS.get(group, "0.3")
+            ax.plot(part["node"], part["mean"], color=colour, lw=1.2,
+                    label=f"{group} (n={int(part['n'].max())})")
+            ax.fill_between(part["node"], part["ci_low"], part["ci_high"], color=colour,
+                            alpha=0.25, lw=0)
+        _shade(ax, _rows_of(comp_segments, profile))
+        rows = _rows_of(comp, profile)
+        best = f"\nmin p_FWE={rows['p_fwe'].min():.2g}" if rows["p_fwe"].notna().any() else ""
+        ax.set_title(" ".join(profile) + best, fontsize=8)
+        ax.set_xlabel("node (0 = inferior)", fontsize=7)
+        ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def profile_t_plot(stats_table: pd.DataFrame, segments: pd.DataFrame, path: Path, *,
+                   max_panels: int) -> Path | None:
+    """t along the profiles with an FWE-significant clinical/duration association: the
+    +-t_crit_fwe lines dashed, significant segments shaded (smallest p_FWE first)."""
+    clin = stats_table[stats_table["analysis"] != "comparison"]
+    hits = clin[clin["significant"].fillna(False).astype(bool)]
+    if hits.empty:
+        return None
+    order = _profile_order(hits, max_panels)
+    fig, axes = _profile_grid(len(order))
+    keys = ["analysis", "score", *PR.PROFILE]
+    for ax, key in zip(axes, order):
+        rows = clin[(clin[keys] == list(key)).all(axis=1)]
+        ax.plot(rows["node"], rows["t"], color=COLOURS[PATIENT], lw=1.2)
+        for sign in (1, -1):
+            ax.plot(rows["node"], sign * rows["t_crit_fwe"], color="0.4", lw=0.8, ls="--")
+        _shade(ax, segments[(segments[keys] == list(key)).all(axis=1)])
+        ax.set_title(f"{key[1]} ~ {' '.join(key[2:])}\nmin p_FWE={rows['p_fwe'].min():.2g}",
+                     fontsize=8)
+        ax.set_xlabel("node (0 = inferior)", fontsize=7)
+        ax.set_ylabel("t", fontsize=7)
+    return _save(fig, path)
+
+
+def _profile_section(results: GroupResults, figures: dict[str, Path], out_dir: Path) -> str:
+    esc, prof = html.escape, results.profiles
+    head = "<h2>Along-tract profiles</h2>"
+    if prof.skipped is not None:
+        return f"{head}<p>{esc(prof.skipped)}.</p>"
+    spec = prof.spec
+    parts = [head, (
+        f"<p>OLS at every node with the covariates of the tract-mean analyses; family-wise "
+        f"error along each profile by the permutation max-|t| (Freedman-Lane), "
+        f"{spec.n_permutations} permutations, seed {spec.seed}; segments: contiguous nodes "
+        f"with p_FWE &lt; {spec.fwe_alpha}. Tables: " + ", ".join(
+            f"<a href='{GROUP_OUTPUTS[k]}'>{GROUP_OUTPUTS[k]}</a>" for k in PROFILE_TABLES)
+        + ".</p>")]
+    if prof.segments.empty:
+        parts.append(f"<p>No segment with p_FWE &lt; {spec.fwe_alpha}.</p>")
+    else:
+        parts.append(prof.segments.sort_values("min_p_fwe").head(40).to_html(
+            index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a", border=0,
+            classes="results"))
+    for fig in ("profiles", "profile_clinical"):
+        if fig in figures:
+            rel = figures[fig].relative_to(out_dir).as_posix()
+            parts.append(f"<p><img src='{esc(rel)}' style='max-width:100%'></p>")
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- figures
@@ -298,8 +447,11 @@ def render_report(results: GroupResults, figures: dict[str, Path], out_dir: Path
             if fig in figures:
                 rel = figures[fig].relative_to(out_dir).as_posix()
                 parts.append(f"<p><img src='{esc(rel)}' style='max-width:100%'></p>")
+    parts.append(_profile_section(results, figures, out_dir))
+    files = [v for k, v in GROUP_OUTPUTS.items()
+             if k not in PROFILE_TABLES or results.profiles.skipped is None]
     parts.append("<h2>Files</h2><ul>" + "".join(
-        f"<li><a href='{v}'>{v}</a></li>" for v in GROUP_OUTPUTS.values()) + "</ul>")
+        f"<li><a href='{v}'>{v}</a></li>" for v in files) + "</ul>")
     parts.append("<h2>Resolved analysis spec</h2><pre>"
                  + esc(json.dumps(results.spec.to_dict(), indent=1, default=str)) + "</pre>")
     parts.append("</body></html>\n")
