@@ -27,6 +27,8 @@ GM_ATLAS_RES = 1
 DWI_ATLAS_RES = 2
 #: Diffusion model fitted to every DWI unit (a key of ``bids_app.bids.outputs.DWI_MODELS``).
 DWI_MODEL = "tensor"
+#: Atlas whose model bundles are recognised in every participant (``--bundles``).
+BUNDLE_ATLAS = "hcp842"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class DwiSettings:
     tract_threshold: float = 0.25
     tract_atlas: str = "hcp842"
     roi_atlas: str = "jhu"
+    bundles: bool = True
+    """Tractography, bundle recognition, bundle metrics and along-tract profiles."""
     seed: int = DEFAULT_SEED
 
 

@@ -27,7 +27,8 @@ from bids_app.bids.derivatives import write_atomic, write_atomic_together
 from bids_app.errors import CannotCreateOutput
 
 ALSMRI = str(Path(sys.executable).parent / "alsmri")
-FAST = ["--participant-label", "01", "--nprocs", "2", "--denoise", "none", "--no-unringing"]
+FAST = ["--participant-label", "01", "--nprocs", "2", "--denoise", "none", "--no-unringing",
+        "--no-bundles"]
 
 
 @contextlib.contextmanager

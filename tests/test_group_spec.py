@@ -25,7 +25,8 @@ def test_default_spec_has_als_defaults():
     assert spec.group_column == "group" and spec.fdr_alpha == 0.05
     assert {"alsfrs_r", "mrc_sum", "fvc", "cmap_z_sum", "penn_score", "munix", "musix",
             "dynamometry"} == set(spec.scores)
-    assert spec.statistics["fa"] == "wmean" and spec.statistics["gmv_pct_tiv"] == "ratio"
+    assert spec.statistics["fa"] == ("wmean", "bundle")
+    assert spec.statistics["gmv_pct_tiv"] == ("ratio",)
     assert ("precentral", "cst") in spec.gm_tract.pairs
     assert spec.user_keys == frozenset()
 

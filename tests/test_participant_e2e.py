@@ -117,6 +117,42 @@ def test_metrics_tables(xa30_run):
     assert set(pct.hemisphere) == {"L", "R"} and pct.value.between(0.05, 2).all()
 
 
+def test_bundles_profiles_and_bundle_metrics(xa30_run):
+    """Every HCP842 bundle is recognised in the real subject: its streamlines run inside the
+    brain mask, on the side it is named for, its FA is higher than the atlas-weighted mean (a
+    bundle follows the subject's own high-FA core) and its profiles have 100 nodes."""
+    dwi_dir = xa30_run / "sub-01" / "dwi"
+    mask_img = nib.load(dwi_dir / "sub-01_desc-brain_mask.nii.gz")
+    mask = np.asarray(mask_img.dataobj) > 0
+    inverse = np.linalg.inv(mask_img.affine)
+    table = pd.read_csv(dwi_dir / "sub-01_desc-tracts_dwistats.tsv", sep="\t")
+    fa = table[(table.atlas == "hcp842") & (table.metric == "fa")].pivot_table(
+        index=["region", "hemisphere"], columns="statistic", values="value")
+    assert len(fa) == 6 and fa["bundle"].notna().all()
+    assert (fa["bundle"] > fa["wmean"]).all(), fa
+    qc = pd.read_csv(dwi_dir / "sub-01_desc-bundles_qc.tsv", sep="\t")
+    assert qc.recognised.all() and (qc.n_streamlines >= 100).all(), qc
+    for row in qc.itertuples():
+        trk = dwi_dir / (f"sub-01_hemi-{row.hemisphere}_label-{row.region}"
+                         "_desc-bundle_tractography.trk")
+        lines = nib.streamlines.load(trk).streamlines
+        assert len(lines) == row.n_streamlines
+        ijk = np.rint(nib.affines.apply_affine(inverse, lines.get_data())).astype(int)
+        ijk = np.clip(ijk, 0, np.array(mask.shape) - 1)
+        assert mask[tuple(ijk.T)].mean() > 0.98
+        other = "R" if row.hemisphere == "L" else "L"  # left bundles lie left of right ones
+        mid = np.mean(lines.get_data()[:, 0])
+        twin = nib.streamlines.load(trk.with_name(trk.name.replace(
+            f"hemi-{row.hemisphere}", f"hemi-{other}"))).streamlines.get_data()[:, 0].mean()
+        assert (mid < twin) if row.hemisphere == "L" else (mid > twin)
+    profiles = pd.read_csv(dwi_dir / "sub-01_desc-profiles_dwistats.tsv", sep="\t")
+    assert len(profiles) == 6 * 4 * 100 and profiles.value.notna().all()
+    cst = profiles[(profiles.region == "cst") & (profiles.metric == "fa")]
+    for _, prof in cst.groupby("hemisphere"):
+        assert prof.sort_values("node").node.tolist() == list(range(100))
+    assert (dwi_dir.parent / "figures" / "sub-01_desc-profiles_dwi.png").is_file()
+
+
 def test_reports_and_group(xa30_run):
     html = (xa30_run / "sub-01.html").read_text()
     assert "alsmri report: sub-01" in html and "<svg" in html and "Methods" in html
@@ -125,6 +161,7 @@ def test_reports_and_group(xa30_run):
     joined = pd.read_csv(xa30_run / "group" / "group_desc-joined_participants.tsv", sep="\t")
     assert list(joined.participant_id) == ["sub-01"]
     assert "hcp842_cst_L_fa_wmean" in joined.columns
+    assert "hcp842_cst_L_fa_bundle" in joined.columns
     assert "aal_precentral_L_gmv_pct_tiv_ratio" in joined.columns
     assert (xa30_run / "group" / "report.html").is_file()
 

@@ -13,7 +13,13 @@ from bids_app.atlases import api
 from bids_app.bids.plan import DwiUnit, ParticipantPlan, plan_sdc
 from bids_app.bids.records import SubjectSession
 from bids_app.reports import citation
-from bids_app.settings import ANAT_TEMPLATE_RES, DwiSettings, ExecutionSettings, Settings
+from bids_app.settings import (
+    ANAT_TEMPLATE_RES,
+    BUNDLE_ATLAS,
+    DwiSettings,
+    ExecutionSettings,
+    Settings,
+)
 
 VERSIONS = {name: "0.0" for name in ("alsmri", "nipype", "pybids", "dipy", "antspyx",
                                      "nibabel")}
@@ -159,7 +165,8 @@ def test_gm_atlas_references(gm_atlas, present, absent):
     ("xtract", "Warrington S", ["Yeh FC"], False),
 ])
 def test_tract_atlas_references_and_hcp_acknowledgement(tract_atlas, present, absent, ack):
-    text = _render(_settings(tract_atlas=tract_atlas))
+    """Without --bundles only the tract atlas is cited (the bundles add HCP842, below)."""
+    text = _render(_settings(tract_atlas=tract_atlas, bundles=False))
     assert present in _section(text, "References")
     for needle in absent:
         assert needle not in text, needle
@@ -167,6 +174,17 @@ def test_tract_atlas_references_and_hcp_acknowledgement(tract_atlas, present, ab
     if ack:
         assert HCP_ACK in _section(text, "Acknowledgements")
         assert HCP_ACK not in _section(text, "References")
+
+
+def test_bundles_text_cites_recobundles_profiles_and_the_model_atlas():
+    """With --bundles (default) the methods name the tracking, RecoBundles and the profiles,
+    and HCP842 (the model bundles) is cited whatever the tract atlas; without, none of it."""
+    on = _render(_settings(tract_atlas="xtract"))
+    assert "RecoBundles [" in on and "Yeh FC, Panesar S" in _section(on, "References")
+    assert "Tract profiles of white matter properties" in _section(on, "References")
+    assert "0.15 seeds/mm³" in on and "node 0 at the inferior end" in on
+    off = _render(_settings(tract_atlas="xtract", bundles=False))
+    assert "RecoBundles" not in off and "Yeh FC" not in off
 
 
 def test_dwi_resources_jhu_fa_template_and_mni_are_cited():
@@ -195,7 +213,7 @@ def test_every_used_resource_has_its_references_and_licence(options):
     refs, resources = _section(text, "References"), _section(text, "Templates and atlases")
     names = citation.used_resources(settings, has_dwi=True, has_anat=True)
     assert {"MNI152NLin6Asym", "fa-template", "jhu", settings.dwi.tract_atlas,
-            settings.anat.gm_atlas} == set(names)
+            settings.anat.gm_atlas, BUNDLE_ATLAS} == set(names)
     for credit in api.credits(names):
         for ref in credit.references:
             assert refs.count(ref) == 1, ref  # Lawrence 2021 is shared by jhu/harvard-oxford

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -12,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.bids.outputs import DWI_MODELS, DWI_OUTPUTS
+from bids_app.atlases.api import get_model_bundles
+from bids_app.bids.outputs import BUNDLE_OUTPUTS, DWI_MODELS, DWI_OUTPUTS
 from bids_app.bids.plan import DwiUnit, plan_participant
 from bids_app.bids.records import DwiRun, SubjectSession
 from bids_app.core.tables import STATS_COLUMNS
-from bids_app.settings import DWI_MODEL, DwiSettings
+from bids_app.settings import BUNDLE_ATLAS, DWI_MODEL, DwiSettings
 from bids_app.workflows.dwi import OUTPUT_FIELDS, init_dwi_wf
 
 # The defaults (MP-PCA, unringing, affine motion correction, SDC): ~80 s on 2 cores.
@@ -94,7 +96,18 @@ def test_sinks_follow_the_declarations(ds_xa30, built_data_dir, tmp_path):
     wf = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS), settings=DEFAULTS,
                      output_dir=tmp_path, data_dir=built_data_dir)
     sinks = {n.split(".")[-1] for n in wf.list_node_names() if n.startswith("ds_dwi_wf.ds_")}
-    assert sinks == {f"ds_{key}" for key in (*DWI_OUTPUTS, *DWI_MODELS[DWI_MODEL])}
+    bundles = get_model_bundles(BUNDLE_ATLAS, data_dir=built_data_dir).bundles
+    assert len(bundles) == 6
+    assert sinks == {f"ds_{key}" for key in (*DWI_OUTPUTS, *DWI_MODELS[DWI_MODEL],
+                                             *BUNDLE_OUTPUTS)} | {
+        f"ds_bundle_{region}_{hemi}" for region, hemi in bundles}
+    cst = wf.get_node("ds_dwi_wf.ds_bundle_cst_L").inputs
+    assert (cst.hemi, cst.label, cst.suffix, cst.extension) == ("L", "cst", "tractography",
+                                                                ".trk")
+    off = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS),
+                      settings=dataclasses.replace(DEFAULTS, bundles=False),
+                      output_dir=tmp_path, data_dir=built_data_dir)
+    assert not [n for n in off.list_node_names() if "bundle" in n or "tractometry" in n]
     fa = wf.get_node("ds_dwi_wf.ds_fa").inputs
     assert (fa.model, fa.param, fa.suffix) == (DWI_MODEL, "fa", "dwimap")
     assert fa.meta_dict["Description"] == DWI_MODELS[DWI_MODEL]["fa"].description

@@ -248,3 +248,65 @@ def licenses(names=None) -> list[LicenseInfo]:
     manifest = load_manifest()
     selected = manifest.select(list(names) if names is not None else None)
     return [LicenseInfo(r.name, r.license, r.commercial_use, r.redistribution) for r in selected]
+
+
+def model_bundle_path(atlas: str, space: str, region: str, hemisphere: str) -> str:
+    """Relative path of one model bundle (``.trk``, template world mm) in the data directory."""
+    atl = layout.entity(atlas)
+    return (f"atlas-{atl}/tpl-{space}_atlas-{atl}_hemi-{hemisphere}_label-{layout.entity(region)}"
+            f"_desc-model_tractography.trk")
+
+
+@dataclass(frozen=True)
+class ModelBundles:
+    """Model bundles of a streamline atlas (for RecoBundles), as built by ``alsmri fetch-data``.
+
+    ``bundles``: {(region, hemisphere): ``.trk`` path}; streamlines in ``space`` world (RAS)
+    mm, each resampled to ``n_points`` points with node 0 at the bundle's inferior end;
+    ``n_streamlines`` drawn per tract with ``seed`` (see ``model_bundles`` in the manifest).
+    """
+
+    atlas: str
+    space: str
+    bundles: dict[tuple[str, str], Path]
+    n_streamlines: int
+    n_points: int
+    seed: int
+    citation: str
+    license: str
+
+
+def get_model_bundles(name: str, *, data_dir: Path | str | None = None) -> ModelBundles:
+    """Paths and parameters of the model bundles of atlas ``name`` (e.g. ``hcp842``).
+
+    Raises
+    ------
+    UsageError
+        Unknown atlas, or an atlas without model bundles in the manifest.
+    MissingInputError
+        The bundles have not been built in ``data_dir`` (message says to run
+        ``alsmri fetch-data``).
+    """
+    manifest = load_manifest()
+    resource = _resource(manifest, name)
+    params = resource.spec.get("model_bundles")
+    if not params:
+        with_bundles = [n for n, r in manifest.resources.items() if r.spec.get("model_bundles")]
+        raise UsageError(f"atlas {name!r} has no model bundles; atlases with model bundles: "
+                         f"{', '.join(with_bundles) or 'none'}")
+    root = _data_dir(data_dir)
+    bundles = {
+        (t["region"], t["hemisphere"]):
+            root / model_bundle_path(name, manifest.space, t["region"], t["hemisphere"])
+        for t in resource.spec["tracts"]
+    }
+    missing = [str(p) for p in bundles.values() if not p.is_file()]
+    if missing or not (root / layout.stamp_path(name)).is_file():
+        raise MissingInputError(f"model bundles of atlas {name!r} not built in {root} "
+                                f"(missing {missing[0] if missing else 'stamp'}); {FETCH_HINT}")
+    return ModelBundles(
+        atlas=name, space=manifest.space, bundles=bundles,
+        n_streamlines=int(params["n_streamlines"]), n_points=int(params["n_points"]),
+        seed=int(params["seed"]), citation="\n".join(resource.citation),
+        license=resource.license,
+    )

@@ -21,12 +21,17 @@ from scipy import ndimage
 
 from bids_app.atlases import labels as lab
 from bids_app.atlases import layout
-from bids_app.atlases.api import get_template
+from bids_app.atlases.api import get_template, model_bundle_path
 from bids_app.atlases.manifest import Resource
+from bids_app.core.dwi.profiles import (
+    bundle_centroid,
+    inferior_first,
+    orient_bundle,
+    resample_bundle,
+)
 from bids_app.errors import BadDataError, MissingInputError
 
 MNI_XFORM_CODE = 4
-Payload = nib.Nifti1Image | pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,36 @@ class Grid:
     def voxel_size(self) -> np.ndarray:
         """Voxel edge lengths in mm."""
         return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+
+@dataclass(frozen=True)
+class TractogramPayload:
+    """Streamlines in template world mm, written as a TrackVis ``.trk`` on ``grid``.
+
+    Has the ``to_filename`` of a nibabel image, so :func:`nibabel.save` writes it; the trk
+    header carries the grid (dimensions, voxel sizes, voxel-to-RAS affine), the points are
+    stored in RAS mm and read back by ``nibabel.streamlines.load`` / dipy ``load_tractogram``
+    unchanged. No timestamp is written: the same streamlines give the same bytes.
+    """
+
+    streamlines: tuple[np.ndarray, ...]
+    grid: Grid
+
+    def to_filename(self, filename) -> None:
+        """Write the streamlines as ``.trk``."""
+        from nibabel.streamlines import Field, Tractogram, TrkFile
+
+        header = {
+            Field.VOXEL_TO_RASMM: self.grid.affine.astype(np.float32),
+            Field.VOXEL_SIZES: self.grid.voxel_size.astype(np.float32),
+            Field.DIMENSIONS: np.asarray(self.grid.shape, dtype=np.int16),
+            Field.VOXEL_ORDER: "".join(nib.aff2axcodes(self.grid.affine)),
+        }
+        tractogram = Tractogram(list(self.streamlines), affine_to_rasmm=np.eye(4))
+        TrkFile(tractogram, header=header).save(str(filename))
+
+
+Payload = nib.Nifti1Image | pd.DataFrame | TractogramPayload
 
 
 def make_image(data: np.ndarray, grid: Grid, dtype: type) -> nib.Nifti1Image:
@@ -180,6 +215,29 @@ def tract_probability(
     return np.clip(density / scale, 0.0, 1.0)
 
 
+def model_bundle(streamlines, *, n_streamlines: int, n_points: int, seed: int):
+    """A RecoBundles model bundle: a seeded subsample, resampled, node 0 at the inferior end.
+
+    ``n_streamlines`` streamlines drawn without replacement by ``numpy.random.default_rng(seed)``
+    (all of them when there are fewer), kept in source order, each resampled to ``n_points``
+    equidistant points, then all flipped to run like the bundle's mean streamline oriented with
+    its first point lower in template z (:func:`bids_app.core.dwi.profiles.inferior_first`).
+
+    Returns
+    -------
+    tuple of ndarray
+        (n_points, 3) float32 streamlines in the input frame (template world mm).
+    """
+    if len(streamlines) == 0:
+        raise BadDataError("tractogram has no streamline to make a model bundle from")
+    rng = np.random.default_rng(int(seed))
+    count = min(int(n_streamlines), len(streamlines))
+    picked = np.sort(rng.choice(len(streamlines), size=count, replace=False))
+    lines = resample_bundle([streamlines[int(i)] for i in picked], n_points=int(n_points))
+    centroid = inferior_first(bundle_centroid(lines, n_points=int(n_points)))
+    return tuple(np.asarray(s, dtype=np.float32) for s in orient_bundle(lines, centroid))
+
+
 def _local(sources: dict[str, Path], rel: str, resource: Resource) -> Path:
     if rel not in sources:
         raise BadDataError(f"manifest: resource {resource.name!r} uses {rel} not in its sources")
@@ -218,6 +276,13 @@ def build_trk_density(resource, sources, grids, *, space) -> Iterator[tuple[str,
             rel = layout.probseg_path(resource.name, space, res, tract["region"],
                                       tract["hemisphere"])
             yield rel, make_image(prob, grid, np.float32)
+        model = resource.spec.get("model_bundles")
+        if model:
+            finest = grids[min(grids)]
+            lines = model_bundle(streamlines, n_streamlines=int(model["n_streamlines"]),
+                                 n_points=int(model["n_points"]), seed=int(model["seed"]))
+            rel = model_bundle_path(resource.name, space, tract["region"], tract["hemisphere"])
+            yield rel, TractogramPayload(lines, finest)
 
 
 def build_prob_maps(resource, sources, grids, *, space) -> Iterator[tuple[str, Payload]]:

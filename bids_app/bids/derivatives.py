@@ -38,16 +38,17 @@ ENTITY_ORDER: tuple[tuple[str, str], ...] = (
 
 #: Multi-part extensions recognised when an extension is taken from an input file name.
 KNOWN_EXTENSIONS = (".nii.gz", ".tsv.gz", ".bval", ".bvec", ".nii", ".tsv", ".json", ".svg",
-                    ".png", ".h5", ".mat", ".txt", ".html", ".csv", ".toml", ".md")
+                    ".png", ".h5", ".mat", ".txt", ".html", ".csv", ".toml", ".md", ".trk")
 
 #: Non-standard files listed in the derivative's ``.bidsignore`` (gitignore syntax). The BIDS
 #: validator (3.x) tests a directory's own path without a trailing slash, so a ``figures/``
 #: pattern hides the files inside but still reports the directory: directories are listed
 #: without the slash. ``logs/`` is BIDS-defined (listed for older validators). Transforms
 #: (``_xfm``), diffusion parameter maps (``_dwimap``, BEP016) and gradient files of a
-#: derivative DWI are not in BIDS 1.11.
+#: derivative DWI and streamlines (``_tractography``, BEP016 draft) are not in BIDS 1.11.
 BIDSIGNORE = ("logs/", "/group", "*.html", "figures", "*_dwistats.*", "*_morph.*", "*_qc.*",
-              "*_motion.*", "*_xfm.*", "*_dwimap.*", "*_dwi.bval", "*_dwi.bvec")
+              "*_motion.*", "*_xfm.*", "*_dwimap.*", "*_dwi.bval", "*_dwi.bvec",
+              "*_tractography.*")
 
 
 def split_extension(path: str | os.PathLike[str]) -> str:

@@ -16,13 +16,14 @@ from typing import Any
 
 from bids_app.bids.derivatives import ENTITY_ORDER
 from bids_app.core.anat.segmentation import DSEG_LABELS
-from bids_app.core.tables import STATS_COLUMNS
+from bids_app.core.tables import PROFILE_COLUMNS, STATS_COLUMNS
 from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE
 
-__all__ = ["ANAT_OUTPUTS", "ANAT_STATS", "DWI_MODELS", "DWI_OUTPUTS", "DWI_PROFILES",
-           "DWI_STATS", "GROUP_DIR", "GROUP_FIGURES", "GROUP_OUTPUTS", "MODEL_DESCRIPTIONS",
-           "PROFILE_COLUMNS", "STATS_COLUMNS", "Output", "ParamMap", "dwi_map_output",
-           "feature_name", "stats_dictionary", "summarised_maps"]
+__all__ = ["ANAT_OUTPUTS", "ANAT_STATS", "BUNDLE_OUTPUTS", "DWI_MODELS", "DWI_OUTPUTS",
+           "DWI_PROFILES", "DWI_STATS", "GROUP_DIR", "GROUP_FIGURES", "GROUP_OUTPUTS",
+           "MODEL_DESCRIPTIONS", "PROFILE_COLUMNS", "STATS_COLUMNS", "Output", "ParamMap",
+           "bundle_output", "dwi_map_output", "feature_name", "stats_dictionary",
+           "summarised_maps"]
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,14 @@ def stats_dictionary(model: str, *, tract_atlas: str, roi_atlas: str) -> dict[st
         "statistic": {"Description": "Summary statistic.", "Levels": {
             "wmean": "tract-probability-weighted mean over the brain mask",
             "mean": "mean over voxels with tract probability > threshold, or inside the "
-                    "label"}},
+                    "label",
+            "bundle": "streamline-density-weighted mean over the participant's own bundle "
+                      "(RecoBundles); n/a when the bundle was not recognised"}},
         "value": {"Description": "Value of the statistic; n/a when no voxel is available.",
                   "Units": "; ".join(f"{'/'.join(names)} {unit}"
                                      for unit, names in units.items())},
         "n_voxels": {"Description": "Native DWI voxels contributing (p > 0 for wmean, "
+                                    "crossed by the bundle for bundle, "
                                     "p > threshold or in label for mean)."},
     }
 
@@ -140,12 +144,43 @@ def stats_dictionary(model: str, *, tract_atlas: str, roi_atlas: str) -> dict[st
 #: The participant metrics tables the group level reads (columns :data:`STATS_COLUMNS`).
 DWI_STATS = Output("dwi", "dwistats", {"desc": "tracts"}, ".tsv")
 ANAT_STATS = Output("anat", "morph", {"desc": "gmvolume"}, ".tsv")
+#: Profile table sidecar: what each column means.
+PROFILES_DICTIONARY: Mapping[str, Any] = MappingProxyType({
+    "atlas": {"Description": "Atlas of the model bundles recognised in the participant "
+                             "(RecoBundles)."},
+    "region": {"Description": "Canonical tract name."},
+    "hemisphere": {"Description": "L or R."},
+    "metric": {"Description": "Diffusion metric sampled along the bundle."},
+    "node": {"Description": "Node along the bundle (equidistant points of every streamline); "
+                            "node 0 at the inferior end (brainstem for the corticospinal, "
+                            "striatum / thalamus for the corticostriatal / corticothalamic "
+                            "tracts)."},
+    "value": {"Description": "Gaussian-weighted mean over the bundle's streamlines at the node "
+                             "(dipy afq_profile); n/a when the bundle was not recognised."},
+    "n_streamlines": {"Description": "Streamlines of the recognised bundle."},
+})
+
+#: Bundle QC table sidecar.
+BUNDLES_QC_DICTIONARY: Mapping[str, Any] = MappingProxyType({
+    "n_streamlines": {"Description": "Streamlines RecoBundles assigned to the bundle"},
+    "recognised": {"Description": "True when at least the minimum number of streamlines "
+                                  "was found; otherwise the bundle metrics are n/a"},
+    "directions": {"Description": "Fibre-direction model of the tracking (tensor or csd)"},
+    "n_unique_directions": {"Description": "Unique diffusion gradient directions"},
+    "tractogram_streamlines": {"Description": "Streamlines of the whole-brain tractogram"},
+})
+
+
+def bundle_output(region: str, hemisphere: str) -> Output:
+    """The recognised streamlines of one bundle (``.trk``, native DWI world mm)."""
+    return Output("dwi", "tractography", {"hemi": hemisphere, "label": region,
+                                          "desc": "bundle"}, ".trk")
+
+
 #: Along-tract profiles of each recognised bundle: a tidy table with the columns
 #: :data:`PROFILE_COLUMNS`, one row per atlas/region/hemisphere/metric/node (node 0 at the
 #: inferior/brainstem end).
-DWI_PROFILES = Output("dwi", "dwistats", {"desc": "profiles"}, ".tsv")
-PROFILE_COLUMNS: tuple[str, ...] = ("atlas", "region", "hemisphere", "metric", "node", "value",
-                                    "n_streamlines")
+DWI_PROFILES = Output("dwi", "dwistats", {"desc": "profiles"}, ".tsv", meta=PROFILES_DICTIONARY)
 
 
 def feature_name(atlas: str, region: str, hemisphere: str, metric: str, statistic: str) -> str:
@@ -183,6 +218,16 @@ DWI_OUTPUTS: Mapping[str, Output] = MappingProxyType({
     "fig_reg": Output("figures", "dwi", {"space": TEMPLATE, "desc": "reg"}),
     "fig_motion": Output("figures", "dwi", {"desc": "motion"}),
     "fig_sdc": Output("figures", "dwi", {"desc": "sdc"}),
+})
+
+#: Outputs of the tractometry step (``--bundles``), keyed by its outputnode field; the
+#: bundles themselves are declared per tract by :func:`bundle_output`.
+BUNDLE_OUTPUTS: Mapping[str, Output] = MappingProxyType({
+    "profiles": DWI_PROFILES,
+    "bundle_qc": Output("dwi", "qc", {"desc": "bundles"}, ".tsv",
+                        meta=BUNDLES_QC_DICTIONARY),
+    "fig_bundles": Output("figures", "dwi", {"desc": "bundles"}),
+    "fig_profiles": Output("figures", "dwi", {"desc": "profiles"}),
 })
 
 

@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "manifest)")
     g.add_argument("--roi-atlas", choices=atlas_choices("roi"), default=dwi.roi_atlas,
                    help="white-matter label atlas warped to DWI space")
+    g.add_argument("--bundles", action=argparse.BooleanOptionalAction, default=dwi.bundles,
+                   help="whole-brain tractography, recognition of the HCP842 corticospinal, "
+                        "corticostriatal and corticothalamic bundles (RecoBundles), "
+                        "bundle-weighted metrics and along-tract profiles")
 
     g = parser.add_argument_group("anatomical options")
     g.add_argument("--gm-atlas", choices=atlas_choices("gm"), default=anat.gm_atlas,

@@ -171,7 +171,8 @@ def settings_from_args(opts) -> Settings:
         denoise=opts.denoise, unringing=opts.unringing, motion_correction=opts.motion_correction,
         tensor_fit=opts.tensor_fit, b0_threshold=opts.b0_threshold, sdc=opts.sdc,
         dwi_runs=opts.dwi_runs, tract_threshold=opts.tract_threshold,
-        tract_atlas=opts.tract_atlas, roi_atlas=opts.roi_atlas, seed=opts.random_seed,
+        tract_atlas=opts.tract_atlas, roi_atlas=opts.roi_atlas, bundles=opts.bundles,
+        seed=opts.random_seed,
     )
     anat = AnatSettings(gm_atlas=opts.gm_atlas, seed=opts.random_seed)
     group = GroupSettings(

@@ -16,3 +16,15 @@ STATS_COLUMNS: tuple[str, ...] = (
     "value",
     "n_voxels",
 )
+
+#: Columns of the along-tract profile tables (one row per atlas/region/hemisphere/metric/node;
+#: node 0 at the bundle's inferior end).
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "atlas",  # the model-bundle atlas, e.g. hcp842
+    "region",
+    "hemisphere",
+    "metric",
+    "node",  # 0 .. n_nodes - 1
+    "value",
+    "n_streamlines",  # streamlines of the recognised bundle (profile n/a below the minimum)
+)

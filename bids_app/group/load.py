@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,11 @@ def _floats(values: list[str]) -> np.ndarray:
 FALLBACK_STATISTIC = "mean"
 
 
-def _keep_statistics(parts: list[list[str]], statistics: Mapping[str, str]) -> list[bool]:
+def _keep_statistics(parts: list[list[str]],
+                     statistics: Mapping[str, Sequence[str]]) -> list[bool]:
     """Which ``(atlas, region, hemisphere, metric, statistic)`` rows feed the analyses.
 
-    Per atlas and metric: the configured statistic if that atlas has it, else
+    Per atlas and metric: the configured statistics that atlas has, else
     :data:`FALLBACK_STATISTIC` if it has that, else every statistic; metrics not configured
     keep every statistic.
     """
@@ -99,8 +100,8 @@ def _keep_statistics(parts: list[list[str]], statistics: Mapping[str, str]) -> l
         have = available[(atlas, metric)]
         if wanted is None:
             keep.append(True)
-        elif wanted in have:
-            keep.append(statistic == wanted)
+        elif have.intersection(wanted):
+            keep.append(statistic in wanted)
         elif FALLBACK_STATISTIC in have:
             keep.append(statistic == FALLBACK_STATISTIC)
         else:
@@ -108,7 +109,7 @@ def _keep_statistics(parts: list[list[str]], statistics: Mapping[str, str]) -> l
     return keep
 
 
-def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
+def load_metrics(files: pd.DataFrame, statistics: Mapping[str, Sequence[str]], *,
                  notes: Notes) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read the tables listed by :func:`find_participant_outputs` into one wide table.
 
@@ -120,7 +121,7 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, str], *,
     files
         Output of :func:`find_participant_outputs`.
     statistics
-        Metric -> statistic to keep (e.g. ``fa: wmean``); an atlas without that statistic
+        Metric -> statistics to keep (e.g. ``fa: (wmean, bundle)``); an atlas without them
         (a label atlas such as JHU has only ``mean``) keeps :data:`FALLBACK_STATISTIC`;
         metrics not listed keep every statistic.
 

@@ -127,7 +127,8 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     feats = catalogue[catalogue["metric"].isin(spec.metrics)].reset_index(drop=True)
     for metric, stat in spec.statistics.items():
         if metric in spec.metrics and not (feats["metric"] == metric).any():
-            notes.warn(f"no participant rows for metric {metric!r} with statistic {stat!r}")
+            notes.warn(f"no participant rows for metric {metric!r} with statistic(s) "
+                       f"{', '.join(stat)}")
     dictionary = pheno.dictionary
 
     labels = pd.Series(pd.NA, index=cross.index, dtype="object")

@@ -71,7 +71,7 @@ class AnalysisSpec:
     normality_alpha: float
     equal_variance_alpha: float
     min_n: int
-    statistics: Mapping[str, str]
+    statistics: Mapping[str, tuple[str, ...]]
     metrics: tuple[str, ...]
     gm_tract: GmTractSpec
     interhemispheric_metrics: tuple[str, ...]
@@ -202,10 +202,16 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
         elif key in ("min_n", "max_figure_panels", "version"):
             out[key] = int(_number(value, key, src, lo=1, hi=10**6, integer=True))
         elif key == "statistics":
-            if not isinstance(value, Mapping) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise UsageError(f"{src}: 'statistics' must map metric -> statistic")
-            out[key] = dict(value)
+            if not isinstance(value, Mapping):
+                raise UsageError(f"{src}: 'statistics' must map metric -> statistic(s)")
+            out[key] = {}
+            for metric, stats in value.items():
+                stats = [stats] if isinstance(stats, str) else stats
+                if not (isinstance(metric, str) and isinstance(stats, list) and stats
+                        and all(isinstance(v, str) for v in stats)):
+                    raise UsageError(f"{src}: 'statistics' must map metric -> statistic or "
+                                     f"a list of statistics (got {metric!r}: {value[metric]!r})")
+                out[key][metric] = tuple(stats)
         elif key == "gm_tract":
             out[key] = _parse_gm_tract(value, src)
         elif key == "profiles":

@@ -23,7 +23,7 @@ from bids_app.bids.derivatives import (
     write_atomic_together,
 )
 
-_SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".tsv")
+_SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".tsv", ".trk")
 _OPTIONAL_ENTITIES = [long for long, _ in ENTITY_ORDER if long not in ("subject", "session")]
 
 

@@ -110,6 +110,7 @@ class _StatsInputSpec(BaseInterfaceInputSpec):
     label_table = File(exists=True, mandatory=True)
     roi_atlas = traits.Str(mandatory=True)
     threshold = traits.Float(mandatory=True, desc="tract probability threshold of 'mean'")
+    extra_stats = File(exists=True, desc="rows of the same columns appended (bundle means)")
 
 
 class _StatsOutputSpec(TraitedSpec):
@@ -132,8 +133,12 @@ class DwiStats(SimpleInterface):
         labels = np.asarray(nb.load(self.inputs.label_file).dataobj).astype(np.int32)
         table = pd.read_csv(self.inputs.label_table, sep="\t", keep_default_na=False)
         rois = label_stats(metrics, labels, table, mask=mask, atlas=self.inputs.roi_atlas)
+        parts = [tracts, rois]
+        if isdefined(self.inputs.extra_stats):
+            parts.append(pd.read_csv(self.inputs.extra_stats, sep="\t", na_values="n/a",
+                                     keep_default_na=False))
         out = Path(runtime.cwd) / "dwistats.tsv"
-        pd.concat([tracts, rois], ignore_index=True).to_csv(out, sep="\t", index=False,
-                                                            na_rep="n/a", float_format="%.6g")
+        pd.concat(parts, ignore_index=True).to_csv(out, sep="\t", index=False,
+                                                   na_rep="n/a", float_format="%.6g")
         self._results["out_file"] = str(out)
         return runtime

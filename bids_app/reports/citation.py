@@ -10,8 +10,11 @@ from string import Template
 from bids_app import __version__
 from bids_app.atlases import api
 from bids_app.bids.plan import NO_SDC, ParticipantPlan, SdcPlan
+from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
 from bids_app.core.dwi.preproc import MOTION_TRANSFORM
-from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE, Settings
+from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
+from bids_app.core.dwi.tractometry import PROFILE_NODES
+from bids_app.settings import ANAT_TEMPLATE_RES, BUNDLE_ATLAS, TEMPLATE, Settings
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
 _ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.DOTALL)
@@ -72,6 +75,8 @@ def used_resources(settings: Settings, *, has_dwi: bool, has_anat: bool) -> list
     names: list[str] = []
     if has_dwi:
         names += [FA_TEMPLATE, TEMPLATE, settings.dwi.tract_atlas, settings.dwi.roi_atlas]
+        if settings.dwi.bundles:
+            names.append(BUNDLE_ATLAS)
     if has_anat:
         names += [TEMPLATE, settings.anat.gm_atlas]
     return list(dict.fromkeys(names))
@@ -123,6 +128,8 @@ def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
         "sdc_text": _sdc_text(dwi.sdc, sdc_plans, dwi_runs=dwi.dwi_runs),
         "tensor_fit_text": _TENSOR[dwi.tensor_fit],
         "tract_threshold": f"{dwi.tract_threshold:g}",
+        "bundles_text": _bundles_text(dwi.bundles, label.get(BUNDLE_ATLAS, BUNDLE_ATLAS),
+                                      cite.get(BUNDLE_ATLAS, "")),
         "mni_cite": cite.get(TEMPLATE, ""),
         "anat_template_res": str(ANAT_TEMPLATE_RES),
     }
@@ -187,6 +194,26 @@ def _tidy(text: str) -> str:
     # Switched-off steps leave empty placeholders: collapse the doubled spaces they leave.
     text = re.sub(r"[ \t]{2,}", " ", text.strip())
     return re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+
+
+def _bundles_text(enabled: bool, atlas: str, atlas_cite: str) -> str:
+    if not enabled:
+        return ""
+    p, r = TRACKING_DEFAULTS, RECOGNITION_DEFAULTS
+    return (
+        "Whole-brain deterministic tractography (dipy EuDX; principal directions of the tensor "
+        f"below {CSD_MIN_DIRECTIONS} gradient directions, of constrained spherical "
+        f"deconvolution otherwise) was seeded at {p.seeds_per_mm3:g} seeds/mm³ where FA > "
+        f"{p.seed_fa:g} (step {p.step_size_mm:g} mm, maximum angle {p.max_angle:g}°, stopping "
+        f"at FA < {p.stop_fa:g}, streamlines {p.min_length_mm:g}-{p.max_length_mm:g} mm) "
+        "[@dipy]. The corticospinal, corticostriatal and corticothalamic bundles of each "
+        f"hemisphere were recognised with RecoBundles [@garyfallidis2018] against the {atlas} "
+        f"{atlas_cite} model bundles carried into native space by the FA registration "
+        f"(pruning at {r.pruning_thr:g} mm, fewer than {r.min_streamlines} streamlines = not "
+        "recognised, reported, with the atlas-based values kept). In each recognised bundle "
+        "the streamline-density-weighted mean of FA, MD, AD and RD was computed, and "
+        f"along-tract profiles at {PROFILE_NODES} nodes (node 0 at the inferior end) as "
+        "Gaussian-weighted means over streamlines [@yeatman2012].")
 
 
 def _motion_text(enabled: bool) -> str:

@@ -49,6 +49,7 @@ def init_single_subject_wf(*, plan: ParticipantPlan, settings: Settings,
                                      omp_nthreads=ny.omp_nthreads))
     if plan.dwi_units:
         branches.append(init_dwi_wf(units=plan.dwi_units, settings=settings.dwi,
-                                    output_dir=ex.output_dir, data_dir=ex.data_dir))
+                                    output_dir=ex.output_dir, data_dir=ex.data_dir,
+                                    omp_nthreads=ny.omp_nthreads))
     workflow.add_nodes(branches)
     return workflow

@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.interfaces.utility import IdentityInterface, Merge, Select
 from nipype.pipeline import engine as pe
 
-from bids_app.atlases.api import get_template
+from bids_app.atlases.api import get_model_bundles, get_template
 from bids_app.bids.outputs import (
+    BUNDLE_OUTPUTS,
     DWI_MODELS,
     DWI_OUTPUTS,
     MODEL_DESCRIPTIONS,
+    bundle_output,
     dwi_map_output,
     stats_dictionary,
 )
@@ -28,6 +30,7 @@ from bids_app.bids.plan import DwiUnit
 from bids_app.core.dwi.preproc import NOISE_MAP_DENOISERS
 from bids_app.interfaces.bids import DerivativesDataSink
 from bids_app.interfaces.dwi_atlas import DwiStats, RegisterFA, WarpAtlas
+from bids_app.interfaces.dwi_bundles import Tractometry
 from bids_app.interfaces.dwi_models import MODEL_FITS
 from bids_app.interfaces.dwi_preproc import (
     CheckDwi,
@@ -39,6 +42,7 @@ from bids_app.interfaces.dwi_preproc import (
 )
 from bids_app.interfaces.dwi_qc import DwiQC
 from bids_app.settings import (
+    BUNDLE_ATLAS,
     DWI_ATLAS_RES,
     DWI_MODEL,
     DWI_TEMPLATE_RES,
@@ -58,6 +62,14 @@ MODEL_FIELDS = ("xfm_to_template", "xfm_from_template", "stats", "qc", "fig_trac
 #: outputnode fields of :func:`init_dwi_wf` (each a list with one item per unit): every
 #: declared DWI output but the SDC figure (two-run units only), and every parameter map.
 OUTPUT_FIELDS = tuple(k for k in DWI_OUTPUTS if k != "fig_sdc") + tuple(DWI_MODELS[DWI_MODEL])
+#: Further outputs with ``--bundles`` (``bundles``: the recognised bundles' ``.trk`` files, in
+#: the order of the model-bundle atlas).
+BUNDLE_FIELDS = (*BUNDLE_OUTPUTS, "bundles")
+
+
+def output_fields(settings: DwiSettings) -> tuple[str, ...]:
+    """outputnode fields of :func:`init_dwi_wf` (and of its model sub-workflow's extras)."""
+    return OUTPUT_FIELDS + (BUNDLE_FIELDS if settings.bundles else ())
 
 
 def init_dwi_wf(
@@ -66,6 +78,7 @@ def init_dwi_wf(
     settings: DwiSettings,
     output_dir: Path,
     data_dir: Path | None,
+    omp_nthreads: int = 1,
     name: str = "dwi_wf",
 ) -> pe.Workflow:
     """Build the diffusion workflow of one participant/session.
@@ -80,6 +93,8 @@ def init_dwi_wf(
         Derivatives root; every output is written by a ``ds_*`` DerivativesDataSink.
     data_dir
         Built templates/atlases (``None`` = default location).
+    omp_nthreads
+        Threads of the multithreaded nodes (tracking and bundle recognition).
     name
         Workflow name.
 
@@ -90,15 +105,16 @@ def init_dwi_wf(
 
     Outputs
     -------
-    See :data:`OUTPUT_FIELDS`; each field is a list with one entry per unit.
+    See :func:`output_fields`; each field is a list with one entry per unit.
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["fa_template"]), name="inputnode")
     inputnode.inputs.fa_template = str(get_template(TEMPLATE, res=DWI_TEMPLATE_RES,
                                                     suffix="FA", data_dir=data_dir))
-    outputnode = pe.Node(IdentityInterface(fields=list(OUTPUT_FIELDS)), name="outputnode")
+    fields = output_fields(settings)
+    outputnode = pe.Node(IdentityInterface(fields=list(fields)), name="outputnode")
     merges = {}
-    for field in OUTPUT_FIELDS:
+    for field in fields:
         merges[field] = pe.Node(Merge(len(units)), name=f"merge_{field}")
         workflow.connect(merges[field], "out", outputnode, field)
     for u, unit in enumerate(units, start=1):
@@ -106,8 +122,9 @@ def init_dwi_wf(
         preproc_wf = init_dwi_preproc_wf(unit=unit, settings=settings,
                                          name=f"dwi_preproc_wf{tag}")
         model_wf = init_dwi_model_wf(unit=unit, settings=settings, data_dir=data_dir,
-                                     name=f"dwi_model_wf{tag}")
+                                     omp_nthreads=omp_nthreads, name=f"dwi_model_wf{tag}")
         ds_wf = init_ds_dwi_wf(unit=unit, settings=settings, output_dir=Path(output_dir),
+                               data_dir=data_dir,
                                name=f"ds_dwi_wf{tag}")
         workflow.connect(inputnode, "fa_template", model_wf, "inputnode.fa_template")
         for field in MODEL_INPUTS:
@@ -116,9 +133,8 @@ def init_dwi_wf(
         for field in ds_wf.get_node("inputnode").inputs.copyable_trait_names():
             src = preproc_wf if field in PREPROC_FIELDS else model_wf
             workflow.connect(src, f"outputnode.{field}", ds_wf, f"inputnode.{field}")
-        for field in OUTPUT_FIELDS:
-            src = model_wf if field in MODEL_FIELDS or field in DWI_MODELS[DWI_MODEL] \
-                else preproc_wf
+        for field in fields:
+            src = preproc_wf if field in PREPROC_FIELDS else model_wf
             workflow.connect(src, f"outputnode.{field}", merges[field], f"in{u}")
     return workflow
 
@@ -195,7 +211,7 @@ def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
 
 
 def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | None,
-                      name: str = "dwi_model_wf") -> pe.Workflow:
+                      omp_nthreads: int = 1, name: str = "dwi_model_wf") -> pe.Workflow:
     """Model fit, FA-to-template registration, atlases in DWI space, statistics and QC.
 
     Inputs
@@ -207,14 +223,17 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
 
     Outputs
     -------
-    One field per parameter map of the model (:data:`bids_app.bids.outputs.DWI_MODELS`) and
-    :data:`MODEL_FIELDS`.
+    One field per parameter map of the model (:data:`bids_app.bids.outputs.DWI_MODELS`),
+    :data:`MODEL_FIELDS` and, with ``settings.bundles``, :data:`BUNDLE_FIELDS` (the
+    ``tractometry`` node; its bundle-weighted means join the tract/ROI table).
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=[*MODEL_INPUTS, "fa_template"]),
                         name="inputnode")
     maps = tuple(DWI_MODELS[DWI_MODEL])
-    outputnode = pe.Node(IdentityInterface(fields=[*maps, *MODEL_FIELDS]), name="outputnode")
+    extra = BUNDLE_FIELDS if settings.bundles else ()
+    outputnode = pe.Node(IdentityInterface(fields=[*maps, *MODEL_FIELDS, *extra]),
+                         name="outputnode")
     fit = pe.Node(MODEL_FITS[DWI_MODEL](fit_method=settings.tensor_fit,
                                         b0_threshold=settings.b0_threshold), name="fit")
     reg = pe.Node(RegisterFA(seed=settings.seed), name="reg")
@@ -255,11 +274,29 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
         (qc, outputnode, [("out_tsv", "qc"), ("out_tracts", "fig_tracts"),
                           ("out_reg", "fig_reg"), ("out_motion", "fig_motion")]),
     ])
+    if settings.bundles:
+        models = get_model_bundles(BUNDLE_ATLAS, data_dir=data_dir)
+        tractometry = pe.Node(Tractometry(
+            models=[(r, h, str(p)) for (r, h), p in models.bundles.items()],
+            atlas=BUNDLE_ATLAS, b0_threshold=settings.b0_threshold, seed=settings.seed,
+            nthreads=omp_nthreads), name="tractometry", n_procs=omp_nthreads)
+        workflow.connect([
+            (inputnode, tractometry, [("dwi_preproc", "in_file"), ("bval", "in_bval"),
+                                      ("bvec", "in_bvec"), ("mask", "in_mask")]),
+            (fit, tractometry, [("out_maps", "in_maps")]),
+            (reg, tractometry, [("out_fwd", "to_template")]),
+            (tractometry, stats, [("out_stats", "extra_stats")]),
+            (tractometry, outputnode, [("out_bundles", "bundles"),
+                                       ("out_profiles", "profiles"),
+                                       ("out_qc", "bundle_qc"),
+                                       ("out_figure", "fig_bundles"),
+                                       ("out_profile_figure", "fig_profiles")]),
+        ])
     return workflow
 
 
 def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
-                   name: str = "ds_dwi_wf") -> pe.Workflow:
+                   data_dir: Path | None, name: str = "ds_dwi_wf") -> pe.Workflow:
     """One DerivativesDataSink per declared DWI output and parameter map of the unit.
 
     Names and sidecars come from :data:`bids_app.bids.outputs.DWI_OUTPUTS` and
@@ -281,11 +318,30 @@ def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
     for param in DWI_MODELS[DWI_MODEL]:
         declared[param] = dwi_map_output(DWI_MODEL, param,
                                          model_description=model_description).sink_inputs()
-    inputnode = pe.Node(IdentityInterface(fields=list(declared)), name="inputnode")
+    bundle_sinks = {}
+    if settings.bundles:
+        declared.update({key: out.sink_inputs() for key, out in BUNDLE_OUTPUTS.items()})
+        models = get_model_bundles(BUNDLE_ATLAS, data_dir=data_dir)
+        bundle_sinks = {(r, h): bundle_output(r, h).sink_inputs(
+            Atlas=BUNDLE_ATLAS, Method="dipy RecoBundles on whole-brain deterministic "
+            "tractography", Space="native DWI (world RAS mm)")
+            for r, h in models.bundles}
+    fields = list(declared) + (["bundles"] if bundle_sinks else [])
+    inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
     for key, kwargs in declared.items():
         sink = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
                                            source_file=unit.sources, **unit.entities,
                                            **kwargs),
                        name=f"ds_{key}", run_without_submitting=True, overwrite=True)
         workflow.connect(inputnode, key, sink, "in_file")
+    for i, ((region, hemi), kwargs) in enumerate(bundle_sinks.items()):
+        select = pe.Node(Select(index=[i]), name=f"select_bundle_{region}_{hemi}",
+                         run_without_submitting=True)
+        sink = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
+                                           source_file=unit.sources, **unit.entities,
+                                           **kwargs),
+                       name=f"ds_bundle_{region}_{hemi}", run_without_submitting=True,
+                       overwrite=True)
+        workflow.connect([(inputnode, select, [("bundles", "inlist")]),
+                          (select, sink, [("out", "in_file")])])
     return workflow

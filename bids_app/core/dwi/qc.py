@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -145,6 +146,78 @@ def plot_sdc(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.
             axes[row, col].set_title(f"{name} {label}", fontsize=8)
             axes[row, col].set_axis_off()
     fig.suptitle(title or "Susceptibility distortion correction (mean b0)", fontsize=9)
+    return _save(fig, out_file)
+
+
+def plot_bundles(fa: np.ndarray, affine: np.ndarray, bundles: Mapping[tuple[str, str], Any],
+                 out_file: Path | str, *, max_lines: int = 200) -> Path:
+    """One row per tract: recognised streamlines (L red, R cyan) over the mid FA slices.
+
+    Coronal, sagittal and axial views in native world mm (streamlines projected onto each
+    plane; at most ``max_lines`` per bundle drawn); a white dot marks node 0 (the inferior
+    end) of each bundle's orientation reference. ``bundles`` values need ``count``,
+    ``streamlines`` and ``reference`` (:class:`bids_app.core.dwi.bundles.Bundle`).
+    """
+    fa = np.asarray(fa, dtype=float)
+    affine = np.asarray(affine, dtype=float)
+    regions = list(dict.fromkeys(r for r, _ in bundles))
+    views = [("coronal", (0, 2), 1), ("sagittal", (1, 2), 0), ("axial", (0, 1), 2)]
+    fig, axes = plt.subplots(max(len(regions), 1), 3, figsize=(9, 3 * max(len(regions), 1)),
+                             facecolor="black", squeeze=False)
+    centre = np.asarray(fa.shape) // 2
+    for row, region in enumerate(regions):
+        for col, (view, (a, b), axis) in enumerate(views):
+            ax = axes[row, col]
+            sl = [slice(None)] * 3
+            sl[axis] = slice(centre[axis], centre[axis] + 1)
+            ijk = np.stack(np.meshgrid(*[np.arange(n)[s] for n, s in zip(fa.shape, sl,
+                                                                         strict=True)],
+                                       indexing="ij"), -1).squeeze(axis)
+            xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+            ax.pcolormesh(xyz[..., a], xyz[..., b], fa[tuple(sl)].squeeze(axis), cmap="gray",
+                          vmin=0, vmax=0.8, shading="nearest")
+            for hemi, colour in (("L", "tab:red"), ("R", "tab:cyan")):
+                bundle = bundles.get((region, hemi))
+                if bundle is None or not bundle.count:
+                    continue
+                step = max(1, bundle.count // max_lines)
+                for line in list(bundle.streamlines)[::step]:
+                    ax.plot(line[:, a], line[:, b], color=colour, lw=0.3, alpha=0.5)
+                ax.plot(*bundle.reference[0, [a, b]], "o", color="w", ms=4)
+            counts = ", ".join(f"{h} {bundles[(region, h)].count}" for h in "LR"
+                               if (region, h) in bundles)
+            ax.set_title(f"{region} ({counts}) {view}", color="w", fontsize=8)
+            ax.set_aspect("equal")
+            ax.axis("off")
+    fig.tight_layout()
+    out_file = Path(out_file)
+    fig.savefig(out_file, dpi=80, facecolor="black")
+    plt.close(fig)
+    return out_file
+
+
+def plot_profiles(profiles: pd.DataFrame, out_file: Path | str, *,
+                  metrics: tuple[str, ...] = ("fa", "md")) -> Path:
+    """Along-tract profiles: one panel per tract and metric, left and right hemispheres."""
+    regions = list(dict.fromkeys(profiles["region"])) or ["(none)"]
+    fig, axes = plt.subplots(len(metrics), len(regions), figsize=(3.2 * len(regions),
+                                                                  2.4 * len(metrics)),
+                             squeeze=False)
+    for col, region in enumerate(regions):
+        for row, metric in enumerate(metrics):
+            ax = axes[row, col]
+            for hemi, colour in (("L", "tab:red"), ("R", "tab:blue")):
+                rows = profiles[(profiles["region"] == region)
+                                & (profiles["hemisphere"] == hemi)
+                                & (profiles["metric"] == metric)]
+                if len(rows):
+                    ax.plot(rows["node"], rows["value"], color=colour, label=hemi)
+            ax.set_title(f"{region} {metric.upper()}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("node (0 = inferior end)", fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
     return _save(fig, out_file)
 
 
