@@ -182,9 +182,11 @@ def test_bad_dwi_exits_65_before_running(ds_xa30, built_data_dir, tmp_path, caps
 
 @pytest.fixture(scope="module")
 def xa30_run(ds_xa30, built_data_dir, tmp_path_factory):
-    """One full DWI-branch run on ds-xa30 (default settings, 2 processes)."""
+    """One full DWI-branch run on ds-xa30 (default settings but the tractometry, which
+    tests/test_participant_e2e.py runs on the same data; 2 processes)."""
     base = tmp_path_factory.mktemp("dwi_xa30")
-    wf = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS), settings=DEFAULTS,
+    settings = dataclasses.replace(DEFAULTS, bundles=False)
+    wf = init_dwi_wf(units=xa30_units(ds_xa30, settings), settings=settings,
                      output_dir=base / "out", data_dir=built_data_dir)
     wf.base_dir = str(base / "work")
     wf.run(plugin="MultiProc", plugin_args={"n_procs": 2})
