@@ -124,14 +124,24 @@ def run_slurm(bids: Path, out: Path, *, batch_size: int, ncpu: int) -> dict:
     submitted = time.time() - t0
     record = json.loads(max((out / "logs" / "slurm").glob("*/jobs.json")).read_text())
     ids = [*record["arrays"], record["group"]]
+    # slurmctld forgets a job MinJobAge (600 s in slurm-ci.sh) after it ended, long before the
+    # last task of a large cohort ends: keep the last record seen of every task and job (not
+    # the record of the still pending tasks, ArrayTaskId "2-7%2").
+    seen: dict[str, dict[str, str]] = {}
     while True:
-        states = [task["JobState"] for job in ids for task in _jobs(job)]
+        current = [task for job in ids for task in _jobs(job)]
+        seen.update({t["JobId"]: t for t in current
+                     if t.get("ArrayTaskId", "0").isdigit()})
+        states = [t["JobState"] for t in current]
         if states and all(s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for s in states):
             break
         time.sleep(1)
     sampler.stop.set()
-    tasks = [task for job in record["arrays"] for task in _jobs(job)]
-    group = _jobs(record["group"])[0]
+    tasks = sorted((t for t in seen.values() if t.get("ArrayJobId") in record["arrays"]),
+                   key=lambda t: (int(t["ArrayJobId"]), int(t["ArrayTaskId"])))
+    group = seen[record["group"]]
+    if len(tasks) != len(record["batches"]):
+        raise SystemExit(f"{len(tasks)} task records for {len(record['batches'])} batches")
     bad = [t["JobId"] for t in [*tasks, group] if t["JobState"] != "COMPLETED"]
     if bad:
         raise SystemExit(f"Slurm jobs failed: {bad}; logs in {out / 'logs' / 'slurm'}")
