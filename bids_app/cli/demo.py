@@ -57,6 +57,11 @@ PARTICIPANT_OPTIONS = {
     "--no-motion-correction": ("motion_correction", False,
                                ("every volume of a simulated DWI shares one head position (no "
                                 "between-volume motion to correct)")),
+    "--no-bundles": ("bundles", False,
+                     ("this simulation plants its lesions through the pipeline's own atlas "
+                      "maps, which only the atlas-based metric can be graded against; the "
+                      "bundle metrics are validated on independently placed lesions "
+                      "(issue #28)")),
 }
 
 
