@@ -549,7 +549,7 @@ def test_different_participants_run_side_by_side_in_one_work_dir(ds_xa30, built_
     shutil.rmtree(bids / "sub-01" / "anat")
     work, out = tmp_path / "w", tmp_path / "o"
     opts = ["-w", work, "--data-dir", built_data_dir, "--denoise", "none", "--no-unringing",
-            "--nprocs", "1"]
+            "--no-bundles", "--nprocs", "1"]
     procs = {label: _spawn(bids, out, "participant", "--participant-label", label, *opts)
              for label in ("01", "02")}
     for label, proc in procs.items():
