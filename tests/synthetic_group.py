@@ -168,3 +168,29 @@ def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
         extra += [f"aal\ttotal_gm\tbilateral\tgmv\tsum\t{0.45 * tiv[i]:.8g}\t0",
                   f"aal\ttiv\tbilateral\tgmv\tsum\t{tiv[i]:.8g}\t0"]
         (a / _file_name(ANAT_STATS, pid)).write_text(text + "\n".join(extra) + "\n")
+
+
+#: Control model of a feature with planted deviations: value = intercept + age_slope * (age -
+#: 60) + male_shift * (sex == M) + N(0, sd).
+PLANTED_MODEL = {"intercept": 0.50, "age_slope": -0.002, "male_shift": 0.015, "sd": 0.02}
+
+
+def plant_deviations(table: pd.DataFrame, feature: str, z: dict[str, float], *,
+                     seed: int = 7) -> pd.DataFrame:
+    """Rewrite ``feature`` so that controls follow :data:`PLANTED_MODEL` and each patient
+    in ``z`` (participant_id -> true z) lies ``z`` model SDs from its age/sex expectation.
+
+    Patients not in ``z`` get a control-like value. The truth is set from the generating model
+    (not estimated from the cohort), so the recovered z also carries the estimation error of
+    the control fit.
+    """
+    rng = np.random.default_rng(seed)
+    m = PLANTED_MODEL
+    out = table.copy()
+    expected = (m["intercept"] + m["age_slope"] * (out["age"].to_numpy() - 60)
+                + m["male_shift"] * (out["sex"].to_numpy() == "M"))
+    deviation = rng.normal(0, 1, len(out))
+    planted = out["participant_id"].map(z)
+    deviation = np.where(planted.notna(), planted.to_numpy(dtype=float), deviation)
+    out[feature] = expected + m["sd"] * deviation
+    return out

@@ -280,15 +280,23 @@ def test_user_named_unknown_column_is_usage_error(tmp_path):
         run(settings(bids, out, analysis_spec=bad))
 
 
-def test_non_numeric_score_is_skipped_with_values_named(tmp_path, warnings_log):
+def test_unreadable_score_value_is_missing_for_that_participant_only(tmp_path, warnings_log):
+    """One bad value no longer drops the column: that participant's value is n/a, named."""
     bids, out, spec = small_cohort(tmp_path)
     clin = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t", dtype=str)
     clin.loc[0, "cmap_z_sum"] = "not done"
     clin.loc[1, "cmap_z_sum"] = "n/a"
     clin.to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False)
     run(settings(bids, out, analysis_spec=spec))
-    assert "'cmap_z_sum' has non-numeric values ('not done')" in warnings_log.text
-    assert set(read(out, "clinical").score) == {"alsfrs_r"}
+    assert ("clinical.tsv: column 'cmap_z_sum': value(s) not readable, missing for those "
+            "participants only: sub-00001 'not done'") in warnings_log.text
+    clinical = read(out, "clinical")
+    assert set(clinical.score) == {"alsfrs_r", "cmap_z_sum"}
+    assert (clinical.query("score == 'cmap_z_sum'").n == 6).all()   # 8 patients, 2 n/a
+    incl = read(out, "inclusion").set_index("participant_id")
+    assert incl.loc["sub-00001", "unreadable_phenotype"] == "cmap_z_sum='not done'"
+    assert incl.loc["sub-00001", "n_unreadable_phenotype"] == 1
+    assert pd.isna(incl.loc["sub-00002", "unreadable_phenotype"])   # n/a is not an error
 
 
 def test_tiny_cells_and_constant_columns_write_reasons(tmp_path):
@@ -387,10 +395,16 @@ def test_real_participants_example_with_non_numeric_age(shared_data, tmp_path, w
     spec = tmp_path / "spec.yaml"
     spec.write_text("metrics: [fa]\nscores: []\ninterhemispheric_metrics: [fa]\n")
     run(settings(bids, out, analysis_spec=spec))
-    assert "covariate column 'age' has non-numeric values ('89+')" in warnings_log.text
+    over = parts.loc[parts.age.astype(str) == "89+", "participant_id"].tolist()
+    assert len(over) == 4
+    assert ("participants.tsv: column 'age': value(s) not readable, missing for those "
+            "participants only: " + ", ".join(f"{p} '89+'" for p in over)) in warnings_log.text
     comp = read(out, "comparisons")
     assert (comp.n_patient == 7).all() and (comp.n_control == 7).all()
-    assert (comp.adj_covariates == "sex=M").all()   # age skipped, sex dummy-coded
+    # age kept as a covariate (n/a for the four '89+'), sex dummy-coded
+    assert (comp.adj_covariates == "age,sex=M").all() and (comp.adj_n == 10).all()
+    incl = read(out, "inclusion").set_index("participant_id")
+    assert (incl.loc[over, "unreadable_phenotype"] == "age='89+'").all()
     joined = read(out, "joined")
     assert {"genetic_id", "BatchID", "age"} <= set(joined.columns)
     sidecar = json.loads((out / "group" / OUTPUTS["joined"]).with_suffix(".json").read_text())

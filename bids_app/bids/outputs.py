@@ -306,6 +306,9 @@ GROUP_OUTPUTS: Mapping[str, str] = MappingProxyType({
     "profiles": "group_desc-profiles_stats.tsv",
     "profile_segments": "group_desc-profilesegments_stats.tsv",
     "profile_means": "group_desc-profilemeans_stats.tsv",
+    # Table 1 and per-participant z-scores: written when their analysis ran
+    "demographics": "group_desc-demographics_stats.tsv",
+    "zscores": "group_desc-zscores_participants.tsv",
     "spec": "group_desc-analysis_spec.json",
     "report": "report.html",
 })

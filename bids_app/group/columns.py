@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bids_app.bids.outputs import ANAT_STATS, DWI_MODELS, DWI_STATS
+from bids_app.bids.outputs import ANAT_STATS, DWI_MODELS, DWI_STATS, GROUP_OUTPUTS
+
+#: Every group output name (:data:`~bids_app.bids.outputs.GROUP_OUTPUTS`).
+OUTPUTS: Mapping[str, str] = GROUP_OUTPUTS
 
 #: Units of the imaging metrics (statistic-independent); diffusion ones as the maps declare.
 METRIC_UNITS = {**{param: spec.units for maps in DWI_MODELS.values()
@@ -129,7 +132,71 @@ INCLUSION = {
                           "participant, spec key 'session')",
     "in_comparisons": "Entered the patient-control comparisons",
     "in_clinical": "Entered the clinical associations (patients)",
+    "in_zscores": "Has z-scores against the controls (group_desc-zscores_participants.tsv)",
+    "n_unreadable_phenotype": "Phenotype values (participants.tsv, sessions.tsv, "
+                              "phenotype/*.tsv) that could not be read and are missing for "
+                              "this participant only",
+    "unreadable_phenotype": "Those values as column='value' (;-separated), empty when none",
+    "converted_phenotype": "Decimal commas read as decimal points, as column='12,5'->12.5 "
+                           "(;-separated), empty when none",
 }
+
+_T1_GROUP = {
+    "n": "Participants of the group with a value (row n: participants of the group)",
+    "missing": "Participants of the group without a value",
+    "mean": "Mean", "sd": "Standard deviation", "median": "Median",
+    "q1": "First quartile", "q3": "Third quartile",
+    "count": "Participants of the group at this level",
+    "percent": "count as percent of the participants of the group with a value",
+    "shapiro_p": "Shapiro-Wilk p (decides mean (SD) + Welch vs median [IQR] + Mann-Whitney)",
+}
+DEMOGRAPHICS = {
+    "variable": "Phenotype column (canonical name), or n",
+    "level": "Level of a categorical variable; n/a for continuous ones",
+    "kind": "count, continuous or categorical (data dictionary Levels or text values)",
+    "summary_type": "mean_sd, median_iqr or count_percent (rule: bids_app.group.table1)",
+    "patient": "Summary in patients as printed in Table 1: mean (SD), median [Q1, Q3] or "
+               "count (%)",
+    "control": "Summary in controls, as for patient",
+    **{f"{key}_{g}": f"{text} ({'patients' if g == 'patient' else 'controls'})"
+       for g in ("patient", "control") for key, text in _T1_GROUP.items()},
+    "min_expected": "Smallest expected count of the group x level table",
+    "test": "welch (Welch t), mann-whitney (U), chi-square (Pearson, no continuity correction)"
+            " or fisher (exact; Monte Carlo p for tables larger than 2 x 2)",
+    "test_statistic": "t (patients minus controls), U of the patients, chi-square, or the "
+                      "Fisher statistic (2 x 2: odds ratio; larger: probability of the table)",
+    "df": "Degrees of freedom (Welch t, chi-square)",
+    "p": "Two-sided p of the test (the same on every level row of a variable)",
+    "reason": "Why there is no test (n < min_n in a group, a single level, constant values)",
+}
+
+ZSCORE_HEAD = {
+    "participant_id": INCLUSION["participant_id"],
+    "session_id": INCLUSION["session_id"],
+    "group_label": "patient or control (controls: leave-one-out z-scores)",
+    "n_zscores": "Features with a z-score",
+    "n_abs_z_ge_2": "Features with |z| >= 2",
+    "max_abs_z": "Largest |z| over the features",
+    "max_abs_z_feature": "Feature with the largest |z|",
+}
+
+
+def zscore_description(feature: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """Sidecar entry of one z-score column: what, against which model, how many controls."""
+    desc = feature_description(feature["atlas"], feature["region"], feature["hemisphere"],
+                               feature["metric"], feature["statistic"])["Description"]
+    entry: dict[str, Any] = {
+        "Description": f"z-score of the {desc} against the controls, adjusted for "
+                       f"{model.get('covariates') or 'nothing'}",
+        "Units": "standard deviations of the control residuals",
+        "NumberOfControls": int(model["n_controls"])}
+    if isinstance(model.get("residual_sd"), float) and model["residual_sd"] == \
+            model["residual_sd"]:
+        entry["ResidualSD"] = model["residual_sd"]
+        entry["ResidualDegreesOfFreedom"] = int(model["df_resid"])
+    if isinstance(model.get("reason"), str):
+        entry["Reason"] = model["reason"]
+    return entry
 
 
 def feature_description(atlas: str, region: str, hemisphere: str, metric: str,

@@ -24,7 +24,7 @@ def numeric_column(table: pd.DataFrame, column: str, *, role: str,
                    notes: Notes) -> pd.Series | None:
     """``table[column]`` as float, or ``None`` (with a warning) if it is not numeric.
 
-    ``n/a`` is already NaN (see :mod:`bids_app.group.load`); any other non-numeric value makes
+    ``n/a`` is already NaN (see :mod:`bids_app.group.values`); any other non-numeric value makes
     the whole column unusable as a number: the warning names the column and the values.
     """
     values = table[column]

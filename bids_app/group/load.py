@@ -1,4 +1,4 @@
-"""Read the participant metrics tables and the phenotype files; join them.
+"""Read the participant metrics tables (the phenotype files: :mod:`bids_app.group.phenotype`).
 
 Participant outputs are found by file name only (no dependence on the participant workflows):
 ``sub-<l>[/ses-<s>]/{dwi,anat}/sub-<l>[_ses-<s>]_desc-{tracts_dwistats,gmvolume_morph}.tsv``,
@@ -10,12 +10,9 @@ Internally a missing session is the empty string ``""``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,11 +20,11 @@ import pandas as pd
 from bids_app.bids.outputs import ANAT_STATS, DWI_STATS, STATS_COLUMNS, Output, feature_name
 from bids_app.errors import BadDataError, NoDataError
 from bids_app.group.notes import Notes
-from bids_app.group.spec import AliasTable
+from bids_app.group.values import SILENT_MISSING
 
 KINDS: dict[str, Output] = {"dwi": DWI_STATS, "anat": ANAT_STATS}
 KEYS = ["participant_id", "session_id"]
-NA_VALUES = ["n/a", "N/A", "NA", "nan", "NaN", ""]
+NA_VALUES = list(SILENT_MISSING)
 
 
 def _pattern(kind: str) -> re.Pattern[str]:
@@ -218,152 +215,3 @@ def _missing_rows(present: list[tuple[int, str, Path, set[str]]], sessions: pd.D
     names = [sorted(lacking.get(i, [])) for i in range(len(sessions))]
     return sessions.assign(n_missing_features=[len(n) for n in names],
                            missing_features=[";".join(n) or np.nan for n in names])
-
-
-@dataclass
-class Phenotype:
-    """participants.tsv and phenotype/*.tsv, canonical column names, data dictionaries."""
-
-    tables: list[tuple[Path, pd.DataFrame]] = field(default_factory=list)
-    dictionary: dict[str, dict[str, Any]] = field(default_factory=dict)
-    has_participants_tsv: bool = False
-
-
-def _prefixed(values: pd.Series, prefix: str) -> pd.Series:
-    values = values.astype(str).str.strip()
-    return values.where(values.str.startswith(prefix), prefix + values)
-
-
-def _read_table(path: Path, aliases: AliasTable, notes: Notes) -> pd.DataFrame | None:
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, na_values=NA_VALUES,
-                            keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise BadDataError(f"{path}: unreadable TSV ({exc})") from exc
-    renamed: dict[str, str] = {}
-    for col in table.columns:
-        canon = aliases.canonical(col)
-        if canon in renamed.values():
-            notes.warn(f"{path}: column {col!r} is another spelling of {canon!r}; ignored")
-            table = table.drop(columns=col)
-            continue
-        renamed[col] = canon
-    table = table.rename(columns=renamed)
-    table.attrs["original_names"] = {v: k for k, v in renamed.items() if k != v}
-    if "participant_id" not in table.columns:
-        notes.warn(f"{path}: no participant_id column; file ignored")
-        return None
-    table["participant_id"] = _prefixed(table["participant_id"], "sub-")
-    if "session_id" in table.columns:
-        table["session_id"] = _prefixed(table["session_id"].fillna(""), "ses-").replace(
-            "ses-", "")
-    keys = [k for k in KEYS if k in table.columns]
-    if table.duplicated(keys).any():
-        dups = table.loc[table.duplicated(keys), "participant_id"].unique()[:5].tolist()
-        raise BadDataError(f"{path}: duplicated {'/'.join(keys)} rows, e.g. {dups}")
-    for col in table.columns:
-        if col in KEYS:
-            continue
-        numeric = pd.to_numeric(table[col], errors="coerce")
-        if numeric.notna().sum() == table[col].notna().sum():
-            table[col] = numeric
-    return table
-
-
-def _dictionary(path: Path, aliases: AliasTable, table: pd.DataFrame,
-                notes: Notes) -> dict[str, dict[str, Any]]:
-    sidecar = path.with_suffix(".json")
-    meta: dict[str, dict[str, Any]] = {}
-    if sidecar.is_file():
-        try:
-            raw = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as exc:
-            notes.warn(f"{sidecar}: unreadable data dictionary ({exc}); ignored")
-            raw = {}
-        for col, desc in (raw.items() if isinstance(raw, dict) else ()):
-            if isinstance(desc, dict):
-                meta[aliases.canonical(col)] = {k: v for k, v in desc.items()
-                                                if k in ("LongName", "Description", "Units",
-                                                         "Levels", "TermURL")}
-    for canon, original in table.attrs.get("original_names", {}).items():
-        meta.setdefault(canon, {})["OriginalName"] = original
-    for col in table.columns:
-        meta.setdefault(col, {})["Source"] = str(path.name if path.parent.name != "phenotype"
-                                                 else f"phenotype/{path.name}")
-    return meta
-
-
-def load_phenotype(bids_dir: str | Path, aliases: AliasTable, *, notes: Notes) -> Phenotype:
-    """Read ``participants.tsv`` and every ``phenotype/*.tsv`` with their JSON dictionaries."""
-    bids_dir = Path(bids_dir)
-    pheno = Phenotype()
-    paths = []
-    if (bids_dir / "participants.tsv").is_file():
-        pheno.has_participants_tsv = True
-        paths.append(bids_dir / "participants.tsv")
-    else:
-        notes.warn(f"{bids_dir / 'participants.tsv'}: missing; analyses that need groups, "
-                   "covariates or scores may be skipped")
-    paths += sorted((bids_dir / "phenotype").glob("*.tsv"))
-    for path in paths:
-        table = _read_table(path, aliases, notes)
-        if table is None:
-            continue
-        pheno.tables.append((path, table))
-        for col, meta in _dictionary(path, aliases, table, notes).items():
-            pheno.dictionary.setdefault(col, meta)
-    return pheno
-
-
-def join(imaging: pd.DataFrame, pheno: Phenotype, *, notes: Notes) -> pd.DataFrame:
-    """Left-join every phenotype table onto the imaging rows (one row per participant/session).
-
-    A column present in several tables is taken from the first (participants.tsv first).
-    """
-    joined = imaging.copy()
-    has_sessions = bool((imaging["session_id"] != "").any())
-    for path, table in pheno.tables:
-        on = ["participant_id"]
-        if "session_id" in table.columns:
-            if has_sessions:
-                on = KEYS
-            elif table["participant_id"].duplicated().any():
-                notes.warn(f"{path}: several sessions per participant but the imaging has no "
-                           "sessions; file not joined")
-                continue
-            else:
-                table = table.drop(columns="session_id")
-        clash = [c for c in table.columns if c in joined.columns and c not in on]
-        for col in clash:
-            notes.warn(f"{path}: column {col!r} already joined from an earlier table; ignored")
-        table = table.drop(columns=clash)
-        joined = joined.merge(table, on=on, how="left", validate="many_to_one")
-    first = [*KEYS, *[c for c in joined.columns if c not in imaging.columns]]
-    return joined[first + [c for c in joined.columns if c not in first]]
-
-
-def inclusion(imaging: pd.DataFrame, pheno: Phenotype, missing: pd.DataFrame, *,
-              notes: Notes) -> pd.DataFrame:
-    """Participants/sessions with imaging and/or phenotype; warn about the mismatches.
-
-    ``missing`` (from :func:`load_metrics`) adds which features each one's tables lack."""
-    img_ids = set(imaging["participant_id"])
-    ph_ids: set[str] = set()
-    for _, table in pheno.tables:
-        ph_ids |= set(table["participant_id"])
-    no_pheno = sorted(img_ids - ph_ids)
-    no_img = sorted(ph_ids - img_ids)
-    if no_pheno and pheno.tables:
-        notes.warn(f"{len(no_pheno)} participant(s) with imaging but no phenotype row: "
-                   f"{', '.join(no_pheno[:20])}{' ...' if len(no_pheno) > 20 else ''}")
-    if no_img:
-        notes.warn(f"{len(no_img)} participant(s) in participants.tsv/phenotype without "
-                   f"participant outputs: {', '.join(no_img[:20])}"
-                   f"{' ...' if len(no_img) > 20 else ''}")
-    rows = imaging[[*KEYS, "has_dwi", "has_anat"]].merge(missing, on=KEYS, how="left")
-    rows["has_phenotype"] = rows["participant_id"].isin(ph_ids)
-    extra = pd.DataFrame({"participant_id": no_img, "session_id": "", "has_dwi": False,
-                          "has_anat": False, "n_missing_features": 0,
-                          "missing_features": np.nan,
-                          "has_phenotype": True})
-    return pd.concat([rows, extra], ignore_index=True) if no_img else rows

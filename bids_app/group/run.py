@@ -14,15 +14,9 @@ import pandas as pd
 
 from bids_app.errors import NoDataError, UsageError
 from bids_app.group.design import CONTROL, PATIENT, covariate_frame, group_labels, numeric_column
-from bids_app.group.load import (
-    Phenotype,
-    find_participant_outputs,
-    inclusion,
-    join,
-    load_metrics,
-    load_phenotype,
-)
+from bids_app.group.load import find_participant_outputs, load_metrics
 from bids_app.group.notes import LOGGER, Notes
+from bids_app.group.phenotype import Phenotype, inclusion, join, load_phenotype
 from bids_app.group.profiles import (
     ProfileData,
     ProfileResults,
@@ -33,6 +27,8 @@ from bids_app.group.profiles import (
 from bids_app.group.relations import gm_tract, interhemispheric
 from bids_app.group.spec import AnalysisSpec, canonical_spec, load_aliases, load_spec
 from bids_app.group.stats import associations, compare_groups
+from bids_app.group.table1 import demographics
+from bids_app.group.zscores import control_zscores, refusal, summarise
 from bids_app.settings import Settings
 
 
@@ -46,7 +42,7 @@ class GroupInputs:
     catalogue: pd.DataFrame
     """One row per imaging feature: ``feature, atlas, region, hemisphere, metric, statistic``."""
     inclusion: pd.DataFrame
-    """Who has DWI/anat/phenotype (:func:`bids_app.group.load.inclusion`)."""
+    """Who has DWI/anat/phenotype (:func:`bids_app.group.phenotype.inclusion`)."""
     phenotype: Phenotype
     profiles: ProfileData
     """Along-tract profiles of the selected participants (none yet: an empty table)."""
@@ -70,8 +66,9 @@ class GroupResults:
     clinical_rows: np.ndarray
     """Rows of ``cross`` entering the clinical and duration analyses."""
     tables: dict[str, pd.DataFrame]
-    """Result tables by key (``comparisons``, ``clinical``, ``duration``, ``gmtract``,
-    ``interhemispheric``); a skipped analysis has no entry."""
+    """Result tables by key (``demographics``, ``zscores``, ``zscore_models``,
+    ``comparisons``, ``clinical``, ``duration``, ``gmtract``, ``interhemispheric``); a
+    skipped analysis has no entry."""
     skipped: dict[str, str]
     """Skipped analysis -> reason."""
     notes: Notes
@@ -87,20 +84,24 @@ def check_names(spec: AnalysisSpec, available: set[str], pheno: Phenotype, *,
                 notes: Notes) -> AnalysisSpec:
     """Keep the spec's column names that exist; unknown user-given names raise UsageError.
 
-    Names coming from the packaged defaults are dropped with a warning instead. Without any
-    phenotype file nothing can be checked: every analysis needing one is skipped (warning).
+    Names coming from the packaged defaults are dropped with a warning instead (silently for
+    ``table1.variables``: Table 1 shows the variables a study has). Without any phenotype file
+    nothing can be checked: every analysis needing one is skipped (warning).
     """
-    def keep(key: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    def keep(key: str, names: tuple[str, ...], *, quiet: bool = False) -> tuple[str, ...]:
         missing = [n for n in names if n not in available]
         if missing and key in spec.user_keys and pheno.tables:
             raise UsageError(f"{spec.source}: {key} names unknown column(s) {missing} "
                              f"(not in {_phenotype_files(pheno)})")
-        if missing and pheno.tables:
+        if missing and pheno.tables and not quiet:
             notes.warn(f"{key}: column(s) {missing} not in the phenotype data; not used")
         return tuple(n for n in names if n in available)
 
     group = keep("group_column", (spec.group_column,))
     duration = keep("duration_column", (spec.duration_column,) if spec.duration_column else ())
+    table1 = replace(spec.table1, variables=keep("table1.variables", spec.table1.variables,
+                                                 quiet=True))
+    zscores = replace(spec.zscores, covariates=keep("zscores.covariates", spec.zscores.covariates))
     return replace(
         spec, group_column=group[0] if group else "",
         covariates=keep("covariates", spec.covariates),
@@ -108,7 +109,8 @@ def check_names(spec: AnalysisSpec, available: set[str], pheno: Phenotype, *,
         scores=keep("scores", spec.scores),
         duration_column=duration[0] if duration else None,
         gm_tract=replace(spec.gm_tract, covariates=keep("gm_tract.covariates",
-                                                        spec.gm_tract.covariates)))
+                                                        spec.gm_tract.covariates)),
+        table1=table1, zscores=zscores)
 
 
 def cross_sectional(joined: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -143,6 +145,18 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     elif pheno.tables:
         notes.warn("no group column in the phenotype data; group comparisons skipped")
     n_pat, n_con = int((labels == PATIENT).sum()), int((labels == CONTROL).sum())
+    grouped = labels.isin([PATIENT, CONTROL]).to_numpy()
+    demo, reason = table1(cross[grouped], labels[grouped], spec, dictionary)
+    if demo is None:
+        skipped["demographics"] = reason
+    else:
+        tables["demographics"] = demo
+    ztables, reason = zscore_tables(cross[grouped], labels[grouped], feats, spec, dictionary,
+                                    notes=notes)
+    if ztables is None:
+        skipped["zscores"] = reason
+    else:
+        tables["zscores"], tables["zscore_models"] = ztables
 
     # -- patients vs controls
     if n_pat and n_con:
@@ -218,6 +232,60 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
         profiles=profiles)
 
 
+def table1(cross: pd.DataFrame, labels: pd.Series, spec: AnalysisSpec,
+           dictionary: dict) -> tuple[pd.DataFrame | None, str | None]:
+    """Table 1 of the grouped participants, or the reason it is skipped.
+
+    Variables: ``table1.variables``, the duration column, then the scores (present ones).
+    """
+    if not spec.table1.enabled:
+        return None, "switched off (table1.enabled: false)"
+    if cross.empty:
+        return None, "no participant could be assigned to a group"
+    variables = [*spec.table1.variables,
+                 *((spec.duration_column,) if spec.duration_column else ()), *spec.scores]
+    return demographics(cross, labels, variables, dictionary=dictionary,
+                        normality_alpha=spec.normality_alpha,
+                        fisher_min_expected=spec.table1.fisher_min_expected,
+                        seed=spec.table1.seed, min_n=max(spec.min_n, 2)), None
+
+
+def zscore_tables(cross: pd.DataFrame, labels: pd.Series, feats: pd.DataFrame,
+                  spec: AnalysisSpec, dictionary: dict, *,
+                  notes: Notes) -> tuple[tuple[pd.DataFrame, pd.DataFrame] | None, str | None]:
+    """Per-participant z-scores against the controls (:mod:`bids_app.group.zscores`).
+
+    Returns
+    -------
+    tables : (DataFrame, DataFrame) or None
+        One row per grouped participant (``participant_id, session_id, group_label``, the
+        :func:`~bids_app.group.zscores.summarise` columns, one z column per feature) and
+        one model row per feature; ``None`` when skipped.
+    reason : str or None
+        Why the analysis is skipped (also a warning when there are controls, but too few).
+    """
+    zspec = spec.zscores
+    if not zspec.enabled:
+        return None, "switched off (zscores.enabled: false)"
+    if feats.empty:
+        return None, "no imaging features"
+    is_control = (labels == CONTROL).to_numpy()
+    if not is_control.any():
+        return None, "no controls"
+    cov = covariate_frame(cross, zspec.covariates, dictionary=dictionary, notes=notes)
+    complete = np.isfinite(cov.to_numpy(dtype=float)).all(axis=1) if cov.shape[1] else \
+        np.ones(len(cross), bool)
+    message = refusal(int((complete & is_control).sum()), zspec.min_controls,
+                      zspec.covariates)
+    if message is not None:
+        notes.warn(message)
+        return None, message
+    z, models = control_zscores(cross[feats["feature"]], cov, is_control,
+                                min_controls=zspec.min_controls)
+    head = cross[["participant_id", "session_id"]].assign(group_label=labels.to_numpy())
+    return (pd.concat([head, summarise(z), z], axis=1).reset_index(drop=True), models), None
+
+
 def included(incl: pd.DataFrame, cross: pd.DataFrame, labels: pd.Series,
              clinical_rows: np.ndarray, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Add to the inclusion table who entered the cross-sectional, group and clinical analyses.
@@ -225,7 +293,7 @@ def included(incl: pd.DataFrame, cross: pd.DataFrame, labels: pd.Series,
     Parameters
     ----------
     incl
-        :func:`bids_app.group.load.inclusion` (``participant_id``, ``session_id``, ...).
+        :func:`bids_app.group.phenotype.inclusion` (``participant_id``, ``session_id``, ...).
     cross, labels, clinical_rows
         Cross-sectional rows, their group labels and the rows of the clinical analyses.
     tables
@@ -242,6 +310,9 @@ def included(incl: pd.DataFrame, cross: pd.DataFrame, labels: pd.Series,
     clinical_ids = set(cross.loc[clinical_rows, "participant_id"])
     incl["in_clinical"] = ("clinical" in tables) & incl["in_cross_sectional"] & \
         incl["participant_id"].isin(clinical_ids)
+    z_ids = set(tables["zscores"].loc[tables["zscores"]["n_zscores"] > 0, "participant_id"]) \
+        if "zscores" in tables else set()
+    incl["in_zscores"] = incl["in_cross_sectional"] & incl["participant_id"].isin(z_ids)
     return incl
 
 
@@ -260,7 +331,8 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
     if ex.participant_label:  # the others' phenotype rows are not part of this analysis
         ids = set(files["participant_id"])
         pheno = replace(pheno, tables=[(path, table[table["participant_id"].isin(ids)])
-                                       for path, table in pheno.tables])
+                                       for path, table in pheno.tables],
+                        issues=pheno.issues[pheno.issues["participant_id"].isin(ids)])
     joined = join(wide, pheno, notes=notes)
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
     warn_unmatched_imaging_names(spec, catalogue, notes=notes)

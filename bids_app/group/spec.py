@@ -53,6 +53,29 @@ class ProfileSpec:
 
 
 @dataclass(frozen=True)
+class Table1Spec:
+    """Demographic and clinical characteristics per group (Table 1)."""
+
+    enabled: bool
+    variables: tuple[str, ...]
+    """Phenotype columns summarised, in this order; the spec's ``scores`` follow."""
+    fisher_min_expected: float
+    """Fisher's exact test instead of chi-square when any expected count is below this."""
+    seed: int
+    """Seed of the Monte Carlo p of Fisher's test on tables larger than 2 x 2."""
+
+
+@dataclass(frozen=True)
+class ZScoreSpec:
+    """Covariate-adjusted z-scores of every participant against the controls."""
+
+    enabled: bool
+    covariates: tuple[str, ...]
+    min_controls: int
+    """Fewer controls with complete covariates: the analysis is refused (skipped)."""
+
+
+@dataclass(frozen=True)
 class AnalysisSpec:
     """Resolved group-level analysis spec (packaged YAML < user YAML < command line).
 
@@ -76,6 +99,8 @@ class AnalysisSpec:
     gm_tract: GmTractSpec
     interhemispheric_metrics: tuple[str, ...]
     profiles: ProfileSpec
+    table1: Table1Spec
+    zscores: ZScoreSpec
     session: str
     max_figure_panels: int
     version: int
@@ -83,8 +108,8 @@ class AnalysisSpec:
     """Files the spec came from (for messages)."""
     user_keys: frozenset[str]
     """Keys set by the user (spec file or command line): their column names must exist.
-    Keys of ``gm_tract`` and ``profiles`` are recorded as ``gm_tract.<key>``,
-    ``profiles.<key>``."""
+    Keys of the nested sections (:data:`NESTED_KEYS`) are recorded as ``<section>.<key>``
+    (``gm_tract.covariates``, ``zscores.min_controls``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (for the resolved-spec record)."""
@@ -95,7 +120,7 @@ class AnalysisSpec:
                 value = {"gm_metric": value.gm_metric, "tract_metric": value.tract_metric,
                          "covariates": list(value.covariates),
                          "pairs": [{"gm": g, "tract": t} for g, t in value.pairs]}
-            elif isinstance(value, ProfileSpec):
+            elif isinstance(value, (ProfileSpec, Table1Spec, ZScoreSpec)):
                 value = {k: list(v) if isinstance(v, tuple) else v
                          for k, v in asdict(value).items()}
             elif isinstance(value, (tuple, frozenset)):
@@ -126,8 +151,61 @@ def _number(value: Any, key: str, src: str, *, lo: float, hi: float, integer: bo
 SPEC_KEYS = frozenset(f.name for f in fields(AnalysisSpec)) - {"source", "user_keys"}
 GM_TRACT_KEYS = frozenset(f.name for f in fields(GmTractSpec))
 PROFILE_KEYS = frozenset(f.name for f in fields(ProfileSpec))
-#: Keys holding a mapping merged key by key (packaged < user < command line).
-NESTED_KEYS = ("gm_tract", "profiles")
+#: Keys holding a mapping merged key by key (packaged < user < command line) -> its dataclass.
+NESTED = {"gm_tract": GmTractSpec, "profiles": ProfileSpec, "table1": Table1Spec,
+          "zscores": ZScoreSpec}
+NESTED_KEYS = tuple(NESTED)
+
+
+
+def _nested_keys(name: str) -> frozenset[str]:
+    return frozenset(f.name for f in fields(NESTED[name]))
+
+
+def _flag(value: Any, key: str, src: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{src}: '{key}' must be true or false, got {value!r}")
+    return value
+
+
+def _section(value: Any, name: str, src: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{src}: '{name}' must be a mapping")
+    unknown = set(value) - _nested_keys(name)
+    if unknown:
+        raise UsageError(f"{src}: unknown key(s) in '{name}': {sorted(unknown)}")
+    return value
+
+
+def _parse_table1(value: Any, src: str) -> dict[str, Any]:
+    """Validate a ``table1`` mapping; return only the keys it sets (merged by the caller)."""
+    value = _section(value, "table1", src)
+    out: dict[str, Any] = {}
+    if "enabled" in value:
+        out["enabled"] = _flag(value["enabled"], "table1.enabled", src)
+    if "variables" in value:
+        out["variables"] = _names(value["variables"] or [], "table1.variables", src)
+    if "fisher_min_expected" in value:
+        out["fisher_min_expected"] = float(_number(
+            value["fisher_min_expected"], "table1.fisher_min_expected", src, lo=0, hi=1e6))
+    if "seed" in value:
+        out["seed"] = int(_number(value["seed"], "table1.seed", src, lo=0, hi=2**63 - 1,
+                                  integer=True))
+    return out
+
+
+def _parse_zscores(value: Any, src: str) -> dict[str, Any]:
+    """Validate a ``zscores`` mapping; return only the keys it sets (merged by the caller)."""
+    value = _section(value, "zscores", src)
+    out: dict[str, Any] = {}
+    if "enabled" in value:
+        out["enabled"] = _flag(value["enabled"], "zscores.enabled", src)
+    if "covariates" in value:
+        out["covariates"] = _names(value["covariates"] or [], "zscores.covariates", src)
+    if "min_controls" in value:
+        out["min_controls"] = int(_number(value["min_controls"], "zscores.min_controls", src,
+                                          lo=3, hi=10**6, integer=True))
+    return out
 
 
 def _parse_gm_tract(value: Any, src: str) -> dict[str, Any]:
@@ -182,8 +260,9 @@ def _parse_profiles(value: Any, src: str) -> dict[str, Any]:
 def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
     """Validate one YAML mapping; return AnalysisSpec keyword arguments.
 
-    ``gm_tract`` and ``profiles`` stay dictionaries of the keys given (see
-    :func:`_parse_gm_tract`, :func:`_parse_profiles`).
+    The nested sections (:data:`NESTED_KEYS`) stay dictionaries of the keys given (see
+    :func:`_parse_gm_tract`, :func:`_parse_profiles`, :func:`_parse_table1`,
+    :func:`_parse_zscores`).
     """
     unknown = set(raw) - SPEC_KEYS
     if unknown:
@@ -216,6 +295,10 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
             out[key] = _parse_gm_tract(value, src)
         elif key == "profiles":
             out[key] = _parse_profiles(value, src)
+        elif key == "table1":
+            out[key] = _parse_table1(value, src)
+        elif key == "zscores":
+            out[key] = _parse_zscores(value, src)
         elif key == "session":
             if value not in SESSION_POLICIES:
                 raise UsageError(f"{src}: 'session' must be one of {SESSION_POLICIES}")
@@ -243,20 +326,20 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 def _complete(kwargs: dict[str, Any], src: str) -> None:
     """The packaged spec is the only source of defaults: it must set every key."""
     missing = sorted(SPEC_KEYS - set(kwargs))
-    missing += sorted(f"gm_tract.{k}" for k in GM_TRACT_KEYS - set(kwargs.get("gm_tract", {})))
-    missing += sorted(f"profiles.{k}" for k in PROFILE_KEYS - set(kwargs.get("profiles", {})))
+    for name in NESTED_KEYS:
+        missing += sorted(f"{name}.{k}" for k in _nested_keys(name) - set(kwargs.get(name, {})))
     if missing:
         raise UsageError(f"{src}: packaged analysis spec lacks key(s) {missing}")
 
 
 def _keys(layer: Mapping[str, Any]) -> set[str]:
-    """Keys a layer sets (``gm_tract.<key>`` inside ``gm_tract``, same for ``profiles``)."""
+    """Keys a layer sets (``<section>.<key>`` inside the nested sections)."""
     return (set(layer) - set(NESTED_KEYS)) | {f"{nested}.{k}" for nested in NESTED_KEYS
                                               for k in layer.get(nested, {})}
 
 
 def _merge(kwargs: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
-    """``layer`` over ``kwargs``: key by key, and inside ``gm_tract``/``profiles`` key by key."""
+    """``layer`` over ``kwargs``: key by key, and inside the nested sections key by key."""
     return {**kwargs, **layer, **{nested: {**kwargs[nested], **layer.get(nested, {})}
                                   for nested in NESTED_KEYS}}
 
@@ -319,8 +402,8 @@ def load_spec(path: str | Path | None = None, *,
     if cli:
         kwargs, user_keys = _merge(kwargs, cli), user_keys | _keys(cli)
         source += " + command line"
-    return AnalysisSpec(**{**kwargs, "gm_tract": GmTractSpec(**kwargs["gm_tract"]),
-                           "profiles": ProfileSpec(**kwargs["profiles"])},
+    return AnalysisSpec(**{**kwargs, **{name: klass(**kwargs[name])
+                                        for name, klass in NESTED.items()}},
                         source=source, user_keys=frozenset(user_keys))
 
 
@@ -374,4 +457,6 @@ def canonical_spec(spec: AnalysisSpec, aliases: AliasTable) -> AnalysisSpec:
         duration_column=(aliases.canonical(spec.duration_column)
                          if spec.duration_column else None),
         gm_tract=replace(spec.gm_tract, covariates=many(spec.gm_tract.covariates)),
+        table1=replace(spec.table1, variables=many(spec.table1.variables)),
+        zscores=replace(spec.zscores, covariates=many(spec.zscores.covariates)),
     )

@@ -23,14 +23,21 @@ from scipy import stats
 
 from bids_app import __version__
 from bids_app.bids.derivatives import write_atomic, write_json
-from bids_app.bids.outputs import GROUP_DIR, GROUP_FIGURES, GROUP_OUTPUTS, feature_name
+from bids_app.bids.outputs import GROUP_DIR, GROUP_FIGURES, feature_name
 from bids_app.group import columns as C
 from bids_app.group import profiles as PR
+from bids_app.group import table1 as T1
+from bids_app.group import zscores as Z
+from bids_app.group.columns import OUTPUTS as GROUP_OUTPUTS
 from bids_app.group.design import CONTROL, PATIENT
 from bids_app.group.run import GroupResults
 
 DESCRIPTIONS = {"comparisons": C.COMPARISONS, "clinical": C.CLINICAL, "duration": C.CLINICAL,
                 "gmtract": C.GMTRACT, "interhemispheric": C.INTERHEMISPHERIC}
+#: Outputs written only when their analysis ran (Table 1, z-scores; the profile tables too).
+OPTIONAL_OUTPUTS = ("demographics", "zscores")
+#: Features listed per participant in the report's z-score section (largest |z| first).
+ZSCORE_TOP = 10
 COLOURS = {PATIENT: "#c0392b", CONTROL: "#2e86c1"}
 #: Points drawn per group/panel at most (display only; statistics use every value).
 MAX_POINTS = 1000
@@ -95,6 +102,12 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
     spec["skipped"] = results.skipped
     written["spec"] = write_json(out_dir / GROUP_OUTPUTS["spec"], spec)
     written.update(write_profile_tables(results, out_dir))
+    if "demographics" in results.tables:
+        written["demographics"] = write_tsv(
+            _ordered(results.tables["demographics"], C.DEMOGRAPHICS),
+            out_dir / GROUP_OUTPUTS["demographics"], C.DEMOGRAPHICS)
+    if "zscores" in results.tables:
+        written["zscores"] = write_zscores(results, out_dir / GROUP_OUTPUTS["zscores"])
     figures = _figures(results, out_dir)
     written.update(figures)
     written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
@@ -132,6 +145,111 @@ def _figures(results: GroupResults, out_dir: Path) -> dict[str, Path]:
             prof.stats, prof.segments, out_dir / GROUP_FIGURES["profile_clinical"],
             max_panels=spec.max_figure_panels)
     return {k: v for k, v in made.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- z-scores
+def write_zscores(results: GroupResults, path: Path) -> Path:
+    """The per-participant z-score table; its sidecar gives the method and, per feature
+    column, the controls and residual SD of its model."""
+    table = results.tables["zscores"].copy()
+    table["session_id"] = table["session_id"].replace("", np.nan)
+    models = results.tables["zscore_models"].set_index("feature")
+    catalogue = results.catalogue.set_index("feature")
+    described: dict[str, Any] = dict(C.ZSCORE_HEAD)
+    for feature in table.columns[len(C.ZSCORE_HEAD):]:
+        described[feature] = C.zscore_description(
+            {"feature": feature, **catalogue.loc[feature].to_dict()},
+            models.loc[feature].to_dict())
+    write_tsv(table, path, described)
+    zspec = results.spec.zscores
+    write_json(path.with_suffix(".json"), {
+        **C.sidecar(table.columns, described),
+        "Method": "Per feature, OLS feature ~ 1 + covariates on the controls with a value and "
+                  "complete covariates; z = (observed - predicted) / residual SD of that fit; "
+                  "controls: the same model fitted without them (leave-one-out)",
+        "Covariates": list(zspec.covariates), "MinimumControls": zspec.min_controls})
+    return path
+
+
+def _zscore_section(results: GroupResults) -> str:
+    esc = html.escape
+    head = "<h2>Patient z-scores against controls</h2>"
+    if "zscores" not in results.tables:
+        reason = results.skipped.get("zscores", "not computed")
+        return f"{head}<p>Not computed: {esc(reason)}.</p>"
+    table, zspec = results.tables["zscores"], results.spec.zscores
+    features = list(table.columns[len(C.ZSCORE_HEAD):])
+    n_con = int((table["group_label"] == CONTROL).sum())
+    parts = [head, (
+        f"<p>Per feature, OLS on the {n_con} controls adjusted for "
+        f"{esc(', '.join(zspec.covariates) or 'nothing')}; z = (observed - predicted) / "
+        f"residual SD; controls leave-one-out. Minimum {zspec.min_controls} controls. "
+        f"Table: <a href='{GROUP_OUTPUTS['zscores']}'>{GROUP_OUTPUTS['zscores']}</a>. "
+        f"Per patient: the {ZSCORE_TOP} features with the largest |z| "
+        f"(|z| &ge; {Z.Z_FLAG:g} in bold).</p>")]
+    catalogue = results.catalogue.set_index("feature")
+    patients = table[table["group_label"] == PATIENT]
+    for _, row in patients.iterrows():
+        z = row[features].astype(float)
+        top = z.dropna().abs().sort_values(ascending=False, kind="stable").head(ZSCORE_TOP)
+        cells = []
+        for feature in top.index:
+            info = catalogue.loc[feature]
+            value = f"{z[feature]:+.2f}"
+            if abs(z[feature]) >= Z.Z_FLAG:
+                value = f"<b>{value}</b>"
+            cells.append(f"<tr><td>{esc(info['atlas'])}</td><td>{esc(info['region'])}</td>"
+                         f"<td>{esc(info['hemisphere'])}</td><td>{esc(info['metric'])}</td>"
+                         f"<td>{esc(info['statistic'])}</td><td>{value}</td></tr>")
+        label = row["participant_id"] + (f" {row['session_id']}" if row["session_id"] else "")
+        parts.append(
+            f"<details><summary>{esc(label)}: {int(row['n_abs_z_ge_2'])} of "
+            f"{int(row['n_zscores'])}"
+            f" feature(s) with |z| &ge; {Z.Z_FLAG:g}</summary>"
+            "<table class='results'><tr><th>atlas</th><th>region</th><th>hemisphere</th>"
+            "<th>metric</th><th>statistic</th><th>z</th></tr>" + "".join(cells)
+            + "</table></details>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- Table 1
+def _demographics_section(results: GroupResults) -> str:
+    esc = html.escape
+    head = "<h2>Table 1: demographic and clinical characteristics</h2>"
+    table = results.tables.get("demographics")
+    if table is None:
+        reason = results.skipped.get("demographics", "not computed")
+        return f"{head}<p>Not computed: {esc(reason)}.</p>"
+    rows = []
+    for variable, part in table.groupby("variable", sort=False):
+        first = part.iloc[0]
+        test = first["test"] if isinstance(first["test"], str) else ""
+        p = f"{first['p']:.3g}" if pd.notna(first["p"]) else esc(str(first["reason"])
+                                                                  if pd.notna(first["reason"])
+                                                                  else "")
+        summary = {"mean_sd": "mean (SD)", "median_iqr": "median [IQR]",
+                   "count_percent": "n (%)", "count": ""}[first["summary_type"]]
+        name = f"{variable}, {summary}" if summary else variable
+        if first["kind"] == T1.CATEGORICAL:
+            rows.append(f"<tr><td>{esc(name)}</td><td></td><td></td><td>{esc(test)}</td>"
+                        f"<td>{p}</td></tr>")
+            rows += [f"<tr><td>&nbsp;&nbsp;{esc(str(r['level']))}</td><td>{esc(r['patient'])}"
+                     f"</td><td>{esc(r['control'])}</td><td></td><td></td></tr>"
+                     for _, r in part.iterrows()]
+        else:
+            rows.append(f"<tr><td>{esc(name)}</td><td>{esc(first['patient'])}</td>"
+                        f"<td>{esc(first['control'])}</td><td>{esc(test)}</td><td>{p}</td></tr>")
+    fisher = results.spec.table1.fisher_min_expected
+    return "\n".join([
+        head,
+        (f"<p>Table: <a href='{GROUP_OUTPUTS['demographics']}'>"
+         f"{GROUP_OUTPUTS['demographics']}</a>. Continuous: mean (SD) and Welch t when "
+         f"Shapiro-Wilk p &gt; {results.spec.normality_alpha} in both groups, else median "
+         f"[IQR] and Mann-Whitney U; categorical: chi-square, Fisher's exact test when an "
+         f"expected "
+         f"count is below {fisher:g}.</p>"),
+        ("<table class='results'><tr><th>characteristic</th><th>patients</th>"
+         "<th>controls</th><th>test</th><th>p</th></tr>" + "".join(rows) + "</table>")])
 
 
 # --------------------------------------------------------------------------- profiles
@@ -413,6 +531,7 @@ def render_report(results: GroupResults, figures: dict[str, Path], out_dir: Path
          f"cross-sectional analyses (session policy '{esc(results.spec.session)}'): "
          f"{n_pat} patient(s), {n_con} control(s); {len(results.catalogue)} imaging "
          "feature(s).</p>"),
+        _demographics_section(results),
     ]
     if results.notes.warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(
@@ -448,8 +567,10 @@ def render_report(results: GroupResults, figures: dict[str, Path], out_dir: Path
                 rel = figures[fig].relative_to(out_dir).as_posix()
                 parts.append(f"<p><img src='{esc(rel)}' style='max-width:100%'></p>")
     parts.append(_profile_section(results, figures, out_dir))
+    parts.append(_zscore_section(results))
     files = [v for k, v in GROUP_OUTPUTS.items()
-             if k not in PROFILE_TABLES or results.profiles.skipped is None]
+             if (k not in PROFILE_TABLES or results.profiles.skipped is None)
+             and (k not in OPTIONAL_OUTPUTS or k in results.tables)]
     parts.append("<h2>Files</h2><ul>" + "".join(
         f"<li><a href='{v}'>{v}</a></li>" for v in files) + "</ul>")
     parts.append("<h2>Resolved analysis spec</h2><pre>"
