@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 SDC_METHODS = ("auto", "none")
+#: ``--denoise auto``: the denoiser is decided per DWI unit by the plan
+#: (:func:`bids_app.bids.plan.plan_denoise`, from each run's diffusion-weighted SNR).
+DENOISE_AUTO = "auto"
 DWI_RUN_MODES = ("combine", "separate")
 #: Seed of the randomised steps unless --random-seed is given.
 DEFAULT_SEED = 20261122
@@ -77,8 +80,14 @@ class NipypeSettings:
 class DwiSettings:
     """Diffusion branch options."""
 
-    denoise: str = "mppca"
-    unringing: bool = True
+    denoise: str = DENOISE_AUTO
+    """``auto`` (MP-PCA where the diffusion-weighted SNR keeps the anisotropy, else none;
+    decided per DWI unit in the plan), ``mppca``, ``patch2self`` or ``none``."""
+    unringing: bool = False
+    """Gibbs unringing (Kellner's local sub-voxel shifts). Off unless requested: on data
+    without ringing (simulated, partial-Fourier or scanner-filtered acquisitions) it acts as
+    a smoothing filter and lowers white-matter FA (ds-xa30, PartialFourier 0.75: -0.055;
+    MRtrix3 ``mrdegibbs`` -0.044); for full-Fourier, unfiltered data with visible ringing."""
     motion_correction: bool = True
     tensor_fit: str = "wls"
     b0_threshold: float = 50.0

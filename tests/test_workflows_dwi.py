@@ -75,8 +75,9 @@ def test_graph_combined_and_separate(ds_xa30, built_data_dir, tmp_path):
     wf = init_dwi_wf(units=xa30_units(ds_xa30, DEFAULTS), settings=DEFAULTS,
                      output_dir=tmp_path, data_dir=built_data_dir)
     names = set(wf.list_node_names())
-    assert {f"dwi_preproc_wf.{n}" for n in ("check_r1", "check_r2", "denoise_r1", "unring_r1",
-                                            "hmc_r2", "combine", "mask")} <= names
+    assert {f"dwi_preproc_wf.{n}" for n in ("check_r1", "check_r2", "denoise_r1", "hmc_r2",
+                                            "combine", "mask")} <= names
+    assert not any("unring" in name for name in names)  # unringing is off by default
     assert {f"dwi_model_wf.{n}" for n in ("fit", "reg", "stats", "qc")} <= names
     assert {f"ds_dwi_wf.{n}" for n in ("ds_fa", "ds_stats", "ds_fig_sdc")} <= names
     assert set(OUTPUT_FIELDS) <= set(wf.get_node("outputnode").outputs.copyable_trait_names())

@@ -1,8 +1,9 @@
 """The typed plan of one participant/session, built once from the BIDS records.
 
-Everything decided from BIDS metadata alone is decided here, before any nipype graph exists:
-how DWI runs are grouped into processing units, their shells, and whether (and why not)
-reverse phase-encoding distortion correction runs. The workflow, the methods text
+Everything decided before any nipype graph exists is decided here: how DWI runs are grouped
+into processing units, their shells, whether (and why not) reverse phase-encoding distortion
+correction runs, and which denoiser ``--denoise auto`` resolves to (from each run's measured
+diffusion-weighted SNR, the one decision that reads voxel data). The workflow, the methods text
 (``logs/CITATION.md``), the participant notes and the QC tables all read the plan; nothing
 re-derives it (the SDC node even checks that what it executed is what the plan said).
 """
@@ -13,9 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
 from bids_app.bids.records import DwiRun, SubjectSession
 from bids_app.core.dwi.gradients import preflight_dwi
-from bids_app.settings import DwiSettings
+from bids_app.core.dwi.preproc import DENOISERS, diffusion_snr
+from bids_app.errors import BadDataError
+from bids_app.settings import DENOISE_AUTO, DwiSettings
 
 #: Voxel axis of each ``PhaseEncodingDirection`` letter.
 PE_AXES = {"i": 0, "j": 1, "k": 2}
@@ -105,6 +111,106 @@ def plan_sdc(pe_dirs: Sequence[str | None], *, sdc: str, separate: bool = False)
                 axis=parsed[0][0])
 
 
+#: ``--denoise auto`` runs MP-PCA only on units whose runs all reach this diffusion-weighted
+#: SNR (:func:`bids_app.core.dwi.preproc.diffusion_snr`). Below it MP-PCA lowers FA: on
+#: simulated data (``benchmarks/fidelity.py``: the ds-xa30 tensor field, FA > 0.4 / FA
+#: 0.25-0.4, change against a fit of the raw data) by -0.029/-0.046 at SNR 5.0 (ds-xa30's
+#: 21 volumes at b = 2500, b0 SNR 25), -0.020/-0.019 at 5.1 (64 directions at b = 2500) and
+#: -0.006/-0.011 at 9.7 (b0 SNR 50), but only -0.002/-0.003 at 15.3 (b0 SNR 80) and
+#: -0.006/-0.007 at 12.9 (64 directions at b = 1000, b0 SNR 25; FA within 0.002 of the
+#: truth); MRtrix3 ``dwidenoise`` by the same amounts. The real ds-xa30 runs measure 20.
+MPPCA_MIN_SNR = 12.0
+#: Central slices of a run read to measure its SNR (bounds the planning cost of large series).
+SNR_SLAB = 12
+
+
+@dataclass(frozen=True)
+class DenoisePlan:
+    """How the runs of one DWI unit are denoised, and why."""
+
+    method: str | None
+    """A key of :data:`bids_app.core.dwi.preproc.DENOISERS`; ``None`` only for ``auto``
+    planned without reading images (``--boilerplate-only``)."""
+    note: str
+    """What is done and why (methods text, participant notes)."""
+    snr: tuple[float, ...] = ()
+    """Measured diffusion-weighted SNR per run (empty when not measured)."""
+    warn: bool = False
+    """The note is a warning (a requested denoiser the data do not support)."""
+
+
+def plan_denoise(snrs: Sequence[float] | None, *, denoise: str, shell: float | None = None
+                 ) -> DenoisePlan:
+    """Decide the denoising of one unit (the only place ``--denoise auto`` is resolved).
+
+    Parameters
+    ----------
+    snrs
+        Diffusion-weighted SNR of each run (:func:`~bids_app.core.dwi.preproc.diffusion_snr`),
+        ``None`` when not measured (images not read) and ``nan`` for a run where it could
+        not be measured.
+    denoise
+        The ``--denoise`` option.
+    shell
+        The b-value the SNR was measured on (for the note).
+
+    Returns
+    -------
+    DenoisePlan
+        For ``auto``: ``mppca`` when every run reaches :data:`MPPCA_MIN_SNR`, else ``none``.
+    """
+    if denoise != DENOISE_AUTO and denoise not in DENOISERS:
+        raise ValueError(f"unknown denoising method {denoise!r}; choose from "
+                         f"{[DENOISE_AUTO, *DENOISERS]}")
+    measured = tuple(float(v) for v in snrs) if snrs is not None else ()
+    lowest = min(measured) if measured else float("nan")
+    where = f" at b = {shell:g} s/mm²" if shell else ""
+    what = (f"diffusion-weighted SNR {lowest:.1f}{where}" if np.isfinite(lowest)
+            else "diffusion-weighted SNR not measurable")
+    if denoise != DENOISE_AUTO:
+        low = denoise == "mppca" and not lowest >= MPPCA_MIN_SNR and bool(measured)
+        note = f"{denoise} (--denoise {denoise})"
+        if low:
+            note += (f"; {what} is below {MPPCA_MIN_SNR:g}, where MP-PCA lowers FA "
+                     "(--denoise auto would not denoise)")
+        return DenoisePlan(method=denoise, note=note, snr=measured, warn=low)
+    if snrs is None:
+        return DenoisePlan(method=None, note=(
+            f"MP-PCA if the diffusion-weighted SNR of every run is >= {MPPCA_MIN_SNR:g}, "
+            "else none (decided when the images are read)"))
+    if lowest >= MPPCA_MIN_SNR:
+        return DenoisePlan(method="mppca", note=f"mppca ({what} >= {MPPCA_MIN_SNR:g})",
+                           snr=measured)
+    return DenoisePlan(method="none", note=(
+        f"none ({what} < {MPPCA_MIN_SNR:g}: MP-PCA would lower FA)"), snr=measured)
+
+
+def measure_snr(run: DwiRun, *, b0_threshold: float) -> tuple[float, float]:
+    """(diffusion-weighted SNR, b-value) of a run from its central :data:`SNR_SLAB` slices.
+
+    ``(nan, nan)`` when the series is too small or has no brain to measure on.
+
+    Raises
+    ------
+    BadDataError
+        The image or its b-values cannot be read.
+    """
+    try:
+        img = nib.load(str(run.dwi))
+        bvals = np.loadtxt(run.bval, ndmin=1)
+        n_slices = img.shape[2]
+        z0 = max(0, (n_slices - SNR_SLAB) // 2)
+        data = np.asarray(img.dataobj[:, :, z0:z0 + SNR_SLAB, :], dtype=np.float32)
+    except (OSError, ValueError, IndexError) as exc:
+        raise BadDataError(f"{run.dwi}: cannot read the series to measure its SNR ({exc})"
+                           ) from exc
+    try:
+        result = diffusion_snr(data, bvals, b0_threshold=b0_threshold)
+    except ValueError:
+        return float("nan"), float("nan")
+    return result.snr, result.shell
+
+
 @dataclass(frozen=True)
 class DwiUnit:
     """One unit of diffusion processing: the runs combined into one preprocessed series."""
@@ -115,6 +221,24 @@ class DwiUnit:
     """Distinct non-zero b-values of the unit's runs (from the gradient pre-flight check)."""
     entities: Mapping[str, str] = field(default_factory=dict)
     """Extra output entities (acquisition/direction/run of a separately processed run)."""
+    denoise: DenoisePlan | None = None
+    """The unit's denoising (:func:`plan_denoise`); ``None``: not planned (units built by
+    hand; the workflow then needs an explicit ``--denoise`` method)."""
+
+    @property
+    def denoise_method(self) -> str:
+        """The denoiser the workflow runs (:attr:`denoise` resolved).
+
+        Raises
+        ------
+        ValueError
+            The unit has no resolved denoising plan (not built by :func:`plan_participant`
+            from the images).
+        """
+        if self.denoise is None or self.denoise.method is None:
+            raise ValueError("DWI unit without a resolved denoising plan: build it with "
+                             "plan_participant(..., check_images=True)")
+        return self.denoise.method
 
     @property
     def has_sdc_figure(self) -> bool:
@@ -150,9 +274,36 @@ class ParticipantPlan:
                 where = (" (" + ", ".join(Path(s).name for s in unit.sources) + ")"
                          if len(self.dwi_units) > 1 else "")
                 notes.append(f"DWI{where}: {unit.sdc.note}.")
+            if unit.denoise is not None and unit.denoise.warn:
+                notes.append(f"DWI denoising: {unit.denoise.note}.")
+            if dwi.unringing:
+                partial = sorted({pf for r in unit.runs
+                                  if (pf := _partial_fourier(r)) is not None and pf < 1})
+                if partial:
+                    notes.append("Gibbs unringing requested on partial-Fourier data "
+                                 f"(PartialFourier {', '.join(f'{v:g}' for v in partial)}): "
+                                 "the local sub-voxel "
+                                 "shift method assumes full k-space coverage and on such data "
+                                 "mainly smooths, lowering FA.")
         if self.t1w is None:
             notes.append("No T1w found: anatomical branch skipped.")
         return notes
+
+
+def _partial_fourier(run: DwiRun) -> float | None:
+    try:
+        return float(run.metadata["PartialFourier"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _unit_denoise(runs: Sequence[DwiRun], dwi: DwiSettings, *, measure: bool) -> DenoisePlan:
+    if not measure or dwi.denoise not in (DENOISE_AUTO, "mppca"):
+        return plan_denoise(None, denoise=dwi.denoise)
+    measured = [measure_snr(run, b0_threshold=dwi.b0_threshold) for run in runs]
+    shells = {b for _, b in measured if np.isfinite(b)}
+    return plan_denoise([v for v, _ in measured], denoise=dwi.denoise,
+                        shell=min(shells) if len(shells) == 1 else None)
 
 
 def _unit_entities(run: DwiRun) -> dict[str, str]:
@@ -176,7 +327,8 @@ def plan_participant(record: SubjectSession, dwi: DwiSettings, *,
         (:func:`~bids_app.core.dwi.gradients.preflight_dwi`), so a bad run fails with its
         file named before any graph is built; this also reads the shells. ``False``
         (``--boilerplate-only``) plans from the sidecar metadata alone, without reading
-        images (e.g. a DataLad dataset whose images are not downloaded): shells are empty.
+        images (e.g. a DataLad dataset whose images are not downloaded): shells are empty
+        and ``--denoise auto`` stays unresolved (the methods text states the rule).
 
     Raises
     ------
@@ -194,6 +346,7 @@ def plan_participant(record: SubjectSession, dwi: DwiSettings, *,
                 sdc=plan_sdc([r.phase_encoding_direction for r in runs], sdc=dwi.sdc,
                              separate=separate),
                 shells=tuple(sorted({b for r in runs for b in shells[r.dwi]})),
-                entities=_unit_entities(runs[0]) if separate else {})
+                entities=_unit_entities(runs[0]) if separate else {},
+                denoise=_unit_denoise(runs, dwi, measure=check_images))
         for runs in groups)
     return ParticipantPlan(record=record, dwi_units=units, t1w=record.t1w_selected)

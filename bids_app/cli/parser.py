@@ -13,6 +13,7 @@ from bids_app.core.dwi.tensor import FIT_METHODS
 from bids_app.errors import UsageError
 from bids_app.settings import (
     DEFAULT_SEED,
+    DENOISE_AUTO,
     DWI_RUN_MODES,
     SDC_METHODS,
     AnatSettings,
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Defaults come from the settings dataclasses (the one place each is defined).
     dwi, anat = DwiSettings, AnatSettings
     g = parser.add_argument_group("diffusion options")
-    g.add_argument("--denoise", choices=tuple(DENOISERS), default=dwi.denoise)
+    g.add_argument("--denoise", choices=(DENOISE_AUTO, *DENOISERS), default=dwi.denoise,
+                   help="auto: MP-PCA where the diffusion-weighted SNR supports it, else none")
     g.add_argument("--unringing", action=argparse.BooleanOptionalAction, default=dwi.unringing,
                    help="Gibbs-ringing removal")
     g.add_argument("--motion-correction", action=argparse.BooleanOptionalAction,

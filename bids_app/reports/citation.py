@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from importlib import metadata, resources
@@ -9,12 +10,12 @@ from string import Template
 
 from bids_app import __version__
 from bids_app.atlases import api
-from bids_app.bids.plan import NO_SDC, ParticipantPlan, SdcPlan
+from bids_app.bids.plan import MPPCA_MIN_SNR, NO_SDC, DenoisePlan, ParticipantPlan, SdcPlan
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
 from bids_app.core.dwi.preproc import MOTION_TRANSFORM
 from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
 from bids_app.core.dwi.tractometry import PROFILE_NODES
-from bids_app.settings import ANAT_TEMPLATE_RES, BUNDLE_ATLAS, TEMPLATE, Settings
+from bids_app.settings import ANAT_TEMPLATE_RES, BUNDLE_ATLAS, DENOISE_AUTO, TEMPLATE, Settings
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
 _ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.DOTALL)
@@ -119,10 +120,9 @@ def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
         else "with BIDS validation",
         "participants": ", ".join(plan.label for plan in plans) or "none",
         "b0_threshold": f"{dwi.b0_threshold:g}",
-        "denoise_text": _DENOISE[dwi.denoise],
-        "unringing_text": ("Gibbs ringing was removed with the local sub-voxel shift method "
-                           "[@kellner2016]." if dwi.unringing
-                           else "No Gibbs-ringing removal was applied."),
+        "denoise_text": _denoise_text(dwi.denoise, [unit.denoise for plan in plans
+                                                     for unit in plan.dwi_units]),
+        "unringing_text": _unringing_text(dwi.unringing),
         "motion_text": _motion_text(dwi.motion_correction),
         "runs_text": _runs_text(dwi.dwi_runs),
         "sdc_text": _sdc_text(dwi.sdc, sdc_plans, dwi_runs=dwi.dwi_runs),
@@ -214,6 +214,39 @@ def _bundles_text(enabled: bool, atlas: str, atlas_cite: str) -> str:
         "the streamline-density-weighted mean of FA, MD, AD and RD was computed, and "
         f"along-tract profiles at {PROFILE_NODES} nodes (node 0 at the inferior end) as "
         "Gaussian-weighted means over streamlines [@yeatman2012].")
+
+
+def _denoise_text(denoise: str, plans: Sequence[DenoisePlan | None]) -> str:
+    if denoise != DENOISE_AUTO:
+        return _DENOISE[denoise]
+    resolved = [p for p in plans if p is not None and p.method is not None]
+    rule = ("The denoising of each series was decided from its diffusion-weighted SNR (median "
+            "brain signal of the lowest shell's direction-averaged image over the "
+            "Marchenko-Pastur noise level of 5x5x5 patches): Marchenko-Pastur PCA denoising "
+            f"[@veraart2016] (DIPY) when it was at least {MPPCA_MIN_SNR:g}, none below, where "
+            "MP-PCA of magnitude data removes part of the direction dependence and lowers FA.")
+    if not resolved:
+        return rule
+    snr = sorted(v for p in resolved for v in p.snr if not math.isnan(v))
+    span = (f" (measured: {snr[0]:.1f}" + (f"-{snr[-1]:.1f})" if snr[-1] != snr[0] else ")")
+            if snr else "")
+    methods = {p.method for p in resolved}
+    if methods == {"mppca"}:
+        return rule + f" All series reached it{span}: noise was removed with MP-PCA."
+    if methods == {"none"}:
+        return rule + f" No series reached it{span}: no denoising was applied."
+    n = sum(p.method == "mppca" for p in resolved)
+    return rule + (f" {n} of {len(resolved)} series reached it and were denoised with "
+                   f"MP-PCA{span}.")
+
+
+def _unringing_text(enabled: bool) -> str:
+    if enabled:
+        return "Gibbs ringing was removed with the local sub-voxel shift method [@kellner2016]."
+    return ("No Gibbs-ringing removal was applied. It runs only on request, because on data "
+            "without ringing (simulated, partial-Fourier or scanner-filtered acquisitions) the "
+            "local sub-voxel shift method acts as a smoothing filter and lowers white-matter "
+            "FA.")
 
 
 def _motion_text(enabled: bool) -> str:

@@ -161,7 +161,7 @@ def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
     for i, run in enumerate(unit.runs, start=1):
         check = pe.Node(CheckDwi(in_file=str(run.dwi), in_bval=str(run.bval),
                                  in_bvec=str(run.bvec), b0_threshold=thr), name=f"check_r{i}")
-        denoise = pe.Node(Denoise(method=settings.denoise, b0_threshold=thr),
+        denoise = pe.Node(Denoise(method=unit.denoise_method, b0_threshold=thr),
                           name=f"denoise_r{i}")
         hmc = pe.Node(MotionCorrect(b0_threshold=thr, seed=seed,
                                     enabled=settings.motion_correction), name=f"hmc_r{i}")
@@ -181,9 +181,9 @@ def init_dwi_preproc_wf(*, unit: DwiUnit, settings: DwiSettings,
             last = unring
         workflow.connect([(last, hmc, [("out_file", "in_file")]),
                           (last, m_dwi, [("out_file", f"in{i}")])])
-        if i == 1 and settings.denoise in NOISE_MAP_DENOISERS:
+        if i == 1 and unit.denoise_method in NOISE_MAP_DENOISERS:
             workflow.connect(denoise, "out_sigma", outputnode, "sigma")
-    if settings.denoise not in NOISE_MAP_DENOISERS:
+    if unit.denoise_method not in NOISE_MAP_DENOISERS:
         outputnode.inputs.sigma = None  # QC estimates the noise from the b0 instead
 
     sdc = unit.sdc

@@ -131,6 +131,50 @@ def _mp_noise_variance(eigvals: np.ndarray, n_samples: int) -> np.ndarray:
     return cummean[np.arange(len(c)), c]
 
 
+def mp_noise_sigma(arr: np.ndarray, centres: np.ndarray, *, patch_radius: int,
+                   batch: int = MPPCA_BATCH) -> np.ndarray:
+    """Marchenko-Pastur noise standard deviation of the patch around each centre.
+
+    The noise estimate of :func:`mppca_batched` (same patch, same classifier) without the
+    denoising, for a sample of centres (e.g. to measure a series' SNR before deciding
+    whether to denoise it).
+
+    Parameters
+    ----------
+    arr
+        4D series.
+    centres
+        (n, 3) voxel indices whose cubic patch lies inside the array.
+    patch_radius
+        Cubic patch radius.
+    batch
+        Centres per LAPACK batch.
+
+    Returns
+    -------
+    ndarray
+        (n,) noise standard deviations.
+    """
+    data = np.asarray(arr, dtype=np.float64)
+    shape, dim = data.shape[:3], data.shape[3]
+    r = patch_radius
+    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 1)] * 3, indexing="ij"),
+                       axis=-1).reshape(-1, 3)
+    centres = np.asarray(centres, dtype=int).reshape(-1, 3)
+    if ((centres < r) | (centres >= np.array(shape) - r)).any():
+        raise ValueError("every patch must lie inside the array")
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    flat_data = data.reshape(-1, dim)
+    out = np.empty(len(centres))
+    for start in range(0, len(centres), batch):
+        flat = (centres[start:start + batch] @ strides)[:, None] + (offsets @ strides)[None, :]
+        x = flat_data[flat]
+        xc = x - x.mean(axis=1, keepdims=True)
+        evals = np.linalg.eigvalsh(np.matmul(xc.transpose(0, 2, 1), xc) / len(offsets))
+        out[start:start + batch] = np.sqrt(_mp_noise_variance(evals, len(offsets)))
+    return out
+
+
 def mppca_batched(arr: np.ndarray, *, mask: np.ndarray | None = None, patch_radius: int = 2,
                   return_sigma: bool = False, batch: int = MPPCA_BATCH):
     """MP-PCA denoising (Veraart 2016, dipy ``mppca`` semantics), batched over voxels.
