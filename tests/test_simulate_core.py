@@ -74,6 +74,69 @@ def test_radial_factors_hit_target_changes_with_overlap():
         assert after / before - 1 == pytest.approx(change, abs=2e-3)
 
 
+def test_radial_factors_on_top_of_a_prior_change():
+    """A second stage (disease, focal) changes FA relative to the FA the first one left."""
+    evals, _ = _tensors(400)
+    w1 = np.r_[np.ones(250), np.zeros(150)]
+    focal = np.r_[np.zeros(100), np.linspace(0, 1, 100), np.zeros(200)]
+    k1 = tensors.radial_factors_for_fa(evals, {"a": w1}, {"a": w1}, {"a": -0.2})["a"]
+    prior = 1 + (k1 - 1) * w1
+    k2 = tensors.radial_factors_for_fa(evals, {"f": focal}, {"f": focal}, {"f": -0.1},
+                                       prior=prior)["f"]
+    assert k2 > 1
+    first = tensors.scale_radial(evals, prior)
+    both = tensors.scale_radial(evals, prior * (1 + (k2 - 1) * focal))
+    after, before = (tensors.weighted_metrics(e, focal)["fa"] for e in (both, first))
+    assert after / before - 1 == pytest.approx(-0.1, abs=2e-3)
+    np.testing.assert_allclose(both[:, 0], evals[:, 0])  # axial kept, radial up
+    assert np.all(both[:, 1:] >= first[:, 1:] - 1e-15)
+    # outside the focal weights nothing more changes
+    np.testing.assert_array_equal(both[focal == 0], first[focal == 0])
+
+
+def test_focal_weights_and_length_fractions():
+    from bids_app.simulate.placement import centre_line, focal_weights, length_fraction, world_z
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-20, -20, -40]
+    z = world_z((21, 21, 41), affine)
+    assert z[0, 0, 0] == -40 and z[0, 0, -1] == 40
+    # a straight vertical tube from z = -30 to +30 mm, then bending 45 degrees laterally
+    prob = np.zeros((21, 21, 41), np.float32)
+    for k in range(5, 36):
+        prob[10, 10, k] = 1.0
+    line = centre_line(prob, affine)
+    assert line[0, 2] == -30 and line[-1, 2] == 30 and np.allclose(line[:, :2], 0)
+    assert length_fraction(line, 0.0) == pytest.approx(0.5)
+    assert length_fraction(line, -15.0, floor_mm=-20.0) == pytest.approx(5 / 50)
+    w = focal_weights(prob, z, z_mm=10.0, sigma_mm=4.0)
+    assert w.max() == pytest.approx(1.0) and z[w == w.max()][0] == 10.0
+    centre = (w * z).sum() / w.sum()
+    assert centre == pytest.approx(10.0, abs=1e-4)
+    assert np.sqrt((w * (z - centre) ** 2).sum() / w.sum()) == pytest.approx(4.0, rel=0.05)
+    with pytest.raises(ValueError, match="no voxel"):
+        centre_line(np.zeros((3, 3, 3)), affine)
+
+
+def test_plan_splits_variability_disease_and_focal():
+    eff = load_effects()
+    for plan in plan_cohort(eff, n_patients=3, n_controls=3, seed=4):
+        assert set(plan.tract_changes) == {f"{k}/{h}" for k in eff["tracts"] for h in "LR"} \
+            | set(eff["control_regions"])
+        if plan.group == "control":
+            assert plan.disease_changes == {} and set(plan.focal_changes.values()) == {0.0}
+            continue
+        # patients: the disease only in tracts with a planted effect, x severity
+        assert set(plan.disease_changes) == {f"{k}/{h}" for k, s in eff["tracts"].items()
+                                             if s["fa_change"] for h in "LR"}
+        for key, change in plan.disease_changes.items():
+            spec = eff["tracts"][key.rsplit("/", 1)[0]]["fa_change"]
+            assert change == pytest.approx(spec * plan.severity, abs=1e-4)
+        for key, change in plan.focal_changes.items():
+            spec = eff["focal"][key.rsplit("/", 1)[0]]["fa_change"]
+            assert change == pytest.approx(spec * plan.severity, abs=1e-4)
+
+
 def test_rotate_preserves_invariants():
     evals, evecs = _tensors()
     lt = tensors.compose(evals, evecs)
@@ -128,22 +191,33 @@ def test_effects_defaults_and_overrides(tmp_path):
     eff = load_effects()
     assert set(eff["tracts"]) == {"hcp842/cst", "hcp842/corticostriatal",
                                   "hcp842/corticothalamic"}
-    assert all(spec["fa_change"] < 0 for spec in eff["tracts"].values())
+    assert eff["tracts"]["hcp842/cst"]["fa_change"] < 0
+    assert eff["tracts"]["hcp842/corticostriatal"]["fa_change"] < 0
+    assert eff["tracts"]["hcp842/corticothalamic"]["fa_change"] == 0  # the leakage neighbour
+    # the simulator's truth never shares the measured atlas
+    assert set(eff["placement"]) == set(eff["tracts"])
+    assert all(src.split("/")[0] not in ("hcp842", key.split("/")[0])
+               for key, src in eff["placement"].items())
+    assert eff["focal"]["hcp842/cst"]["fa_change"] < 0
     assert eff["gm"]["aal/precentral"]["volume_change"] < 0
     assert "jhu/cc_splenium/bilateral" in eff["control_regions"]
     assert {"alsfrs_r", "mrc_sum", "fvc", "cmap_z_sum", "penn_score",
             "disease_duration"} <= set(eff["scores"])
     path = tmp_path / "e.yaml"
     path.write_text("snr: 50\nhead: {max_rotation_deg: 1}\ntracts:\n  hcp842/cst: "
-                    "{fa_change: -0.2}\n  hcp842/corticothalamic: {fa_change: -0.1}\n")
+                    "{fa_change: -0.2}\n  hcp842/corticostriatal: {fa_change: -0.1}\n"
+                    "placement: {hcp842/cst: hcp1065/cst, hcp842/corticostriatal: "
+                    "hcp1065/corticostriatal}\n")
     eff = load_effects(path)
     assert eff["snr"] == 50 and eff["head"]["max_rotation_deg"] == 1
     assert eff["head"]["max_translation_mm"] == DEFAULT_EFFECTS["head"]["max_translation_mm"]
     assert eff["tracts"] == {"hcp842/cst": {"fa_change": -0.2},
-                             "hcp842/corticothalamic": {"fa_change": -0.1}}
+                             "hcp842/corticostriatal": {"fa_change": -0.1}}
+    assert eff["placement"]["hcp842/cst"] == "hcp1065/cst"
     # the scores driven by the dropped tract are now invalid
     with pytest.raises(UsageError, match="driver"):
-        path.write_text("tracts:\n  hcp842/cst: {fa_change: -0.2}\n")
+        path.write_text("tracts:\n  hcp842/cst: {fa_change: -0.2}\n"
+                        "placement: {hcp842/cst: xtract/cst}\n")
         load_effects(path)
 
 
@@ -152,8 +226,17 @@ def test_benchmark_study_effects_are_smaller_versions_of_the_defaults():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "study-effects.yaml"
     eff = load_effects(path)
     assert set(eff["tracts"]) == set(DEFAULT_EFFECTS["tracts"])
+    assert eff["placement"] == DEFAULT_EFFECTS["placement"]
     for key, spec in eff["tracts"].items():
-        assert DEFAULT_EFFECTS["tracts"][key]["fa_change"] < spec["fa_change"] <= -0.05
+        default = DEFAULT_EFFECTS["tracts"][key]["fa_change"]
+        if default == 0:  # the unlesioned neighbour stays unlesioned
+            assert spec["fa_change"] == 0
+        else:
+            assert default < spec["fa_change"] <= -0.05
+    for key, spec in eff["focal"].items():
+        default = DEFAULT_EFFECTS["focal"][key]
+        assert default["fa_change"] < spec["fa_change"] < 0
+        assert (spec["z_mm"], spec["sigma_mm"]) == (default["z_mm"], default["sigma_mm"])
     precentral = eff["gm"]["aal/precentral"]
     assert DEFAULT_EFFECTS["gm"]["aal/precentral"]["volume_change"] \
         < precentral["volume_change"] < 0
@@ -165,11 +248,19 @@ def test_benchmark_study_effects_are_smaller_versions_of_the_defaults():
         assert np.sign(spec["r"]) == np.sign(default["r"]) and abs(spec["r"]) < abs(default["r"])
 
 
-@pytest.mark.parametrize("text, match", [("bogus: 1\n", "unknown keys"),
-                                         ("- a\n", "mapping"),
-                                         ("snr: [\n", "YAML"),
-                                         ("gm: {aal/precentral: {volume_change: 0.9}}\n",
-                                          "volume_change")])
+@pytest.mark.parametrize("text, match", [
+    ("bogus: 1\n", "unknown keys"), ("- a\n", "mapping"), ("snr: [\n", "YAML"),
+    ("gm: {aal/precentral: {volume_change: 0.9}}\n", "volume_change"),
+    # the truth must not come from the measured atlas, and every tract needs a source
+    (("placement: {hcp842/cst: hcp842/cst, hcp842/corticostriatal: hcp1065/corticostriatal, "
+     "hcp842/corticothalamic: xtract/corticothalamic}\n"), "measured atlas itself"),
+    ("placement: {hcp842/cst: xtract/cst}\n", "a source for each tract"),
+    (("placement: {hcp842/cst: xtract, hcp842/corticostriatal: hcp1065/corticostriatal, "
+     "hcp842/corticothalamic: xtract/corticothalamic}\n"), "'atlas/region'"),
+    ("focal: {hcp842/ilf: {z_mm: 0, sigma_mm: 5, fa_change: -0.1}}\n", "not one of"),
+    ("focal: {hcp842/cst: {z_mm: 0, sigma_mm: 0, fa_change: -0.1}}\n", "sigma_mm"),
+    ("focal: {hcp842/cst: {z_mm: 0, sigma_mm: 5, fa_change: -0.6}}\n", "fa_change"),
+])
 def test_effects_errors(tmp_path, text, match):
     path = tmp_path / "e.yaml"
     path.write_text(text)

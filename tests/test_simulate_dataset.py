@@ -49,6 +49,9 @@ def sim_dataset(tmp_path_factory, sim_base, sim_effects):
 
 def test_base_anatomy_is_plausible(sim_base):
     assert sim_base.tensors.shape == (72, 72, 39, 6) and sim_base.t1.shape == (96, 128, 128)
+    assert sim_base.template_z.shape == (72, 72, 39)
+    assert -60 < np.nanmin(sim_base.template_z[sim_base.mask]) < -20  # brainstem to vertex
+    assert 60 < np.nanmax(sim_base.template_z[sim_base.mask]) < 110
     assert 1.0e6 < sim_base.mask.sum() * 27 < 2.0e6  # brain-mask volume in mm^3
     for key in ("hcp842/cst/L", "hcp842/cst/R", "hcp842/corticostriatal/L",
                 "hcp842/corticothalamic/R", "jhu/cc_splenium/bilateral"):
@@ -81,7 +84,7 @@ def test_bids_validity_and_files(sim_dataset):
             (96, 128, 128)
     for name in ("dataset_description.json", "README", ".bidsignore", "participants.tsv",
                  "participants.json", "phenotype/clinical.tsv", "phenotype/clinical.json",
-                 "truth.json"):
+                 "truth.json", "derivatives/simulate-truth/dataset_description.json"):
         assert (out / name).is_file(), name
     assert "truth.json" in (out / ".bidsignore").read_text()
     parts = pd.read_csv(out / "participants.tsv", sep="\t")
@@ -99,17 +102,31 @@ def test_truth_contents(sim_dataset, sim_effects):
     out, _truth = sim_dataset
     on_disk = json.loads((out / "truth.json").read_text())
     assert on_disk["seed"] == SEED and on_disk["n_patients"] == 2
+    assert on_disk["schema_version"] == 2
     assert set(on_disk["participants"]) == {"sub-001", "sub-002", "sub-003", "sub-004"}
+    focal = on_disk["focal"]["hcp842/cst"]
+    assert focal["z_mm"] == sim_effects["focal"]["hcp842/cst"]["z_mm"]
+    assert set(focal["hemispheres"]) == {"L", "R"}
     for part in on_disk["participants"].values():
         keys = {(t["atlas"], t["region"], t["hemisphere"]) for t in part["tracts"]}
         assert ("jhu", "cc_splenium", "bilateral") in keys and ("hcp842", "cst", "L") in keys
         assert len(part["gm"]) == 2 and set(part["head"]) == {"rotation_deg",
                                                               "translation_mm", "scale"}
-        for t in part["tracts"]:  # realised FA change equals the planted target
-            assert t["fa_change"] == pytest.approx(t["target_fa_change"], abs=0.01)
+        for t in part["tracts"]:  # realised tract FA change equals the planted target
+            if t["disease_fa_change"] or part["group"] == "control":
+                assert t["tract_fa_change"] == pytest.approx(t["target_fa_change"], abs=0.01)
+            else:  # no effect of its own: a patient's overlap with lesioned tracts only
+                assert t["tract_fa_change"] < t["target_fa_change"] + 0.01
             assert {"fa", "md", "ad", "rd", "radial_scale", "source_fa"} <= set(t)
+            if t["atlas"] == "hcp842":  # the truth comes from another atlas
+                assert t["placement"].split("/")[0] in ("xtract", "hcp1065")
             # resampling onto the participant's grid mixes neighbouring tensors: lower FA
             assert 0.75 < t["fa"] / t["source_fa"] < 1.01, (t["region"], t["hemisphere"])
+        for f in part["focal"]:
+            assert f["fa_change"] == pytest.approx(f["target_fa_change"], abs=0.01)
+        for rel in part["maps"].values():  # the participant's truth weights are written
+            assert (out / rel).is_file(), rel
+        assert len(part["maps"]) == len(part["tracts"]) + len(part["focal"])
         for g in part["gm"]:
             assert g["volume_change"] == pytest.approx(g["target_volume_change"], abs=0.02)
             # head scale and smooth field: a few per cent of local volume, never more than 15
@@ -119,7 +136,9 @@ def test_truth_contents(sim_dataset, sim_effects):
         if part["group"] == "ALS":
             assert set(part["scores"]) == set(sim_effects["scores"])
             cst = [t for t in part["tracts"] if t["region"] == "cst"]
-            assert all(t["fa_change"] < 0 and t["radial_scale"] > 1 for t in cst)
+            assert all(t["fa_change"] < t["tract_fa_change"] < 0 and t["radial_scale"] > 1
+                       for t in cst)
+            assert all(f["fa_change"] < 0 for f in part["focal"])
     checks = {row["check"] for row in on_disk["sample"]}
     assert checks == {"tract_difference", "control_region", "gm_difference",
                       "score_correlation"}
@@ -135,7 +154,7 @@ def test_planted_fa_reduction_is_measurable_and_deterministic(sim_base, sim_effe
     plan = next(p for p in cohort.plan_cohort(sim_effects, n_patients=2, n_controls=2,
                                               seed=SEED) if p.group == "ALS")
     unchanged = type(plan)(**{**vars(plan), "tract_changes": {
-        k: 0.0 for k in plan.tract_changes}})
+        k: 0.0 for k in plan.tract_changes}, "disease_changes": {}, "focal_changes": {}})
     tissue = cohort.gm_tissue(sim_base)
     noise_free = {**sim_effects, "snr": None}
 

@@ -126,11 +126,16 @@ def test_control_region_difference_fails_and_d_tolerance():
     table = build_recovery_table(truth, joined)
     control = table[table.check == "control_region"].iloc[0]
     assert control.q < 0.05 and not control.passed
-    # heavy measurement noise: d shrinks by more than 0.3 -> those rows fail
+    # heavy measurement noise: d shrinks by more than 0.3 -> reported (not within the
+    # tolerance); such a row still passes when q < 0.05 with the planted sign
     noisy = build_recovery_table(truth, _joined(truth, noise=0.05))
     rows = noisy[noisy.check == "tract_difference"]
     shrunk = (rows.planted - rows.recovered).abs() > 0.3
-    assert shrunk.any() and not rows.loc[shrunk, "passed"].any()
+    assert shrunk.any() and not rows.loc[shrunk, "d_within_tolerance"].astype(bool).any()
+    assert (rows.loc[~shrunk, "d_within_tolerance"].astype(bool)).all()
+    significant = rows.required & (rows.q < 0.05) & (np.sign(rows.recovered) == -1)
+    assert (rows.loc[significant, "passed"].astype(bool)).all()
+    assert not rows.loc[rows.required & ~significant, "passed"].astype(bool).any()
     # the agreement column is Pearson r of planted vs noisy values over all participants
     noisy_joined, pt = _joined(truth, noise=0.05), planted_table(truth)
     col = "hcp842_cst_L_fa_wmean"
@@ -138,6 +143,22 @@ def test_control_region_difference_fails_and_d_tolerance():
     assert row.agreement_r == pytest.approx(
         np.corrcoef(pt[col], noisy_joined[col])[0, 1], rel=1e-10)
     assert row.agreement_r < 0.95
+
+
+def test_tract_without_planted_effect_is_reported_not_required():
+    """The corticothalamic tract has no effect of its own (the leakage neighbour): a lost or
+    spurious difference there is reported but does not decide RECOVERED."""
+    truth = _truth()
+    assert truth["effects"]["tracts"]["hcp842/corticothalamic"]["fa_change"] == 0
+    joined = _joined(truth)
+    patients = joined["group"] == "ALS"
+    joined.loc[patients, "hcp842_corticothalamic_L_fa_wmean"] += 0.08  # difference lost
+    table = build_recovery_table(truth, joined)
+    rows = table[table.region == "corticothalamic"].set_index("hemisphere")
+    assert not rows.required.any()
+    assert not rows.loc["L", "passed"] and rows.loc["R", "passed"]
+    assert "no planted effect" in rows.loc["L", "criterion"]
+    assert recovered_all(table)
 
 
 def test_correlation_tolerance():
@@ -148,6 +169,15 @@ def test_correlation_tolerance():
     table = build_recovery_table(truth, joined)
     row = table[table.score == "alsfrs_r"].iloc[0]
     assert abs(row.recovered - row.planted) > 0.15 and not row.passed and row.required
+    assert not row.d_within_tolerance
+    # an attenuated correlation of the planted sign passes (its tolerance is reported)
+    joined = _joined(truth)
+    rng = np.random.default_rng(3)
+    joined.loc[patients, "alsfrs_r"] += rng.normal(0, 3 * joined.loc[patients, "alsfrs_r"].std(),
+                                                   patients.sum())
+    row = build_recovery_table(truth, joined).query("score == 'alsfrs_r'").iloc[0]
+    assert np.sign(row.recovered) == np.sign(row.planted) and row.passed
+    assert row.d_within_tolerance == (abs(row.recovered - row.planted) <= 0.15)
 
 
 def test_missing_participants_and_columns_give_nan_not_crash():

@@ -2,11 +2,12 @@
 
 From the real ds-xa30 subject: a tensor field fitted with dipy on one DWI run (light Gaussian
 smoothing first, so the baked-in anatomy is not dominated by that run's noise), the mean b0 as
-S0, a brain mask (the participant level's DWI mask), the real T1w; atlas regions brought to the
-subject with antspyx:
-MNI FA template -> subject FA (tract probability maps, control region) and MNI T1w -> subject
-T1w (GM labels).  The registrations run once; the result is stored as one ``.npz`` + ``.json``
-under a cache directory keyed by the inputs.
+S0, a brain mask (the participant level's DWI mask), the real T1w; tract maps, the control
+region and the GM labels placed on the subject by :mod:`bids_app.simulate.placement` (other
+atlas sources than the measurement's, carried by a T1w-driven registration, never the
+participant level's FA registration), with the template's z coordinate on the DWI grid.  The
+registrations run once; the result is stored as one ``.npz`` + ``.json`` under a cache
+directory keyed by the inputs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,29 +26,29 @@ from dipy.reconst.dti import TensorModel
 from scipy.ndimage import gaussian_filter
 
 from bids_app.core.dwi.preproc import brain_mask
-from bids_app.core.dwi.registration import register_fa_to_template, warp_to_native
-from bids_app.core.seeding import ants_seed, single_threaded
+from bids_app.core.seeding import single_threaded
 from bids_app.errors import BadDataError, MissingInputError
+from bids_app.simulate.placement import RegionSource, place_regions
 from bids_app.simulate.tensors import regularise
 
 LOGGER = logging.getLogger("alsmri.simulate")
-CACHE_VERSION = "5"  # 5: tract weights from the pipeline's FA registration
+CACHE_VERSION = "6"  # 6: independent placement (other atlases, T1w-driven registration)
 DWI_SMOOTHING_VOXELS = 0.5
 
 
-@dataclass(frozen=True)
-class RegionSource:
-    """An atlas region in MNI space: a probability map (``labels=()``) or label values."""
-
-    path: Path
-    labels: tuple[int, ...] = ()
+__all__ = ["AtlasInputs", "BaseAnatomy", "RegionSource", "SourceSubject", "build_base",
+           "load_or_build_base"]
 
 
 @dataclass(frozen=True)
 class AtlasInputs:
-    """Everything in MNI space the base needs, keyed ``"atlas/region/hemisphere"``."""
+    """Everything in MNI space the base needs, keyed ``"atlas/region/hemisphere"``.
 
-    fa_template: Path
+    ``tracts`` are keyed by the *measured* tract (e.g. ``"hcp842/cst/L"``, the feature the
+    participant level reports) and hold the simulator's own source for it
+    (:attr:`RegionSource.name`, e.g. ``"xtract/cst/L"``).
+    """
+
     t1_template: Path
     tracts: dict[str, RegionSource] = field(default_factory=dict)
     controls: dict[str, RegionSource] = field(default_factory=dict)
@@ -94,6 +94,7 @@ class BaseAnatomy:
     t1_affine: np.ndarray
     t1: np.ndarray  # (X, Y, Z) float32
     weights: dict[str, np.ndarray]  # "atlas/region/hemi" -> DWI-grid weights in [0, 1]
+    template_z: np.ndarray  # (X, Y, Z) template world z (mm) of each DWI voxel; NaN outside
     gm_masks: dict[str, np.ndarray]  # "atlas/region/hemi" -> T1w-grid bool masks
     dwi_sidecar: dict
     t1_sidecar: dict
@@ -122,11 +123,12 @@ def _fingerprint(paths: list[Path], regions: list[str]) -> str:
 def load_or_build_base(source: SourceSubject, atlases: AtlasInputs, *, cache_dir: Path,
                        seed: int = 1) -> BaseAnatomy:
     """Return the cached base anatomy for these inputs, building it on first use."""
-    inputs = [*vars(source).values(), atlases.fa_template, atlases.t1_template,
-              *(r.path for group in (atlases.tracts, atlases.controls, atlases.gm)
-                for r in group.values())]
-    regions = [f"{key}:{region.labels}" for group in (atlases.tracts, atlases.controls,
-                                                     atlases.gm) for key, region in group.items()]
+    inputs = [*vars(source).values(), atlases.t1_template,
+              *(p for group in (atlases.tracts, atlases.controls, atlases.gm)
+                for r in group.values() for p in (r.path, *r.union))]
+    regions = [f"{key}:{region.name}:{region.labels}"
+               for group in (atlases.tracts, atlases.controls, atlases.gm)
+               for key, region in group.items()]
     key = _fingerprint(inputs, regions)
     npz = Path(cache_dir) / f"base-{key}.npz"
     meta = npz.with_suffix(".json")
@@ -141,7 +143,7 @@ def load_or_build_base(source: SourceSubject, atlases: AtlasInputs, *, cache_dir
 
 
 def build_base(source: SourceSubject, atlases: AtlasInputs, *, seed: int = 1) -> BaseAnatomy:
-    """Fit the tensor field and bring atlas regions to the real subject (slow: ~1-2 min)."""
+    """Fit the tensor field and bring atlas regions to the real subject (slow: ~2-3 min)."""
     img = nib.load(source.dwi)
     if img.ndim != 4:
         raise BadDataError(f"{source.dwi}: DWI must be 4D, got shape {img.shape}")
@@ -162,97 +164,35 @@ def build_base(source: SourceSubject, atlases: AtlasInputs, *, seed: int = 1) ->
     tensors[mask] = regularise(fit.lower_triangular()[mask])
     tensors[~mask] = np.array([3e-3, 0, 3e-3, 0, 0, 3e-3], np.float32)  # free water outside
     s0 = np.clip(smooth[..., b0_index].mean(axis=-1), 0, None).astype(np.float32)
-    fa = np.nan_to_num(fit.fa).astype(np.float32) * mask
-
-    weights = _tract_weights(fa, img.affine, atlases, seed=seed)
     t1_img = nib.load(source.t1w)
     if t1_img.ndim != 3:
         raise BadDataError(f"{source.t1w}: T1w must be 3D, got shape {t1_img.shape}")
     t1 = t1_img.get_fdata(dtype=np.float32)
-    gm = _register_and_warp(fixed=nib.Nifti1Image(t1, t1_img.affine),
-                            moving=atlases.t1_template, regions=atlases.gm, seed=seed,
-                            shrink_mm=4.0)
+    placed = place_regions(t1=t1, t1_affine=t1_img.affine, b0=s0, dwi_affine=img.affine,
+                           template_t1=atlases.t1_template,
+                           tracts={**atlases.tracts, **atlases.controls}, gm=atlases.gm,
+                           seed=seed)
     return BaseAnatomy(
         dwi_affine=img.affine, tensors=tensors, s0=s0, mask=mask, bvals=np.asarray(bvals),
-        bvecs=np.asarray(bvecs), t1_affine=t1_img.affine, t1=t1, weights=weights,
-        gm_masks={k: v >= 0.5 for k, v in gm.items()},
+        bvecs=np.asarray(bvecs), t1_affine=t1_img.affine, t1=t1, weights=placed.weights,
+        template_z=placed.template_z, gm_masks={k: v >= 0.5 for k, v in placed.gm.items()},
         dwi_sidecar=json.loads(Path(source.dwi_sidecar).read_text()),
         t1_sidecar=json.loads(Path(source.t1w_sidecar).read_text()),
         provenance={"dwi": str(source.dwi), "t1w": str(source.t1w),
-                    "fa_template": str(atlases.fa_template),
                     "t1_template": str(atlases.t1_template),
-                    "regions": {k: str(r.path) for group in
+                    "placement": "MNI152NLin6Asym T1w -> source T1w (N4; antspyx affine + "
+                                 "SyN, Mattes) -> source mean b0 (rigid, Mattes); not the "
+                                 "participant level's FA registration",
+                    "placement_qc": placed.qc,
+                    "regions": {k: r.name or str(r.path) for group in
                                 (atlases.tracts, atlases.controls, atlases.gm)
                                 for k, r in group.items()}})
-
-
-def _tract_weights(fa: np.ndarray, affine: np.ndarray, atlases: AtlasInputs, *,
-                   seed: int) -> dict[str, np.ndarray]:
-    """Tract and control-region weights on the source DWI grid, placed by the participant
-    level's own FA -> template registration (:mod:`bids_app.core.dwi.registration`).
-
-    The source subject's true tract positions are unknown; any registration defines them.
-    With the pipeline's own method (as :func:`gm_tissue` does for the GM regions) the planted
-    lesions sit where the pipeline places the tracts on the source anatomy, so the recovery
-    measures what differs between participants (head position, deformation, noise, the
-    lesions themselves) and not a fixed disagreement between two registration methods on the
-    source.  What remains is real: a misplaced atlas mixes unlesioned neighbours into a
-    lesioned tract, so the most severely affected patients measure too high (in a 5 + 5 demo
-    cohort the most severe patient's CST measured +0.015/+0.021 FA against +0.007/+0.002 with
-    its planted weights).
-    """
-    regions = {**atlases.tracts, **atlases.controls}
-    out = {}
-    with tempfile.TemporaryDirectory(prefix="alsmri-base-") as tmp:
-        reg = register_fa_to_template(fa, affine=affine, template=atlases.fa_template,
-                                      out_dir=tmp, seed=seed)
-        for key, region in regions.items():
-            path = region.path
-            if region.labels:  # a label set becomes a binary map, warped like a tract map
-                img = nib.load(region.path)
-                binary = np.isin(np.rint(np.asarray(img.dataobj)), region.labels)
-                path = Path(tmp) / f"region-{len(out)}.nii.gz"
-                nib.save(nib.Nifti1Image(binary.astype(np.float32), img.affine), path)
-            out[key] = warp_to_native(path, reference=fa, reference_affine=affine,
-                                      inverse=reg.inverse, kind="probseg")
-    return out
-
-
-def _register_and_warp(*, fixed: nib.Nifti1Image, moving: Path,
-                       regions: dict[str, RegionSource], seed: int,
-                       shrink_mm: float | None = None) -> dict[str, np.ndarray]:
-    """antspyx affine+SyN of ``moving`` (MNI) to ``fixed``; warp each region onto ``fixed``."""
-    import tempfile
-
-    import ants
-
-    with tempfile.TemporaryDirectory() as tmp:  # file round trip keeps nibabel's voxel order
-        nib.save(fixed, Path(tmp) / "fixed.nii.gz")
-        fixed_ants = ants.image_read(str(Path(tmp) / "fixed.nii.gz"))
-        moving_ants = ants.image_read(str(moving))
-        fixed_reg, moving_reg = fixed_ants, moving_ants
-        if shrink_mm:  # registration at a coarser grid is plenty for region placement
-            fixed_reg = ants.resample_image(fixed_ants, (shrink_mm,) * 3, use_voxels=False)
-            moving_reg = ants.resample_image(moving_ants, (shrink_mm,) * 3, use_voxels=False)
-        with ants_seed(seed):
-            reg = ants.registration(fixed_reg, moving_reg, type_of_transform="SyN",
-                                    reg_iterations=(40, 20, 0), outprefix=str(Path(tmp) / "reg_"))
-        out = {}
-        for key, region in regions.items():
-            image = ants.image_read(str(region.path))
-            if region.labels:
-                image = image.new_image_like(np.isin(np.rint(image.numpy()), region.labels)
-                                             .astype(np.float32))
-            warped = ants.apply_transforms(fixed_ants, image, reg["fwdtransforms"],
-                                           interpolator="linear")
-            out[key] = np.clip(warped.numpy(), 0.0, 1.0).astype(np.float32)
-    return out
 
 
 def _save(base: BaseAnatomy, npz: Path, meta: Path) -> None:
     arrays = {"dwi_affine": base.dwi_affine, "tensors": base.tensors, "s0": base.s0,
               "mask": base.mask, "bvals": base.bvals, "bvecs": base.bvecs,
-              "t1_affine": base.t1_affine, "t1": base.t1}
+              "t1_affine": base.t1_affine, "t1": base.t1, "template_z": base.template_z}
     arrays.update({f"w:{k}": v for k, v in base.weights.items()})
     arrays.update({f"gm:{k}": v for k, v in base.gm_masks.items()})
     tmp = npz.with_name(npz.name + ".tmp.npz")
@@ -271,6 +211,7 @@ def _load(npz: Path, meta: Path) -> BaseAnatomy:
         mask=arrays["mask"].astype(bool), bvals=arrays["bvals"], bvecs=arrays["bvecs"],
         t1_affine=arrays["t1_affine"], t1=arrays["t1"],
         weights={k[2:]: v for k, v in arrays.items() if k.startswith("w:")},
+        template_z=arrays["template_z"],
         gm_masks={k[3:]: v.astype(bool) for k, v in arrays.items() if k.startswith("gm:")},
         dwi_sidecar=info["dwi_sidecar"], t1_sidecar=info["t1_sidecar"],
         provenance=info["provenance"])

@@ -8,7 +8,7 @@ or the number of participants simulated after it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ants
@@ -26,6 +26,7 @@ from bids_app.settings import TEMPLATE
 from bids_app.simulate import deform, tensors
 from bids_app.simulate.base import BaseAnatomy
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
+from bids_app.simulate.placement import focal_weights
 
 HEMISPHERES = ("L", "R")
 #: largest relative GM volume change planted in a region (either sign)
@@ -44,9 +45,15 @@ class ParticipantPlan:
     age: float
     sex: str
     severity: float  # patients' disease-effect multiplier (0 for controls)
-    tract_changes: dict[str, float]  # "atlas/region/hemi" -> target relative FA change
+    #: "atlas/region/hemi" -> relative FA change of between-participant variability (everyone)
+    tract_changes: dict[str, float]
     gm_changes: dict[str, float]  # "atlas/region/hemi" -> target relative volume change
     head: dict
+    #: "atlas/region/hemi" -> further relative FA change from the disease (patients; tracts
+    #: with a planted effect only)
+    disease_changes: dict[str, float] = field(default_factory=dict)
+    #: "atlas/region/hemi" -> further relative FA change of the tract's focal weights
+    focal_changes: dict[str, float] = field(default_factory=dict)
 
 
 def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
@@ -65,12 +72,13 @@ def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
         patient = group == PATIENT_LABEL
         severity = float(max(0.0, rng.normal(1.0, var["severity_sd"]))) if patient else 0.0
         shared = var["participant_sd"] * rng.standard_normal()
-        tract_changes = {}
+        tract_changes, disease_changes = {}, {}
         for key, spec in effects["tracts"].items():
             for hemi in HEMISPHERES:
                 tract_changes[f"{key}/{hemi}"] = float(
-                    shared + var["tract_sd"] * rng.standard_normal()
-                    + (spec["fa_change"] * severity if patient else 0.0))
+                    shared + var["tract_sd"] * rng.standard_normal())
+                if patient and spec["fa_change"]:
+                    disease_changes[f"{key}/{hemi}"] = float(spec["fa_change"] * severity)
         for key in effects["control_regions"]:
             tract_changes[key] = float(shared + var["tract_sd"] * rng.standard_normal())
         gm_changes = {}
@@ -79,11 +87,15 @@ def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
                 change = (spec["sd"] * rng.standard_normal()
                           + (spec["volume_change"] * severity if patient else 0.0))
                 gm_changes[f"{key}/{hemi}"] = float(np.clip(change, -MAX_GM_LOSS, MAX_GM_LOSS))
+        focal_changes = {f"{key}/{hemi}": float(spec["fa_change"] * severity if patient
+                                                else 0.0)
+                         for key, spec in effects["focal"].items() for hemi in HEMISPHERES}
         plans.append(ParticipantPlan(
             participant_id=f"sub-{index + 1:03d}", index=index, group=group,
             age=round(age, 1), sex=sex, severity=round(severity, 4),
             tract_changes=tract_changes, gm_changes=gm_changes,
-            head={"seed": [seed, index, 2]}))
+            head={"seed": [seed, index, 2]}, disease_changes=disease_changes,
+            focal_changes=focal_changes))
     return plans
 
 
@@ -96,6 +108,10 @@ class SimulatedParticipant:
     head: dict
     tracts: list[dict]
     gm: list[dict]
+    focal: list[dict] = field(default_factory=list)
+    #: "tract/<key>" and "focal/<key>" -> the weights on the participant's DWI grid (the
+    #: truth's definition of each tract there)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _fov_bbox(base: BaseAnatomy) -> tuple[np.ndarray, np.ndarray]:
@@ -213,32 +229,60 @@ def participant_transform(base: BaseAnatomy, plan: ParticipantPlan, effects: dic
     center = apply_affine(base.dwi_affine, np.argwhere(base.mask).mean(axis=0))
     matrix, head = deform.head_position(rng, center=center, **effects["head"])
     lo, hi = _fov_bbox(base)
-    field = deform.random_smooth_field(rng, bbox_min=lo, bbox_max=hi,
-                                       **effects["deformation"])
-    return matrix, head, field
+    warp = deform.random_smooth_field(rng, bbox_min=lo, bbox_max=hi,
+                                      **effects["deformation"])
+    return matrix, head, warp
+
+
+def focal_source_weights(base: BaseAnatomy, effects: dict) -> dict[str, np.ndarray]:
+    """``"atlas/region/hemi"`` -> focal weights on the source DWI grid (tract weights times a
+    Gaussian of template height, :func:`bids_app.simulate.placement.focal_weights`)."""
+    return {f"{key}/{hemi}": focal_weights(base.weights[f"{key}/{hemi}"], base.template_z,
+                                           z_mm=float(spec["z_mm"]),
+                                           sigma_mm=float(spec["sigma_mm"]))
+            for key, spec in effects["focal"].items() for hemi in HEMISPHERES}
 
 
 def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict, *,
                          seed: int, tissue: GmTissue) -> SimulatedParticipant:
-    """Planted tensors -> deformed -> DWI with Rician noise; atrophied + deformed T1w."""
+    """Planted tensors -> deformed -> DWI with Rician noise; atrophied + deformed T1w.
+
+    FA changes are planted in three stages, each relative to the FA left by the previous ones:
+    between-participant variability (every region, solved jointly: overlapping regions
+    interact), the disease (patients' lesioned tracts, jointly), the focal lesions.  All raise
+    (or lower) the radial eigenvalues and keep the axial one
+    (:func:`bids_app.simulate.tensors.scale_radial`).  A tract without an effect of its own
+    keeps the disease's overlap with its neighbours: its truth then differs between groups.
+    """
     mask = base.mask
     evals, evecs = tensors.eigen(base.tensors[mask].astype(np.float64))
     weights = {k: np.clip(w[mask], 0, 1).astype(np.float64) for k, w in base.weights.items()}
     effect = {k: np.clip(w / EFFECT_SATURATION, 0, 1) for k, w in weights.items()}
-    rd_scales = tensors.radial_factors_for_fa(evals, weights, effect, plan.tract_changes)
+    focal_source = focal_source_weights(base, effects)
+    focal = {k: np.clip(w[mask], 0, 1) for k, w in focal_source.items()}
+    focal_effect = {k: np.clip(w / EFFECT_SATURATION, 0, 1) for k, w in focal.items()}
     factor = np.ones(len(evals))
-    for key, k in rd_scales.items():
-        factor *= 1.0 + (k - 1.0) * effect[key]
-    planted_evals = tensors.scale_radial(evals, factor)
+    scales, stage_evals = {}, {}
+    for stage, changes, w, eff in (("variability", plan.tract_changes, weights, effect),
+                                   ("disease", plan.disease_changes, weights, effect),
+                                   ("focal", plan.focal_changes, focal, focal_effect)):
+        changes = {k: c for k, c in changes.items() if abs(c) > 1e-9}
+        solved = (tensors.radial_factors_for_fa(evals, w, eff, changes, prior=factor)
+                  if changes else {})
+        for key, k in solved.items():
+            factor = factor * (1.0 + (k - 1.0) * eff[key])
+        scales[stage] = {key: solved.get(key, 1.0) for key in w}
+        stage_evals[stage] = tensors.scale_radial(evals, factor)
+    planted_evals = stage_evals["focal"]
     planted = tensors.compose(planted_evals, evecs)
-    matrix, head, field = participant_transform(base, plan, effects)
+    matrix, head, warp = participant_transform(base, plan, effects)
 
     # DWI: resample the planted tensor field, rotate it with the head, synthesise signals
     field_lt = base.tensors.astype(np.float64).copy()
     field_lt[mask] = planted
     shape = mask.shape
     points = deform.source_points(deform.grid_points(shape, base.dwi_affine), matrix=matrix,
-                                  field=field)
+                                  field=warp)
     lt_out = deform.sample(field_lt, base.dwi_affine, points, order=1, cval=0.0)
     outside = deform.sample(np.ones(shape, np.float32), base.dwi_affine, points, order=0) < 0.5
     lt_out[outside] = [3e-3, 0, 3e-3, 0, 0, 3e-3]
@@ -247,24 +291,53 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
     rotation = frame.T @ (matrix[:3, :3] * head["scale"]) @ frame
     lt_out = tensors.rotate(lt_out, rotation)
     inside = deform.sample(mask.astype(np.float32), base.dwi_affine, points, order=0) > 0.5
-    tract_truth = []
-    for key, change in plan.tract_changes.items():
-        atlas, region, hemi = key.split("/")
-        before = tensors.weighted_metrics(evals, weights[key])
-        after = tensors.weighted_metrics(planted_evals, weights[key])
+    placement = base.provenance.get("regions", {})
+    maps: dict[str, np.ndarray] = {}
+
+    def participant_truth(key: str, source_weights: np.ndarray) -> dict[str, float]:
         # The participant's image holds the planted tensors resampled onto its own grid
         # (head position, deformation): trilinear mixing of neighbouring tensors lowers
         # tract FA by ~10 %, by an amount that differs per participant.  The truth a perfect
         # pipeline would measure is therefore the tract's weighted mean over the
         # participant's noise-free tensors, with the tract weights carried along.
-        placed = deform.sample(base.weights[key], base.dwi_affine, points, order=1) * inside
+        placed = deform.sample(source_weights, base.dwi_affine, points, order=1) * inside
+        maps[key] = placed.reshape(shape).astype(np.float32)
         support = placed > 0
-        own = tensors.weighted_metrics(tensors.eigen(lt_out[support])[0], placed[support])
+        return tensors.weighted_metrics(tensors.eigen(lt_out[support])[0], placed[support])
+
+    tract_truth = []
+    for key, change in plan.tract_changes.items():
+        atlas, region, hemi = key.split("/")
+        before = tensors.weighted_metrics(evals, weights[key])
+        tract = tensors.weighted_metrics(stage_evals["disease"], weights[key])
+        after = tensors.weighted_metrics(planted_evals, weights[key])
+        own = participant_truth(f"tract/{key}", base.weights[key])
+        disease = plan.disease_changes.get(key, 0.0)
         tract_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
-                            "target_fa_change": round(change, 6),
-                            "radial_scale": round(rd_scales[key], 6),
+                            "placement": placement.get(key, key),
+                            "target_fa_change": round((1 + change) * (1 + disease) - 1, 6),
+                            "variability_fa_change": round(change, 6),
+                            "disease_fa_change": round(disease, 6),
+                            "radial_scale": round(scales["disease"][key], 6),
+                            "variability_radial_scale": round(scales["variability"][key], 6),
+                            "tract_fa_change": tract["fa"] / before["fa"] - 1.0,
                             "fa_change": after["fa"] / before["fa"] - 1.0, **own,
                             **{f"source_{name}": value for name, value in after.items()}})
+    focal_truth = []
+    for key, w in focal.items():
+        atlas, region, hemi = key.split("/")
+        spec = effects["focal"][f"{atlas}/{region}"]
+        tract = tensors.weighted_metrics(stage_evals["disease"], w)
+        after = tensors.weighted_metrics(planted_evals, w)
+        own = participant_truth(f"focal/{key}", focal_source[key])
+        focal_truth.append({"atlas": atlas, "region": region, "hemisphere": hemi,
+                            "placement": placement.get(key, key),
+                            "z_mm": float(spec["z_mm"]), "sigma_mm": float(spec["sigma_mm"]),
+                            "target_fa_change": round(plan.focal_changes.get(key, 0.0), 6),
+                            "radial_scale": round(scales["focal"][key], 6),
+                            "fa_change": after["fa"] / tract["fa"] - 1.0,
+                            "fa_change_from_source": after["fa"] / tensors.weighted_metrics(
+                                evals, w)["fa"] - 1.0, **own})
     gtab = gradient_table(base.bvals, bvecs=base.bvecs)
     noise_rng = np.random.default_rng([seed, plan.index, 1])
     snr = float(effects["snr"]) if effects.get("snr") else None  # None: noise-free (tests)
@@ -278,7 +351,7 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                for key, change in plan.gm_changes.items()}
     thinned, realised = atrophy_gray_matter(base.t1, tissue, regions)
     t1_points = deform.source_points(deform.grid_points(base.t1.shape, base.t1_affine),
-                                     matrix=matrix, field=field)
+                                     matrix=matrix, field=warp)
     t1w = np.clip(deform.sample(thinned, base.t1_affine, t1_points, order=3), 0, None)
     gm_truth = []
     voxel_mm3 = float(abs(np.linalg.det(base.t1_affine[:3, :3])))
@@ -300,7 +373,8 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                          "gm_volume_mm3": round(before, 1),
                          "volume_ratio": (1.0 + realised[key]) * factor})
     return SimulatedParticipant(dwi=dwi, t1w=t1w.reshape(base.t1.shape).astype(np.float32),
-                                head=head, tracts=tract_truth, gm=gm_truth)
+                                head=head, tracts=tract_truth, gm=gm_truth, focal=focal_truth,
+                                maps=maps)
 
 
 def _volume_factor(density: np.ndarray, affine: np.ndarray, points: np.ndarray) -> float:

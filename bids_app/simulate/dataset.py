@@ -10,10 +10,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from bids_app import __version__
 from bids_app.atlases.api import get_atlas, get_template
 from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
+from bids_app.settings import TEMPLATE
 from bids_app.simulate import cohort, writer
 from bids_app.simulate.base import (
     AtlasInputs,
@@ -22,10 +25,16 @@ from bids_app.simulate.base import (
     SourceSubject,
     load_or_build_base,
 )
+from bids_app.simulate.placement import (
+    CORE_PROBABILITY,
+    centre_line,
+    length_fraction,
+    load_template_map,
+)
 from bids_app.simulate.recovery import build_recovery_table, planted_table
 
 LOGGER = logging.getLogger("alsmri.simulate")
-TRUTH_SCHEMA_VERSION = 1
+TRUTH_SCHEMA_VERSION = 2  # 2: independent placement, focal lesions, truth maps
 #: ANTs seed of the base anatomy's registrations and GM segmentation (independent of the cohort
 #: seed; non-zero: ANTs reads 0 as "seed from the clock")
 BASE_SEED = 1
@@ -63,26 +72,66 @@ def atlas_inputs(effects: dict, *, data_dir: Path | None = None) -> AtlasInputs:
 
     def region(name: str, region_name: str, hemi: str) -> RegionSource:
         a = atlas(name)
+        source = f"{name}/{region_name}/{hemi}"
         if a.kind == "probseg":
-            if (region_name, hemi) not in a.images:
-                raise UsageError(f"atlas {name} has no map for {region_name}/{hemi}")
-            return RegionSource(Path(a.images[(region_name, hemi)]))
+            members = a.groups.get(region_name, [region_name])
+            missing = [m for m in members if (m, hemi) not in a.images]
+            if missing:
+                raise UsageError(f"atlas {name} has no map for {missing[0]}/{hemi}")
+            paths = [Path(a.images[(m, hemi)]) for m in members]
+            return RegionSource(paths[0], union=tuple(paths[1:]), name=source)
         labels = a.labels
         members = a.groups.get(region_name, [region_name])
         rows = labels[labels["region"].isin(members) & (labels["hemisphere"] == hemi)]
         if rows.empty:
             raise UsageError(f"atlas {name} has no label for {region_name}/{hemi}")
         return RegionSource(Path(a.images[("all", "bilateral")]),
-                            tuple(int(i) for i in rows["index"]))
+                            tuple(int(i) for i in rows["index"]), name=source)
 
-    tracts = {f"{key}/{h}": region(*key.split("/"), h) for key in effects["tracts"]
-              for h in cohort.HEMISPHERES}
+    # each measured tract is placed from its own source (effects["placement"])
+    tracts = {f"{key}/{h}": region(*effects["placement"][key].split("/"), h)
+              for key in effects["tracts"] for h in cohort.HEMISPHERES}
     controls = {key: region(*key.split("/")) for key in effects["control_regions"]}
     gm = {f"{key}/{h}": region(*key.split("/"), h) for key in effects["gm"]
           for h in cohort.HEMISPHERES}
-    return AtlasInputs(fa_template=get_template(suffix="FA", res=2, data_dir=data_dir),
-                       t1_template=get_template(suffix="T1w", res=2),
+    return AtlasInputs(t1_template=get_template(suffix="T1w", res=2),
                        tracts=tracts, controls=controls, gm=gm)
+
+
+def focal_positions(base: BaseAnatomy, atlases: AtlasInputs, effects: dict) -> dict:
+    """Where each focal lesion sits: template height and fraction of the tract's length.
+
+    Fractions are arc-length fractions along the centre line of the placement source's
+    template-space map (:func:`bids_app.simulate.placement.centre_line`), from its inferior
+    end; ``*_in_fov`` start the line at the lowest template height of the tract's core inside
+    the source subject's DWI brain mask (the part a participant's bundle can show).
+    """
+    out = {}
+    for key, spec in effects["focal"].items():
+        z0, sigma = float(spec["z_mm"]), float(spec["sigma_mm"])
+        half = sigma * math.sqrt(2 * math.log(2))
+        hemispheres = {}
+        for hemi in cohort.HEMISPHERES:
+            line = centre_line(*load_template_map(atlases.tracts[f"{key}/{hemi}"]))
+            core = ((base.weights[f"{key}/{hemi}"] >= CORE_PROBABILITY) & base.mask
+                    & np.isfinite(base.template_z))
+            floor = float(base.template_z[core].min()) if core.any() else float(line[0, 2])
+            hemispheres[hemi] = {
+                "placement": atlases.tracts[f"{key}/{hemi}"].name,
+                "centre_line_z_mm": [round(float(line[0, 2]), 1), round(float(line[-1, 2]), 1)],
+                "fraction_of_length": _fractions(line, z0, half, floor_mm=None),
+                "fov_floor_z_mm": round(floor, 1),
+                "fraction_of_length_in_fov": _fractions(line, z0, half, floor_mm=floor)}
+        out[key] = {"z_mm": z0, "sigma_mm": sigma, "fwhm_mm": round(2 * half, 2),
+                    "fa_change": float(spec["fa_change"]), "space": TEMPLATE,
+                    "hemispheres": hemispheres}
+    return out
+
+
+def _fractions(line: np.ndarray, z0: float, half: float, *, floor_mm: float | None) -> dict:
+    return {"centre": round(length_fraction(line, z0, floor_mm=floor_mm), 4),
+            "fwhm": [round(length_fraction(line, z, floor_mm=floor_mm), 4)
+                     for z in (z0 - half, z0 + half)]}
 
 
 def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patients: int,
@@ -105,7 +154,8 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
                                  "directory")
     plans = cohort.plan_cohort(effects, n_patients=n_patients, n_controls=n_controls,
                                seed=seed)
-    gm_regions = (atlases or atlas_inputs(effects)).gm
+    atlases = atlases or atlas_inputs(effects)
+    gm_regions = atlases.gm
     # one ITK thread (child process): the same base gives the same GM map, hence the same cohort
     tissue = single_threaded(cohort.gm_tissue, base, seed=BASE_SEED, regions=gm_regions)
     participants: dict[str, dict] = {}
@@ -135,16 +185,25 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         "patient_label": cohort.PATIENT_LABEL, "control_label": cohort.CONTROL_LABEL,
         "effects": effects,
         "base": base.provenance,
+        "focal": focal_positions(base, atlases, effects),
         "measurement": {
-            "tract_weight": "tract probability map (hcp842) on the source DWI grid, "
-                            "placed by the participant level's FA -> template "
-                            "registration of the source FA",
-            "tract_value": "fa, md, ad, rd: probability-weighted mean over the "
-                           "participant's noise-free planted tensors (the planted source "
-                           "field resampled through the head position and deformation, "
-                           "weights carried along; compare with the 'wmean' statistic); "
-                           "source_*: the same over the source anatomy; fa_change: relative "
-                           "FA change planted in the source anatomy",
+            "tract_weight": "the simulator's own tract: a probability map of another atlas "
+                            "than the measured one (row 'placement', effects 'placement') on "
+                            "the source DWI grid, placed by MNI152NLin6Asym T1w -> source T1w "
+                            "(SyN) -> source b0 (rigid), never by the participant level's FA "
+                            "registration; rows keep the measured feature's atlas/region",
+            "tract_value": "fa, md, ad, rd: weighted mean over the participant's "
+                           "noise-free planted tensors (the planted source field resampled "
+                           "through the head position and deformation, weights carried "
+                           "along, inside the carried brain mask; the participant's weights "
+                           "are the 'maps' files); source_*: the same over the source "
+                           "anatomy; fa_change: relative FA change planted in the source "
+                           "anatomy (tract + focal), tract_fa_change: the tract change "
+                           "alone (target target_fa_change)",
+            "focal": "participants' 'focal' rows: the same values with the focal weights "
+                     "(tract weights x Gaussian of template z); fa_change: relative to the "
+                     "FA with the tract change alone (target target_fa_change = fa_change "
+                     "of effects x severity); top-level 'focal': the declared position",
             "effect_saturation": cohort.EFFECT_SATURATION,
             "volume_ratio": "region GM volume / intracranial volume in the participant's "
                             "T1w over the same in the source T1w (Atropos GM posterior of the "
@@ -185,8 +244,11 @@ def _simulate_one(job: tuple[cohort.ParticipantPlan, Path]) -> tuple[dict, float
         out_dir, plan.participant_id, dwi=sim.dwi, dwi_affine=base.dwi_affine,
         bvals=base.bvals, bvecs=base.bvecs, dwi_sidecar=base.dwi_sidecar, t1w=sim.t1w,
         t1_affine=base.t1_affine, t1_sidecar=base.t1_sidecar)
+    maps = writer.write_truth_maps(out_dir, plan.participant_id, sim.maps,
+                                   affine=base.dwi_affine)
     record = {"group": plan.group, "age": plan.age, "sex": plan.sex,
-              "severity": plan.severity, "head": sim.head, "tracts": sim.tracts, "gm": sim.gm}
+              "severity": plan.severity, "head": sim.head, "tracts": sim.tracts, "gm": sim.gm,
+              "focal": sim.focal, "maps": maps}
     return record, time.perf_counter() - start
 
 

@@ -3,11 +3,17 @@
 The *planted* statistics are computed on the planted per-participant values in ``truth.json``
 (sample-level truth: the same participants, the same statistic), the *recovered* ones on the
 group level's joined table (``OUTPUT_DIR/group/group_desc-joined_participants.tsv``), with the
-same functions.  Criteria (issue 7):
+same functions.  Criteria (issues 7 and 28):
 
-* every planted tract difference: q < 0.05, right sign, |d_recovered - d_planted| <= 0.3;
+* every planted tract difference: q < 0.05 and the right sign (required);
+  |d_recovered - d_planted| <= 0.3 is reported (``d_within_tolerance``), not required: the
+  simulator places its lesions by a route the measurement does not share
+  (:mod:`bids_app.simulate.placement`), and how much of the true difference an atlas-based
+  tract mean recovers is measured, not assumed (:mod:`bids_app.simulate.validation`);
+  a tract without a planted effect of its own is reported only;
 * the unchanged control region: q >= 0.05;
-* score vs tract FA correlations in patients: |r_recovered - r_planted| <= 0.15;
+* score vs tract FA correlations in patients: the planted sign (required);
+  |r_recovered - r_planted| <= 0.15 reported;
 * GM atrophy: recovered difference with the planted sign.
 """
 
@@ -35,7 +41,7 @@ LABEL_ATLASES = {"jhu": "mean"}
 COLUMNS = ("check", "atlas", "region", "hemisphere", "metric", "score", "n_patients",
            "n_controls", "planted", "recovered", "ci_low", "ci_high", "p", "q",
            "agreement_r", "planted_slope", "recovered_slope", "slope_ci_low", "slope_ci_high",
-           "criterion", "required", "passed")
+           "d_within_tolerance", "criterion", "required", "passed")
 
 
 def cohen_d(patients: np.ndarray, controls: np.ndarray) -> float:
@@ -187,11 +193,19 @@ def build_recovery_table(truth: dict, recovered: pd.DataFrame) -> pd.DataFrame:
     qs = _bh([r["p"] for r in rows])
     for row, q in zip(rows, qs):
         row["q"] = q
-        if row["check"] == "tract_difference":
-            row["criterion"] = (f"q < {ALPHA}, sign {'+' if row['_sign'] > 0 else '-'}, "
-                                f"|d - planted d| <= {D_TOLERANCE}")
-            row["passed"] = bool(q < ALPHA and np.sign(row["recovered"]) == row["_sign"]
-                                 and abs(row["recovered"] - row["planted"]) <= D_TOLERANCE)
+        close = bool(abs(row["recovered"] - row["planted"]) <= D_TOLERANCE)
+        if row["check"] == "tract_difference" and row["_sign"] == 0:
+            # no effect of its own: its truth differs between groups only by overlap with
+            # lesioned tracts (see bids_app.simulate.validation for its leakage)
+            row["required"] = False
+            row["d_within_tolerance"] = close
+            row["criterion"] = f"|d - planted d| <= {D_TOLERANCE} (no planted effect; reported)"
+            row["passed"] = close
+        elif row["check"] == "tract_difference":
+            row["d_within_tolerance"] = close
+            row["criterion"] = (f"q < {ALPHA}, sign {'+' if row['_sign'] > 0 else '-'} "
+                                f"(|d - planted d| <= {D_TOLERANCE} reported)")
+            row["passed"] = bool(q < ALPHA and np.sign(row["recovered"]) == row["_sign"])
         else:
             row["criterion"] = f"q >= {ALPHA} (no planted group difference)"
             row["passed"] = bool(np.isfinite(q) and q >= ALPHA)
@@ -220,9 +234,8 @@ def build_recovery_table(truth: dict, recovered: pd.DataFrame) -> pd.DataFrame:
                         else pd.Series(np.nan, index=recovered.index))
         got = association(_driver(recovered, spec["driver"])[patients_r],
                           score_values[patients_r])
-        required = metric == "fa"
-        passed = bool(abs(got["r"] - want["r"]) <= R_TOLERANCE) if required else bool(
-            np.sign(got["r"]) == np.sign(want["r"]))
+        close = bool(abs(got["r"] - want["r"]) <= R_TOLERANCE)
+        passed = bool(np.sign(got["r"]) == np.sign(want["r"]))
         rows.append({"check": "score_correlation", "atlas": atlas, "region": region,
                      "hemisphere": "mean(L,R)", "metric": metric, "score": score,
                      "n_patients": got["n"], "n_controls": 0, "planted": want["r"],
@@ -230,9 +243,10 @@ def build_recovery_table(truth: dict, recovered: pd.DataFrame) -> pd.DataFrame:
                      "p": got["p"], "q": np.nan, "planted_slope": want["slope"],
                      "recovered_slope": got["slope"], "slope_ci_low": got["slope_ci_low"],
                      "slope_ci_high": got["slope_ci_high"],
-                     "criterion": (f"|r - planted r| <= {R_TOLERANCE}" if required
-                                   else "same sign as planted r (reported)"),
-                     "required": required, "passed": passed})
+                     "d_within_tolerance": close,
+                     "criterion": (f"same sign as planted r (|r - planted r| <= {R_TOLERANCE} "
+                                   "reported)"),
+                     "required": metric == "fa", "passed": passed})
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
     return table
 
@@ -291,6 +305,9 @@ def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None)
         "recovered_slope": "OLS slope score ~ recovered driver (patients)",
         "slope_ci_low": "95% CI of the recovered slope (lower)",
         "slope_ci_high": "95% CI of the recovered slope (upper)",
+        "d_within_tolerance": f"Recovered within the tolerance of the planted statistic "
+                              f"(|d - planted d| <= {D_TOLERANCE}, |r - planted r| <= "
+                              f"{R_TOLERANCE}); reported, not required",
         "criterion": "Pass criterion of the row", "required": "Row counts for the verdict",
         "passed": "Whether the criterion holds", **(meta or {})}, indent=2) + "\n")
     return path

@@ -69,19 +69,22 @@ def weighted_metrics(evals: np.ndarray, weights: np.ndarray) -> dict[str, float]
 
 def radial_factors_for_fa(evals: np.ndarray, weights: dict[str, np.ndarray],
                           effects: dict[str, np.ndarray], changes: dict[str, float], *,
-                          sweeps: int = 4, tol: float = 1e-5) -> dict[str, float]:
+                          prior: np.ndarray | None = None, sweeps: int = 4,
+                          tol: float = 1e-5) -> dict[str, float]:
     """Per-region radial factors ``k`` so that each region's weighted FA changes as asked.
 
-    The factor applied to a voxel is ``prod_r (1 + (k_r - 1) effect_r)``; overlapping regions
-    therefore interact, and the ``k_r`` are solved jointly (Gauss-Seidel sweeps of a
+    The factor applied to a voxel is ``prior * prod_r (1 + (k_r - 1) effect_r)``; overlapping
+    regions therefore interact, and the ``k_r`` are solved jointly (Gauss-Seidel sweeps of a
     bisection per region, FA falling monotonically with each ``k``).  ``changes`` are relative
-    changes of the ``weights``-averaged FA (-0.1 = 10 % lower).
+    changes of the ``weights``-averaged FA (-0.1 = 10 % lower) from the FA with the ``prior``
+    factors alone (default 1: the unchanged tensors).
     """
-    base_fa = fractional_anisotropy(evals)
+    prior = np.ones(len(evals)) if prior is None else np.asarray(prior, float)
+    base_fa = fractional_anisotropy(scale_radial(evals, prior))
     k = {key: 1.0 for key in changes}
 
     def voxel_factor(skip: str | None = None) -> np.ndarray:
-        factor = np.ones(len(evals))
+        factor = prior.copy()
         for key, value in k.items():
             if key != skip:
                 factor *= 1.0 + (value - 1.0) * effects[key]

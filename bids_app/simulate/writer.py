@@ -20,6 +20,8 @@ DWI_FIELDS = ("Modality", "MagneticFieldStrength", "Manufacturer", "Manufacturer
 T1W_FIELDS = ("Modality", "MagneticFieldStrength", "Manufacturer", "ManufacturersModelName",
               "EchoTime", "RepetitionTime", "InversionTime", "FlipAngle", "MRAcquisitionType")
 TRUTH_FILE = "truth.json"
+#: derivative dataset (inside the simulated one) holding each participant's truth maps
+TRUTH_MAPS_DIR = Path("derivatives") / "simulate-truth"
 
 
 def _json(path: Path, data: dict) -> None:
@@ -27,10 +29,10 @@ def _json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def _nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+def _nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, dtype=np.int16) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(data.astype(np.float32), affine)
-    img.set_data_dtype(np.int16)  # nibabel picks scl_slope/inter to keep the range
+    img.set_data_dtype(dtype)  # int16: nibabel picks scl_slope/inter to keep the range
     img.header.set_xyzt_units("mm", "sec")
     nib.save(img, path)
 
@@ -55,6 +57,39 @@ def write_participant_images(root: Path, participant_id: str, *, dwi: np.ndarray
     return [anat.with_suffix(".nii.gz"), dwi_base.with_suffix(".nii.gz")]
 
 
+def truth_map_name(participant_id: str, key: str) -> Path:
+    """Path (relative to the dataset root) of a truth map: ``key`` is ``"tract/<atlas>/
+    <region>/<hemi>"`` (``desc-truth``) or ``"focal/..."`` (``desc-focal``)."""
+    kind, _atlas, region, hemi = key.split("/")
+    label = "".join(ch for ch in region if ch.isalnum())
+    hemi_entity = f"_hemi-{hemi}" if hemi in ("L", "R") else ""
+    desc = {"tract": "truth", "focal": "focal"}[kind]
+    return (TRUTH_MAPS_DIR / participant_id / "dwi"
+            / f"{participant_id}{hemi_entity}_label-{label}_desc-{desc}_probseg.nii.gz")
+
+
+def write_truth_maps(root: Path, participant_id: str, maps: dict[str, np.ndarray], *,
+                     affine: np.ndarray) -> dict[str, str]:
+    """Write a participant's truth weight maps (float32, its DWI grid); return ``key`` ->
+    path relative to ``root`` (for truth.json)."""
+    root = Path(root)
+    description = root / TRUTH_MAPS_DIR / "dataset_description.json"
+    if not description.is_file():
+        _json(description, {
+            "Name": "alsmri simulate truth maps", "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "alsmri simulate", "Version": __version__,
+                             "Description": "the simulator's own tract (desc-truth) and "
+                                            "focal-lesion (desc-focal) weights on each "
+                                            "participant's DWI grid"}]})
+    out = {}
+    for key, data in maps.items():
+        name = truth_map_name(participant_id, key)
+        _nifti(root / name, data, affine, dtype=np.float32)
+        out[key] = name.as_posix()
+    return out
+
+
 def write_dataset_files(root: Path, *, participants: list[dict],
                         scores: dict[str, dict[str, float]], effects: dict, truth: dict,
                         source_name: str) -> None:
@@ -77,10 +112,13 @@ def write_dataset_files(root: Path, *, participants: list[dict],
         "Simulated cohort written by `alsmri simulate`.\n\n"
         "Every participant's DWI and T1w derive from one real subject (ds-xa30): a tensor field\n"
         "fitted on its DWI and its T1w, given a random smooth deformation and head position.\n"
-        "Patients have planted lower FA (higher radial diffusivity) in the corticospinal,\n"
-        "corticostriatal and corticothalamic tracts and precentral gray-matter atrophy; clinical\n"
-        "scores derive from the planted values. `truth.json` (ignored by BIDS validation) holds\n"
-        "every planted value per participant and the population parameters.\n")
+        "Patients have planted lower FA (higher radial diffusivity) in the tracts of\n"
+        "truth.json's effects (placed from other atlases than the measured ones, through the\n"
+        "T1w), with a focal component along the corticospinal tract, and precentral\n"
+        "gray-matter atrophy;\n"
+        "clinical scores derive from the planted values. `truth.json` (ignored by BIDS\n"
+        "validation) holds every planted value per participant and the population parameters;\n"
+        "derivatives/simulate-truth/ holds each participant's tract and focal weights.\n")
     (root / ".bidsignore").write_text(f"{TRUTH_FILE}\n")
     table = pd.DataFrame([{"participant_id": p["participant_id"], "age": p["age"],
                            "sex": p["sex"], "group": p["group"]} for p in participants])
