@@ -41,8 +41,21 @@ HCP = ("cst", "corticostriatal", "corticothalamic")
 JHU = ("cst", "cerebral_peduncle", "plic")
 AAL = {"precentral": 1.05, "superior_frontal": 1.55, "striatum": 0.62, "caudate": 0.27,
        "putamen": 0.35, "thalamus": 0.52}
+#: GM regions of the seeds drawn after everything else (own generator, so adding them left
+#: the other values unchanged): region -> mean percent of TIV.
+EXTRA_GM = {"middle_frontal": 1.40, "medial_superior_frontal": 0.90}
 ALS_FA_DROP = 0.025
 ALS_GM_DROP = 0.06
+#: Per-side scores (written under these column names, found through the alias table):
+#: column -> (contralateral feature, intercept, slope per unit FA, residual SD).
+SIDE_SCORES = {
+    "Penn UMN right": ("hcp842_cst_L_fa_wmean", 6.0, -120.0, 1.5),
+    "Penn UMN left": ("hcp842_cst_R_fa_wmean", 6.0, -120.0, 1.5),
+    "musix_R": ("hcp842_cst_L_fa_wmean", 105.0, 0.0, 30.0),
+    "musix_L": ("hcp842_cst_R_fa_wmean", 105.0, 0.0, 30.0),
+}
+#: Share of bulbar onset among patients (the others: spinal).
+BULBAR_SHARE = 0.35
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class Feature:
 
 
 def features() -> list[Feature]:
-    """The 50 analysed features of the synthetic cohort, named as the participant level does.
+    """The 54 analysed features of the synthetic cohort, named as the participant level does.
 
     Tract (probability) atlases: ``wmean``; JHU labels: ``mean`` (no weights); GM: ``ratio``.
     """
@@ -69,7 +82,8 @@ def features() -> list[Feature]:
     out += [Feature("jhu", r, h, m, "mean", "dwi") for r in JHU for h in "LR" for m in ("fa",
                                                                                          "md")]
     out += [Feature("jhu", "mcp", "bilateral", m, "mean", "dwi") for m in ("fa", "md")]
-    out += [Feature("aal", r, h, "gmv_pct_tiv", "ratio", "anat") for r in AAL for h in "LR"]
+    out += [Feature("aal", r, h, "gmv_pct_tiv", "ratio", "anat") for r in (*AAL, *EXTRA_GM)
+            for h in "LR"]
     return out
 
 
@@ -88,6 +102,8 @@ def simulate_table(n_patients: int = 39, n_controls: int = 32, *,
     dur = np.nan_to_num(t["disease_duration"].to_numpy())
     subject_fa = rng.normal(0, 0.018, n)  # shared across tracts and hemispheres
     for f in features():
+        if f.region in EXTRA_GM:
+            continue  # drawn by add_seed_columns
         if f.metric == "gmv_pct_tiv":
             base = AAL[f.region] * (1 - ALS_GM_DROP * als * (f.region == "precentral"))
             t[f.name] = base * (1 + rng.normal(0, 0.08, n))
@@ -106,6 +122,23 @@ def simulate_table(n_patients: int = 39, n_controls: int = 32, *,
             value = mean + slope * (x - 0.5) - 0.05 * (t["age"].to_numpy() - 60) \
                 - 0.05 * (dur - 20) + rng.normal(0, sd, n)
         t[score] = np.where(als, np.round(value, 3), np.nan)
+    return add_seed_columns(t, als, seed=seed + 1)
+
+
+def add_seed_columns(t: pd.DataFrame, als: np.ndarray, *, seed: int) -> pd.DataFrame:
+    """Extra GM regions, onset site and per-side scores of the patients (own generator: the
+    other columns stay as they were). Penn UMN scores fall with the contralateral CST FA
+    (:data:`SIDE_SCORES`)."""
+    rng = np.random.default_rng(seed)
+    n = len(t)
+    for f in features():
+        if f.region in EXTRA_GM:
+            t[f.name] = EXTRA_GM[f.region] * (1 + rng.normal(0, 0.08, n))
+    t["onset_site"] = np.where(als, np.where(rng.random(n) < BULBAR_SHARE, "bulbar", "spinal"),
+                               None)
+    for column, (feature, intercept, slope, sd) in SIDE_SCORES.items():
+        value = intercept + slope * (t[feature].to_numpy() - 0.5) + rng.normal(0, sd, n)
+        t[column] = np.where(als, np.round(value, 3), np.nan)
     return t
 
 
@@ -143,7 +176,8 @@ def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
         "age": {"Description": "age at scan", "Units": "year"},
         "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
         "group": {"Description": "diagnosis", "Levels": {"ALS": "patient", "control": "HC"}}}))
-    clin = table[["participant_id", "disease_duration", *SCORES]]
+    clin = table[["participant_id", "disease_duration", *SCORES,
+                  *[c for c in ("onset_site", *SIDE_SCORES) if c in table.columns]]]
     if alias_spelling:
         clin = clin.rename(columns={"alsfrs_r": "ALSFRS-R"})
     clin.to_csv(bids_dir / "phenotype" / "clinical.tsv", sep="\t", index=False, na_rep="n/a")

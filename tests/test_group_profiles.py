@@ -164,9 +164,11 @@ def raw_long(out: Path, bids: Path) -> pd.DataFrame:
 def test_pointwise_estimates_equal_statsmodels_on_raw_inputs(planted):
     """Every node of four profiles: estimate, SE, t, df, p, CI equal statsmodels formula OLS
     fitted to the raw TSV values (comparison: value ~ group + age + sex; clinical in patients:
-    alsfrs_r ~ value + age + sex + disease_duration)."""
+    alsfrs_r ~ value + age + sex + disease_duration). Diffusivities are analysed in
+    10^-3 mm^2/s: the raw mm^2/s values times 1000."""
     bids, out, _, _, _ = planted
     raw = raw_long(out, bids)
+    raw["value"] = raw["value"] * np.where(raw["metric"].isin(["md", "ad", "rd"]), 1e3, 1.0)
     res = read(out, "profiles")
     group_term = "C(group, Treatment('control'))"
     for analysis, formula, term, subset in (

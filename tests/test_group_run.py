@@ -140,6 +140,8 @@ def test_every_tsv_has_a_sidecar_describing_every_column(study):
         path = group_dir / OUTPUTS[key]
         columns = pd.read_csv(path, sep="\t", nrows=0).columns
         meta = json.loads(path.with_suffix(".json").read_text())
+        units = meta.pop("MetricUnits", None)   # units of the values per metric
+        assert units is None or units.get("md", "10^-3 mm^2/s") == "10^-3 mm^2/s", key
         assert list(meta) == list(columns), key
         assert all(m["Description"] != "No description" for m in meta.values()), key
     assert not list(group_dir.rglob("*.tmp"))

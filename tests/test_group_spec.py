@@ -27,7 +27,8 @@ def test_default_spec_has_als_defaults():
             "dynamometry"} == set(spec.scores)
     assert spec.statistics["fa"] == ("wmean", "bundle")
     assert spec.statistics["gmv_pct_tiv"] == ("ratio",)
-    assert ("precentral", "cst") in spec.gm_tract.pairs
+    assert ("precentral", "cst") in spec.gm_tract.all_pairs   # the GM x tract matrix
+    assert len(spec.gm_tract.gm_regions) == 6 and len(spec.gm_tract.tracts) == 3
     assert spec.user_keys == frozenset()
 
 

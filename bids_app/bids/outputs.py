@@ -309,6 +309,10 @@ GROUP_OUTPUTS: Mapping[str, str] = MappingProxyType({
     # Table 1 and per-participant z-scores: written when their analysis ran
     "demographics": "group_desc-demographics_stats.tsv",
     "zscores": "group_desc-zscores_participants.tsv",
+    # the seeds' further analyses: written when their analysis ran
+    "sidescores": "group_desc-sidescores_correlations.tsv",
+    "onset": "group_desc-onset_stats.tsv",
+    "tractcorr": "group_desc-tractcorrelations_stats.tsv",
     "spec": "group_desc-analysis_spec.json",
     "report": "report.html",
 })
@@ -320,4 +324,9 @@ GROUP_FIGURES: Mapping[str, str] = MappingProxyType({
     "clinical_heatmap": "figures/group_desc-clinical_heatmap.png",
     "profiles": "figures/group_desc-profiles_lineplot.png",
     "profile_clinical": "figures/group_desc-profilesclinical_lineplot.png",
+    "duration_scatter": "figures/group_desc-duration_scatter.png",
+    "gmtract_matrix": "figures/group_desc-gmtract_heatmap.png",
+    "tractcorr": "figures/group_desc-tractcorrelations_heatmap.png",
+    "onset_boxplots": "figures/group_desc-onset_boxplot.png",
+    "sidescores": "figures/group_desc-sidescores_heatmap.png",
 })

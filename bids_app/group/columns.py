@@ -170,6 +170,47 @@ DEMOGRAPHICS = {
     "reason": "Why there is no test (n < min_n in a group, a single level, constant values)",
 }
 
+#: Columns added to every table with a primary (hypothesis) family
+#: (:func:`bids_app.group.primary.mark_primary`).
+PRIMARY = {
+    "primary": "Row of the primary family (the seeds' hypotheses, spec section 'primary'); "
+               "false: exploratory",
+    "primary_family": "Primary family of the row (primary[:outcome]); n/a when exploratory",
+    "primary_q": "Benjamini-Hochberg q of p within primary_family (the primary rows only)",
+    "primary_significant": "primary_q < fdr_alpha",
+}
+for _table in (COMPARISONS, CLINICAL, GMTRACT):
+    _table.update(PRIMARY)
+
+SIDESCORES = {
+    "score": "Clinical score recorded per body side (canonical name; outcome)",
+    "side": "Body side of the score column (L or R)",
+    "score_column": "Phenotype column of that side",
+    "relation": "contralateral (tract hemisphere opposite to the body side) or ipsilateral",
+    **{k: _KEYS[k] for k in ("atlas", "region", "hemisphere", "metric", "statistic")},
+    "family": "score:relation:metric; q values are Benjamini-Hochberg within it",
+    **_FIT, "significant": _KEYS["significant"], **PRIMARY, "reason": _KEYS["reason"],
+}
+
+ONSET = {
+    "subgroup": "Onset-site subgroup of the patients compared with all controls (the "
+                "*_patient columns describe the subgroup)",
+    **COMPARISONS,
+    "family": "subgroup:metric; q values are Benjamini-Hochberg within it",
+}
+
+TRACTCORR = {
+    "subset": GMTRACT["subset"],
+    "metric": _KEYS["metric"], "statistic": _KEYS["statistic"],
+    **{f"{k}_{s}": f"{_KEYS[k]} of the {'first' if s == 'a' else 'second'} tract"
+       for s in ("a", "b") for k in ("atlas", "region", "hemisphere")},
+    "family": "subset:statistic; q values are Benjamini-Hochberg within it",
+    "n": "Participants with both values",
+    "r": "Pearson correlation (scipy.stats.pearsonr)", "p": "Two-sided p of r",
+    "q": "Benjamini-Hochberg q of p within family",
+    "significant": _KEYS["significant"], "reason": _KEYS["reason"],
+}
+
 ZSCORE_HEAD = {
     "participant_id": INCLUSION["participant_id"],
     "session_id": INCLUSION["session_id"],

@@ -15,11 +15,14 @@ from bids_app.group.stats import associations, fdr
 
 
 def gm_tract_pairs(catalogue: pd.DataFrame, spec: GmTractSpec) -> pd.DataFrame:
-    """Feature pairs (gray-matter region, tract) in the same hemisphere, for every atlas."""
+    """Feature pairs (gray-matter region, tract) in the same hemisphere, for every atlas.
+
+    The ``gm_regions`` x ``tracts`` matrix first, then the further ``pairs``.
+    """
     gm = catalogue[catalogue["metric"] == spec.gm_metric]
     tract = catalogue[catalogue["metric"] == spec.tract_metric]
     rows = []
-    for gm_region, tract_region in spec.pairs:
+    for gm_region, tract_region in spec.all_pairs:
         g_rows = gm[gm["region"] == gm_region]
         t_rows = tract[tract["region"] == tract_region]
         for g in g_rows.itertuples(index=False):

@@ -17,6 +17,12 @@ from bids_app.group.design import CONTROL, PATIENT, covariate_frame, group_label
 from bids_app.group.load import find_participant_outputs, load_metrics
 from bids_app.group.notes import LOGGER, Notes
 from bids_app.group.phenotype import Phenotype, inclusion, join, load_phenotype
+from bids_app.group.primary import (
+    ANALYSIS_SCALE,
+    PRIMARY_FAMILIES,
+    mark_primary,
+    to_analysis_units,
+)
 from bids_app.group.profiles import (
     ProfileData,
     ProfileResults,
@@ -25,6 +31,7 @@ from bids_app.group.profiles import (
     with_profile_inclusion,
 )
 from bids_app.group.relations import gm_tract, interhemispheric
+from bids_app.group.seeds import SEED_ANALYSES, Cohort, discover_side_columns
 from bids_app.group.spec import AnalysisSpec, canonical_spec, load_aliases, load_spec
 from bids_app.group.stats import associations, compare_groups
 from bids_app.group.table1 import demographics
@@ -67,8 +74,9 @@ class GroupResults:
     """Rows of ``cross`` entering the clinical and duration analyses."""
     tables: dict[str, pd.DataFrame]
     """Result tables by key (``demographics``, ``zscores``, ``zscore_models``,
-    ``comparisons``, ``clinical``, ``duration``, ``gmtract``, ``interhemispheric``); a
-    skipped analysis has no entry."""
+    ``comparisons``, ``clinical``, ``duration``, ``gmtract``, ``interhemispheric`` and the
+    :data:`~bids_app.group.seeds.SEED_ANALYSES`); a skipped analysis has no entry. Imaging
+    values are in analysis units (:mod:`bids_app.group.primary`)."""
     skipped: dict[str, str]
     """Skipped analysis -> reason."""
     notes: Notes
@@ -102,6 +110,9 @@ def check_names(spec: AnalysisSpec, available: set[str], pheno: Phenotype, *,
     table1 = replace(spec.table1, variables=keep("table1.variables", spec.table1.variables,
                                                  quiet=True))
     zscores = replace(spec.zscores, covariates=keep("zscores.covariates", spec.zscores.covariates))
+    onset = keep("onset_subgroups.column", (spec.onset_subgroups.column,), quiet=True)
+    if not onset:  # the analysis is skipped with this reason
+        onset = (spec.onset_subgroups.column,)
     return replace(
         spec, group_column=group[0] if group else "",
         covariates=keep("covariates", spec.covariates),
@@ -110,7 +121,8 @@ def check_names(spec: AnalysisSpec, available: set[str], pheno: Phenotype, *,
         duration_column=duration[0] if duration else None,
         gm_tract=replace(spec.gm_tract, covariates=keep("gm_tract.covariates",
                                                         spec.gm_tract.covariates)),
-        table1=table1, zscores=zscores)
+        table1=table1, zscores=zscores,
+        onset_subgroups=replace(spec.onset_subgroups, column=onset[0]))
 
 
 def cross_sectional(joined: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -125,7 +137,8 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     pheno = inputs.phenotype
     tables: dict[str, pd.DataFrame] = {}
     skipped: dict[str, str] = {}
-    cross = cross_sectional(joined, spec.session).reset_index(drop=True)
+    cross = to_analysis_units(cross_sectional(joined, spec.session).reset_index(drop=True),
+                              catalogue)
     feats = catalogue[catalogue["metric"].isin(spec.metrics)].reset_index(drop=True)
     for metric, stat in spec.statistics.items():
         if metric in spec.metrics and not (feats["metric"] == metric).any():
@@ -222,14 +235,34 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
         skipped["interhemispheric"] = "no region with both a left and a right value"
     else:
         tables["interhemispheric"] = table
-    profiles = analyse_profiles(inputs.profiles, cross, labels, clin_rows, spec,
-                                dictionary=dictionary, notes=notes)
+    cohort = Cohort(spec=spec, cross=cross, labels=labels, catalogue=catalogue, feats=feats,
+                    clinical_rows=clin_rows, dictionary=dictionary, notes=notes)
+    for key, analysis in SEED_ANALYSES.items():
+        result = analysis(cohort)
+        if isinstance(result, str):
+            skipped[key] = result
+        else:
+            tables[key] = result
+    for key in PRIMARY_FAMILIES:
+        if key in tables:
+            tables[key] = mark_primary(tables[key], key, spec.primary, alpha=spec.fdr_alpha)
+    profiles = analyse_profiles(profile_units(inputs.profiles), cross, labels, clin_rows,
+                                spec, dictionary=dictionary, notes=notes)
     return GroupResults(
         spec=spec, joined=joined, catalogue=catalogue, phenotype=pheno, cross=cross,
         labels=labels, clinical_rows=clin_rows, tables=tables, skipped=skipped, notes=notes,
         inclusion=with_profile_inclusion(
             included(inputs.inclusion, cross, labels, clin_rows, tables), profiles),
         profiles=profiles)
+
+
+def profile_units(data: ProfileData) -> ProfileData:
+    """The profiles in analysis units (:data:`bids_app.group.primary.ANALYSIS_SCALE`)."""
+    if not len(data.catalogue):
+        return data
+    factor = data.catalogue["metric"].map(
+        lambda m: ANALYSIS_SCALE[m][0] if m in ANALYSIS_SCALE else 1.0).to_numpy(dtype=float)
+    return replace(data, values=data.values * factor[None, :, None])
 
 
 def table1(cross: pd.DataFrame, labels: pd.Series, spec: AnalysisSpec,
@@ -335,6 +368,8 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
                         issues=pheno.issues[pheno.issues["participant_id"].isin(ids)])
     joined = join(wide, pheno, notes=notes)
     spec = check_names(spec, set(joined.columns), pheno, notes=notes)
+    spec = replace(spec, side_scores=replace(spec.side_scores, columns=discover_side_columns(
+        list(joined.columns), spec, aliases, notes=notes)))
     warn_unmatched_imaging_names(spec, catalogue, notes=notes)
     profiles = load_profiles(ex.output_dir, files, spec.profiles, notes=notes)
     return GroupInputs(spec=spec, joined=joined, catalogue=catalogue,
@@ -390,11 +425,12 @@ def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
         if missing:
             messages.append(f"analysis spec '{key}': {missing} not in any participant metrics "
                             f"table (metrics present: {sorted(metrics)}); not analysed")
-    pair_regions = {name for pair in spec.gm_tract.pairs for name in pair}
+    pair_regions = {name for pair in spec.gm_tract.all_pairs for name in pair}
     missing = sorted(pair_regions - regions)
     if missing:
-        messages.append(f"analysis spec 'gm_tract.pairs': region(s) {missing} not in any "
-                        "participant metrics table; those pairs are skipped")
+        messages.append(f"analysis spec 'gm_tract' (gm_regions x tracts, pairs): region(s) "
+                        f"{missing} not in any participant metrics table; those pairs are "
+                        "skipped")
     for message in messages:
         notes.warn(message)
     return messages

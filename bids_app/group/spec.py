@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,30 @@ from typing import Any
 import yaml
 
 from bids_app.errors import UsageError
+from bids_app.group.spec_sections import (
+    SECTION_CLASSES,
+    SECTIONS,
+    DurationScatterSpec,
+    GmTractSpec,
+    OnsetSpec,
+    PrimarySpec,
+    ProfileSpec,
+    SideScoreSpec,
+    Table1Spec,
+    TractCorrelationSpec,
+    ZScoreSpec,
+    names,
+    number,
+    parse_section,
+    section_dict,
+    section_keys,
+)
 from bids_app.settings import GroupSettings
+
+__all__ = ["AliasTable", "AnalysisSpec", "DurationScatterSpec", "GmTractSpec", "OnsetSpec",
+           "PrimarySpec", "ProfileSpec", "SideScoreSpec", "Table1Spec", "TractCorrelationSpec",
+           "ZScoreSpec", "canonical_spec", "load_aliases", "load_spec", "normalise",
+           "packaged_spec_path"]
 
 DEFAULT_SPEC = "analysis_spec.yaml"
 ALIAS_TABLE = "column_aliases.yaml"
@@ -30,49 +53,6 @@ SPEC_VERSION = 1
 def packaged_spec_path() -> Path:
     """The packaged analysis spec: the one place where group defaults are written."""
     return Path(str(resources.files("bids_app.data") / DEFAULT_SPEC))
-
-
-@dataclass(frozen=True)
-class GmTractSpec:
-    """Gray-matter vs tract pairs (``gm ~ tract + covariates`` per hemisphere)."""
-
-    gm_metric: str
-    tract_metric: str
-    covariates: tuple[str, ...]
-    pairs: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class ProfileSpec:
-    """Along-tract profile analyses (pointwise models, permutation FWE along each profile)."""
-
-    metrics: tuple[str, ...]
-    n_permutations: int
-    seed: int
-    fwe_alpha: float
-
-
-@dataclass(frozen=True)
-class Table1Spec:
-    """Demographic and clinical characteristics per group (Table 1)."""
-
-    enabled: bool
-    variables: tuple[str, ...]
-    """Phenotype columns summarised, in this order; the spec's ``scores`` follow."""
-    fisher_min_expected: float
-    """Fisher's exact test instead of chi-square when any expected count is below this."""
-    seed: int
-    """Seed of the Monte Carlo p of Fisher's test on tables larger than 2 x 2."""
-
-
-@dataclass(frozen=True)
-class ZScoreSpec:
-    """Covariate-adjusted z-scores of every participant against the controls."""
-
-    enabled: bool
-    covariates: tuple[str, ...]
-    min_controls: int
-    """Fewer controls with complete covariates: the analysis is refused (skipped)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +81,11 @@ class AnalysisSpec:
     profiles: ProfileSpec
     table1: Table1Spec
     zscores: ZScoreSpec
+    primary: PrimarySpec
+    side_scores: SideScoreSpec
+    onset_subgroups: OnsetSpec
+    tract_correlations: TractCorrelationSpec
+    duration_scatter: DurationScatterSpec
     session: str
     max_figure_panels: int
     version: int
@@ -116,13 +101,8 @@ class AnalysisSpec:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, GmTractSpec):
-                value = {"gm_metric": value.gm_metric, "tract_metric": value.tract_metric,
-                         "covariates": list(value.covariates),
-                         "pairs": [{"gm": g, "tract": t} for g, t in value.pairs]}
-            elif isinstance(value, (ProfileSpec, Table1Spec, ZScoreSpec)):
-                value = {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in asdict(value).items()}
+            if isinstance(value, SECTION_CLASSES):
+                value = section_dict(value)
             elif isinstance(value, (tuple, frozenset)):
                 value = sorted(value) if isinstance(value, frozenset) else list(value)
             elif isinstance(value, Mapping):
@@ -131,138 +111,22 @@ class AnalysisSpec:
         return out
 
 
-def _names(value: Any, key: str, src: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise UsageError(f"{src}: '{key}' must be a name or a list of names")
-    return tuple(value)
-
-
-def _number(value: Any, key: str, src: str, *, lo: float, hi: float, integer: bool = False):
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or not lo <= value <= hi:
-        kind = "an integer" if integer else "a number"
-        raise UsageError(f"{src}: '{key}' must be {kind} in [{lo}, {hi}], got {value!r}")
-    return value
-
-
 #: Keys of a spec file (every one must be set by the packaged spec).
 SPEC_KEYS = frozenset(f.name for f in fields(AnalysisSpec)) - {"source", "user_keys"}
-GM_TRACT_KEYS = frozenset(f.name for f in fields(GmTractSpec))
-PROFILE_KEYS = frozenset(f.name for f in fields(ProfileSpec))
 #: Keys holding a mapping merged key by key (packaged < user < command line) -> its dataclass.
-NESTED = {"gm_tract": GmTractSpec, "profiles": ProfileSpec, "table1": Table1Spec,
-          "zscores": ZScoreSpec}
+NESTED = {section: klass for section, (klass, _) in SECTIONS.items()}
 NESTED_KEYS = tuple(NESTED)
 
 
-
 def _nested_keys(name: str) -> frozenset[str]:
-    return frozenset(f.name for f in fields(NESTED[name]))
-
-
-def _flag(value: Any, key: str, src: str) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"{src}: '{key}' must be true or false, got {value!r}")
-    return value
-
-
-def _section(value: Any, name: str, src: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{src}: '{name}' must be a mapping")
-    unknown = set(value) - _nested_keys(name)
-    if unknown:
-        raise UsageError(f"{src}: unknown key(s) in '{name}': {sorted(unknown)}")
-    return value
-
-
-def _parse_table1(value: Any, src: str) -> dict[str, Any]:
-    """Validate a ``table1`` mapping; return only the keys it sets (merged by the caller)."""
-    value = _section(value, "table1", src)
-    out: dict[str, Any] = {}
-    if "enabled" in value:
-        out["enabled"] = _flag(value["enabled"], "table1.enabled", src)
-    if "variables" in value:
-        out["variables"] = _names(value["variables"] or [], "table1.variables", src)
-    if "fisher_min_expected" in value:
-        out["fisher_min_expected"] = float(_number(
-            value["fisher_min_expected"], "table1.fisher_min_expected", src, lo=0, hi=1e6))
-    if "seed" in value:
-        out["seed"] = int(_number(value["seed"], "table1.seed", src, lo=0, hi=2**63 - 1,
-                                  integer=True))
-    return out
-
-
-def _parse_zscores(value: Any, src: str) -> dict[str, Any]:
-    """Validate a ``zscores`` mapping; return only the keys it sets (merged by the caller)."""
-    value = _section(value, "zscores", src)
-    out: dict[str, Any] = {}
-    if "enabled" in value:
-        out["enabled"] = _flag(value["enabled"], "zscores.enabled", src)
-    if "covariates" in value:
-        out["covariates"] = _names(value["covariates"] or [], "zscores.covariates", src)
-    if "min_controls" in value:
-        out["min_controls"] = int(_number(value["min_controls"], "zscores.min_controls", src,
-                                          lo=3, hi=10**6, integer=True))
-    return out
-
-
-def _parse_gm_tract(value: Any, src: str) -> dict[str, Any]:
-    """Validate a ``gm_tract`` mapping; return only the keys it sets (merged by the caller)."""
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{src}: 'gm_tract' must be a mapping")
-    unknown = set(value) - GM_TRACT_KEYS
-    if unknown:
-        raise UsageError(f"{src}: unknown key(s) in 'gm_tract': {sorted(unknown)}")
-    out: dict[str, Any] = {}
-    for key in ("gm_metric", "tract_metric"):
-        if key in value:
-            if not isinstance(value[key], str):
-                raise UsageError(f"{src}: 'gm_tract.{key}' must be a metric name")
-            out[key] = value[key]
-    if "covariates" in value:
-        out["covariates"] = _names(value["covariates"] or [], "gm_tract.covariates", src)
-    if "pairs" in value:
-        pairs = []
-        for item in value["pairs"] or []:
-            if not (isinstance(item, Mapping) and set(item) == {"gm", "tract"}
-                    and all(isinstance(v, str) for v in item.values())):
-                raise UsageError(
-                    f"{src}: each gm_tract pair must be {{gm: REGION, tract: REGION}}")
-            pairs.append((item["gm"], item["tract"]))
-        out["pairs"] = tuple(pairs)
-    return out
-
-
-def _parse_profiles(value: Any, src: str) -> dict[str, Any]:
-    """Validate a ``profiles`` mapping; return only the keys it sets (merged by the caller)."""
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{src}: 'profiles' must be a mapping")
-    unknown = set(value) - PROFILE_KEYS
-    if unknown:
-        raise UsageError(f"{src}: unknown key(s) in 'profiles': {sorted(unknown)}")
-    out: dict[str, Any] = {}
-    if "metrics" in value:
-        out["metrics"] = _names(value["metrics"] or [], "profiles.metrics", src)
-    if "n_permutations" in value:
-        out["n_permutations"] = int(_number(value["n_permutations"], "profiles.n_permutations",
-                                            src, lo=1, hi=10**7, integer=True))
-    if "seed" in value:
-        out["seed"] = int(_number(value["seed"], "profiles.seed", src, lo=0, hi=2**63 - 1,
-                                  integer=True))
-    if "fwe_alpha" in value:
-        out["fwe_alpha"] = float(_number(value["fwe_alpha"], "profiles.fwe_alpha", src,
-                                         lo=1e-12, hi=1.0))
-    return out
+    return section_keys(name)
 
 
 def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
     """Validate one YAML mapping; return AnalysisSpec keyword arguments.
 
     The nested sections (:data:`NESTED_KEYS`) stay dictionaries of the keys given (see
-    :func:`_parse_gm_tract`, :func:`_parse_profiles`, :func:`_parse_table1`,
-    :func:`_parse_zscores`).
+    :func:`bids_app.group.spec_sections.parse_section`).
     """
     unknown = set(raw) - SPEC_KEYS
     if unknown:
@@ -271,15 +135,15 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key in ("patient_label", "control_label", "covariates", "clinical_covariates",
                    "scores", "metrics", "interhemispheric_metrics"):
-            out[key] = _names([] if value is None else value, key, src)
+            out[key] = names([] if value is None else value, key, src)
         elif key in ("group_column", "duration_column"):
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"{src}: '{key}' must be a column name")
             out[key] = value
         elif key in ("fdr_alpha", "normality_alpha", "equal_variance_alpha"):
-            out[key] = float(_number(value, key, src, lo=1e-12, hi=1.0))
+            out[key] = float(number(value, key, src, lo=1e-12, hi=1.0))
         elif key in ("min_n", "max_figure_panels", "version"):
-            out[key] = int(_number(value, key, src, lo=1, hi=10**6, integer=True))
+            out[key] = int(number(value, key, src, lo=1, hi=10**6, integer=True))
         elif key == "statistics":
             if not isinstance(value, Mapping):
                 raise UsageError(f"{src}: 'statistics' must map metric -> statistic(s)")
@@ -291,14 +155,8 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
                     raise UsageError(f"{src}: 'statistics' must map metric -> statistic or "
                                      f"a list of statistics (got {metric!r}: {value[metric]!r})")
                 out[key][metric] = tuple(stats)
-        elif key == "gm_tract":
-            out[key] = _parse_gm_tract(value, src)
-        elif key == "profiles":
-            out[key] = _parse_profiles(value, src)
-        elif key == "table1":
-            out[key] = _parse_table1(value, src)
-        elif key == "zscores":
-            out[key] = _parse_zscores(value, src)
+        elif key in NESTED:
+            out[key] = parse_section(value, key, src)
         elif key == "session":
             if value not in SESSION_POLICIES:
                 raise UsageError(f"{src}: 'session' must be one of {SESSION_POLICIES}")
@@ -360,7 +218,7 @@ def _cli_overrides(overrides: GroupSettings) -> dict[str, Any]:
     if overrides.scores is not None:
         cli["scores"] = tuple(overrides.scores)
     if overrides.fdr_alpha is not None:
-        cli["fdr_alpha"] = float(_number(overrides.fdr_alpha, "fdr_alpha", "--fdr-alpha",
+        cli["fdr_alpha"] = float(number(overrides.fdr_alpha, "fdr_alpha", "--fdr-alpha",
                                          lo=1e-12, hi=1.0))
     return cli
 
@@ -434,7 +292,7 @@ def load_aliases(path: str | Path | None = None) -> AliasTable:
     raw = _read_yaml(Path(path))
     lookup: dict[str, str] = {}
     for canonical, aliases in raw.items():
-        for alias in (canonical, *_names(aliases or [], canonical, str(path))):
+        for alias in (canonical, *names(aliases or [], canonical, str(path))):
             key = normalise(alias)
             if lookup.get(key, canonical) != canonical:
                 raise UsageError(f"{path}: alias {alias!r} maps to both {lookup[key]!r} "
@@ -445,8 +303,8 @@ def load_aliases(path: str | Path | None = None) -> AliasTable:
 
 def canonical_spec(spec: AnalysisSpec, aliases: AliasTable) -> AnalysisSpec:
     """Rewrite every column name of ``spec`` to its canonical spelling."""
-    def many(names: Iterable[str]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(aliases.canonical(n) for n in names))
+    def many(items: Iterable[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(aliases.canonical(n) for n in items))
 
     return replace(
         spec,
@@ -459,4 +317,7 @@ def canonical_spec(spec: AnalysisSpec, aliases: AliasTable) -> AnalysisSpec:
         gm_tract=replace(spec.gm_tract, covariates=many(spec.gm_tract.covariates)),
         table1=replace(spec.table1, variables=many(spec.table1.variables)),
         zscores=replace(spec.zscores, covariates=many(spec.zscores.covariates)),
+        side_scores=replace(spec.side_scores, scores=many(spec.side_scores.scores)),
+        onset_subgroups=replace(spec.onset_subgroups,
+                                column=aliases.canonical(spec.onset_subgroups.column)),
     )
