@@ -269,22 +269,39 @@ def load_joined(output_dir: Path) -> pd.DataFrame:
 
 def recovery_from_outputs(bids_dir: Path, output_dir: Path) -> pd.DataFrame:
     """Read ``BIDS_DIR/truth.json`` and the group outputs; return the recovery table."""
+    return build_recovery_table(load_truth(bids_dir), load_joined(output_dir))
+
+
+def load_truth(bids_dir: Path) -> dict:
+    """``BIDS_DIR/truth.json`` of a dataset made by ``alsmri simulate``.
+
+    Raises
+    ------
+    MissingInputError
+        The file does not exist.
+    """
     truth_path = Path(bids_dir) / "truth.json"
     if not truth_path.is_file():
         raise MissingInputError(f"{truth_path}: not found (was the dataset made by "
                                 "'alsmri simulate'?)")
-    truth = json.loads(truth_path.read_text())
-    return build_recovery_table(truth, load_joined(output_dir))
+    return json.loads(truth_path.read_text())
 
 
-def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None) -> Path:
-    """Write the table as TSV (+ JSON sidecar describing the columns, plus ``meta``)."""
+def write_table(table: pd.DataFrame, path: Path, sidecar: dict) -> Path:
+    """Write ``table`` as TSV (``n/a`` for missing, written under a temporary name first) with
+    ``sidecar`` as its JSON sidecar; return the TSV path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1, default=str))
+    return path
+
+
+def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None) -> Path:
+    """Write the table as TSV (+ JSON sidecar describing the columns, plus ``meta``)."""
+    return write_table(table, path, {
         "check": "tract_difference | control_region | gm_difference | score_correlation",
         "atlas": "Atlas of the feature", "region": "Region (tract or label) of the feature",
         "hemisphere": "L, R, bilateral, or mean(L,R) for score drivers",
@@ -309,8 +326,7 @@ def write_recovery(table: pd.DataFrame, path: Path, *, meta: dict | None = None)
                               f"(|d - planted d| <= {D_TOLERANCE}, |r - planted r| <= "
                               f"{R_TOLERANCE}); reported, not required",
         "criterion": "Pass criterion of the row", "required": "Row counts for the verdict",
-        "passed": "Whether the criterion holds", **(meta or {})}, indent=2) + "\n")
-    return path
+        "passed": "Whether the criterion holds", **(meta or {})})
 
 
 def format_table(table: pd.DataFrame) -> str:

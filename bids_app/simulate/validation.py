@@ -21,7 +21,6 @@ For each tract and hemisphere (patients minus controls, means over participants)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
@@ -39,6 +38,7 @@ from bids_app.bids.outputs import (
 from bids_app.core.dwi.roistats import tract_stats
 from bids_app.errors import MissingInputError
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
+from bids_app.simulate.recovery import load_truth, write_table
 
 #: today's atlas-based measure: the tract-probability-weighted mean of the tract table
 ATLAS_FEATURE = "{atlas}_{region}_{hemisphere}_{metric}_wmean"
@@ -281,11 +281,7 @@ def validation_from_outputs(bids_dir: Path, output_dir: Path,
     DataFrame
         :func:`tract_validation` tables of every measure, stacked.
     """
-    truth_path = Path(bids_dir) / "truth.json"
-    if not truth_path.is_file():
-        raise MissingInputError(f"{truth_path}: not found (was the dataset made by "
-                                "'alsmri simulate'?)")
-    truth = json.loads(truth_path.read_text())
+    truth = load_truth(bids_dir)
     measured = participant_features(output_dir)
     tables = [tract_validation(truth, measured, feature=feature, measure=name)
               for name, feature in (measures or {"hcp842": ATLAS_FEATURE}).items()]
@@ -296,11 +292,4 @@ def validation_from_outputs(bids_dir: Path, output_dir: Path,
 
 def write_validation(table: pd.DataFrame, path: Path, *, meta: dict | None = None) -> Path:
     """Write the table as TSV with a JSON sidecar (column descriptions + ``meta``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({**DESCRIPTIONS, **(meta or {})},
-                                                    indent=1, default=str))
-    return path
+    return write_table(table, path, {**DESCRIPTIONS, **(meta or {})})
