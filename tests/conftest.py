@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -61,3 +62,13 @@ def built_data_dir(shared_data) -> Path:
     assert rc == 0, f"fetch-data failed with exit code {rc}"
     os.environ["ALSMRI_DATA"] = str(dest)
     return dest
+
+
+@pytest.fixture
+def warnings_log(caplog):
+    """Capture ``alsmri.group`` records (INFO and up) even when the CLI disabled propagation."""
+    logger = logging.getLogger("alsmri.group")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="alsmri.group")
+    yield caplog
+    logger.removeHandler(caplog.handler)

@@ -4,7 +4,6 @@ permutation FWE (null rate, planted segment, Freedman-Lane refits), loading and 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 import warnings
@@ -125,15 +124,6 @@ def settings(bids: Path, out: Path, **group) -> Settings:
 
 def read(out: Path, key: str) -> pd.DataFrame:
     return pd.read_csv(out / GROUP_DIR / OUTPUTS[key], sep="\t", na_values=["n/a"])
-
-
-@pytest.fixture
-def warnings_log(caplog):
-    logger = logging.getLogger("alsmri.group")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="alsmri.group")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import shutil
 import struct
 from dataclasses import replace
@@ -47,16 +46,6 @@ def run(settings: Settings) -> Path:
     written = write_outputs(results, settings.execution.output_dir)
     assert written["report"].parent == settings.execution.output_dir / GROUP_DIR
     return written["report"].parent
-
-
-@pytest.fixture
-def warnings_log(caplog):
-    """Capture ``alsmri.group`` warnings even when the CLI disabled propagation."""
-    logger = logging.getLogger("alsmri.group")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.WARNING, logger="alsmri.group")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def small_cohort(tmp_path: Path, n_patients: int = 8, n_controls: int = 6, *, seed: int = 3):

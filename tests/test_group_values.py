@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import MISSING, fields
 
 import numpy as np
@@ -50,15 +49,6 @@ def test_column_kind_and_typing():
     assert [(i.row, i.value) for i in issues] == [(2, "Unknown")]
     codes = pd.Series(["1", "2", "1"])
     assert column_kind(codes, levels=True) == "categorical"   # data dictionary Levels
-
-
-@pytest.fixture
-def warnings_log(caplog):
-    logger = logging.getLogger("alsmri.group")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.WARNING, logger="alsmri.group")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def test_unreadable_values_missing_per_participant(tmp_path, warnings_log):
