@@ -12,8 +12,9 @@ from dipy.reconst.dti import TensorModel, fractional_anisotropy
 
 from bids_app.errors import MissingInputError, UsageError
 from bids_app.simulate import deform, tensors
-from bids_app.simulate.cohort import generate_scores, plan_cohort
+from bids_app.simulate.cohort import plan_cohort
 from bids_app.simulate.effects import DEFAULT_EFFECTS, load_effects
+from bids_app.simulate.scores import generate_scores
 
 
 def _gtab(n=30, b=1000.0):
