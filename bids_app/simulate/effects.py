@@ -113,9 +113,14 @@ DEFAULT_EFFECTS: dict[str, Any] = {
 }
 
 
-def load_effects(path: Path | None = None) -> dict[str, Any]:
-    """Defaults merged (recursively) with a YAML file's overrides, validated."""
+def load_effects(path: Path | None = None, *,
+                 base_override: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults merged (recursively) with ``base_override`` (a preset, e.g.
+    :func:`bids_app.simulate.reference.preset_effects`) and then a YAML file's overrides,
+    validated."""
     effects = copy.deepcopy(DEFAULT_EFFECTS)
+    if base_override:
+        _merge(effects, base_override)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -131,7 +136,8 @@ def load_effects(path: Path | None = None) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown keys {sorted(unknown)}; "
                              f"allowed {sorted(DEFAULT_EFFECTS)}")
         _merge(effects, override)
-    validate_effects(effects, source=str(path) if path else "defaults")
+    validate_effects(effects, source=str(path) if path else "preset" if base_override
+                     else "defaults")
     return effects
 
 
