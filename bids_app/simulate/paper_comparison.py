@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
-from statsmodels.stats.power import TTestIndPower
 
 from bids_app.bids.outputs import GROUP_OUTPUTS
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL
@@ -71,11 +70,11 @@ def truth_table(truth: dict) -> pd.DataFrame:
 
 
 def power_difference(d: float, n1: int, n2: int) -> float:
-    """Power of a two-sided two-sample t-test at Cohen ``d`` (statsmodels)."""
+    """Power of a two-sided two-sample t-test at Cohen ``d`` (noncentral t, as statsmodels'
+    ``TTestIndPower``, which returns NaN for very large effects)."""
     if not np.isfinite(d) or n1 < 2 or n2 < 2:
         return float("nan")
-    return float(TTestIndPower().power(effect_size=abs(d), nobs1=n1, ratio=n2 / n1,
-                                       alpha=ALPHA))
+    return _power_t(d * np.sqrt(n1 * n2 / (n1 + n2)), n1 + n2 - 2)
 
 
 def power_correlation(r: float, df: int) -> float:
@@ -83,9 +82,12 @@ def power_correlation(r: float, df: int) -> float:
     degrees of freedom (noncentral t, noncentrality ``r / sqrt(1 - r^2) sqrt(df)``)."""
     if not np.isfinite(r) or df < 1:
         return float("nan")
-    ncp = r / np.sqrt(max(1 - r * r, 1e-12)) * np.sqrt(df)
+    return _power_t(r / np.sqrt(max(1 - r * r, 1e-12)) * np.sqrt(df), df)
+
+
+def _power_t(ncp: float, df: int) -> float:
     crit = stats.t.isf(ALPHA / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    return float(min(1.0, stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)))
 
 
 def fisher_ci(r: float, n_eff: int) -> tuple[float, float]:
