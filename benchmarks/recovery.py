@@ -118,6 +118,7 @@ def _paper_comparison(out: Path, preset: str) -> None:
     import pandas as pd
 
     from bids_app.bids.outputs import GROUP_DIR
+    from bids_app.reports.paper_comparison import write_paper_comparison_html
     from bids_app.simulate.paper_comparison import paper_comparison, summary, write_comparison
     from bids_app.simulate.reference import load_reference, reference_path
 
@@ -127,11 +128,13 @@ def _paper_comparison(out: Path, preset: str) -> None:
     result = summary(table)
     path = write_comparison(table, out / "paper_comparison.tsv",
                             meta={"preset": preset, "summary": result})
+    page = write_paper_comparison_html(table, result, out / "paper_comparison.html",
+                                       title=f"alsmri vs {preset}: reported figures")
     keep = ["section", "figure", "hemisphere", "paper_value", "planted_value", "power",
             "recovered_value", "ci_low", "ci_high", "recovered_p", "agrees", "required"]
     with pd.option_context("display.width", 200, "display.max_rows", 400):
         print(table[keep].round(3).to_string(index=False))
-    print(f"paper comparison: {json.dumps(result)}; table: {path}")
+    print(f"paper comparison: {json.dumps(result)}; table: {path}; page: {page}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import pytest
 from scipy import stats
 
 from bids_app.bids.outputs import ANAT_STATS, DWI_STATS, STATS_COLUMNS
+from bids_app.reports.paper_comparison import write_paper_comparison_html
 from bids_app.simulate.cohort import plan_cohort
 from bids_app.simulate.effects import CONTROL_LABEL, PATIENT_LABEL, load_effects
 from bids_app.simulate.paper_comparison import (
@@ -244,5 +245,8 @@ def test_oracle_cohort_through_the_group_level(tmp_path, paper, effects):
     assert 0 <= result["agreement_rate"] <= 1 and result["n_required"] > 0
     path = write_comparison(table, tmp_path / "paper_comparison.tsv", meta={"summary": result})
     assert path.with_suffix(".json").is_file()
+    page = write_paper_comparison_html(table, result, tmp_path / "paper_comparison.html",
+                                       title="oracle").read_text()
+    assert page.count("<h2>") == 5 and page.count("<tr") == len(table) + 5
     if os.environ.get("ALSMRI_KEEP"):
         print(table.to_string())
