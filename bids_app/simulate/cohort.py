@@ -403,15 +403,14 @@ def _axial_disease(evals: np.ndarray, factor: np.ndarray, axial_changes: dict[st
                    changes: dict[str, float]) -> tuple[np.ndarray, dict[str, float]]:
     """Eigenvalues with the disease's axial scaling, and FA targets relative to them.
 
-    Each lesioned tract's axial eigenvalue is multiplied by ``1 + ad_change x effect``
-    (overlapping tracts multiply); the disease's FA changes, asked relative to the FA before
+    The axial eigenvalues are scaled so that each lesioned tract's weighted AD changes by its
+    ``ad_change`` (:func:`bids_app.simulate.tensors.axial_factors_for_ad`, overlapping tracts
+    solved jointly); the disease's FA changes, asked relative to the FA before
     the disease, are re-expressed relative to the FA of the axially scaled tensors, so the
     radial solve then lands on the asked FA (lower AD lowers FA by itself; the radial
     eigenvalues make up the rest, falling too when AD falls more than FA).
     """
-    axial = np.ones(len(evals))
-    for key, change in axial_changes.items():
-        axial *= 1.0 + change * effect[key]
+    axial = tensors.axial_factors_for_ad(evals, weights, effect, axial_changes)
     scaled = np.array(evals, dtype=np.float64, copy=True)
     scaled[:, 0] *= axial
     before = tensors.scale_radial(evals, factor)
