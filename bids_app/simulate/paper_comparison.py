@@ -383,8 +383,8 @@ def _recovered_clinical(clinical: pd.DataFrame, score: str, atlas: str, region: 
                    & (clinical["metric"] == metric)]
     if metric != "gmv_pct_tiv":
         hit = hit[hit["statistic"] == "wmean"]
-    if hit.empty or pd.isna(hit.iloc[0]["t"]):
-        return {"note": "not in the clinical table"}
+    if hit.empty or pd.isna(hit.iloc[0].get("t", np.nan)):
+        return {"note": "not in the clinical table (or too few patients for the model)"}
     r = hit.iloc[0]
     n_cov = len(str(r["covariates"]).split(",")) if pd.notna(r["covariates"]) else 0
     df = int(r["n"]) - 2 - n_cov
