@@ -15,13 +15,12 @@ from scipy import ndimage
 from bids_app.core.dwi import qc
 from bids_app.core.dwi._ants import matrix_transform, rotate_bvecs, transform_matrix
 from bids_app.core.dwi.gradients import check_gradients, preflight_dwi
+from bids_app.core.dwi.motion import motion_correct, motion_params
 from bids_app.core.dwi.preproc import (
     brain_mask,
     denoise,
     dwi_brain_mask,
     fill_mask,
-    motion_correct,
-    motion_params,
 )
 from bids_app.core.dwi.registration import register_fa_to_template
 from bids_app.core.dwi.roistats import label_stats, tract_stats

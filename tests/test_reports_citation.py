@@ -78,7 +78,7 @@ def test_default_run_describes_every_step():
 
 
 def test_motion_transform_is_the_one_the_code_uses():
-    from bids_app.core.dwi.preproc import MOTION_TRANSFORM, motion_correct
+    from bids_app.core.dwi.motion import MOTION_TRANSFORM, motion_correct
     from bids_app.interfaces.dwi_preproc import MotionCorrect
 
     default = inspect.signature(motion_correct).parameters["transform"].default

@@ -12,7 +12,7 @@ from bids_app import __version__
 from bids_app.atlases import api
 from bids_app.bids.plan import MPPCA_MIN_SNR, NO_SDC, DenoisePlan, ParticipantPlan, SdcPlan
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
-from bids_app.core.dwi.preproc import MOTION_TRANSFORM
+from bids_app.core.dwi.motion import MOTION_TRANSFORM
 from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
 from bids_app.core.dwi.tractometry import PROFILE_NODES
 from bids_app.settings import ANAT_TEMPLATE_RES, BUNDLE_ATLAS, DENOISE_AUTO, TEMPLATE, Settings
