@@ -259,10 +259,11 @@ def _motion_text(enabled: bool) -> str:
             "signal predicted for its gradient by a diffusion tensor fitted to the other "
             "volumes (two passes; as FSL eddy and QSIPrep's SHORELine register to model "
             "predictions, because a single diffusion-weighted volume differs in contrast from "
-            "the mean images). Motion displacing no head voxel by "
+            "the mean images; no cross-contrast registration of the diffusion-weighted volumes to "
+            "the b=0 image). Motion displacing no head voxel by "
             f"{MOTION_MIN_DISPLACEMENT:g} voxel was not applied (those volumes were not "
-            "resampled). The b-vectors were rotated by each applied transform's rotation "
-            "[@leemans2009], and framewise displacement was computed from its translation and "
+            "resampled). The b-vectors were rotated by the rotation part of each applied "
+            "transform [@leemans2009], and framewise displacement was computed from its translation and "
             "rotation [@power2012].")
 
 
