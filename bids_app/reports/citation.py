@@ -263,8 +263,8 @@ def _motion_text(enabled: bool) -> str:
             "the b=0 image). Motion displacing no head voxel by "
             f"{MOTION_MIN_DISPLACEMENT:g} voxel was not applied (those volumes were not "
             "resampled). The b-vectors were rotated by the rotation part of each applied "
-            "transform [@leemans2009], and framewise displacement was computed from its translation and "
-            "rotation [@power2012].")
+            "transform [@leemans2009], and framewise displacement was computed from its "
+            "translation and rotation [@power2012].")
 
 
 def _runs_text(dwi_runs: str) -> str:
