@@ -23,8 +23,7 @@ from bids_app.settings import (
 
 VERSIONS = {name: "0.0" for name in ("alsmri", "nipype", "pybids", "dipy", "antspyx",
                                      "nibabel")}
-MOTION_SENTENCE = ("Between-volume head motion was corrected by rigid-body (6 degrees of freedom) "
-                   "registration")
+MOTION_SENTENCE = "Between-volume head motion was corrected by affine (12 degrees"
 SDC_SENTENCE = "a susceptibility distortion correction was estimated"
 HCP_ACK = "Data were provided in part by the Human Connectome Project"
 
@@ -74,7 +73,7 @@ def test_default_run_describes_every_step():
                      "b-vectors were rotated by the rotation part", SDC_SENTENCE,
                      "weighted least squares", "three-class Atropos", "N4"):
         assert sentence in methods, sentence
-    assert "affine (12 degrees" not in methods.split("Between-volume")[1].split(".")[0]
+    assert "rigid-body" not in methods.split("Between-volume")[1].split(":")[0]
     assert "RESTORE" not in methods and "Chang" not in text
 
 

@@ -255,7 +255,8 @@ def _motion_text(enabled: bool) -> str:
                 "the b-vectors were not rotated.")
     return (f"Between-volume head motion was corrected by {_MOTION_MODEL[MOTION_TRANSFORM]} "
             "registration in ANTs [@avants2008] with Mattes mutual information: b=0 volumes "
-            "were registered to the mean b=0 image and each diffusion-weighted volume to the "
+            "were registered rigidly to the mean b=0 image and each diffusion-weighted volume "
+            "(the affine part absorbing eddy-current scaling and shear) to the "
             "signal predicted for its gradient by a diffusion tensor fitted to the other "
             "volumes (two passes; as FSL eddy and QSIPrep's SHORELine register to model "
             "predictions, because a single diffusion-weighted volume differs in contrast from "
