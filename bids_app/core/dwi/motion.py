@@ -58,7 +58,8 @@ MOTION_TRANSFORM = "Affine"
 #: Largest leverage of a volume in the tensor fit for which its leave-one-out prediction is used
 #: (its residual is divided by ``1 - leverage``: at most 5x here).
 MAX_LEVERAGE = 0.8
-#: Model fit + registration passes (the second refits to the series realigned by the first).
+#: Model fit + registration passes (the second refits to the series realigned by the first;
+#: skipped when the first applied no motion).
 MOTION_PASSES = 2
 #: Estimated motion whose largest displacement over the head is below this fraction of the
 #: (mean) voxel size is not applied, so that volume is not resampled. On the motion-free
@@ -256,8 +257,12 @@ def motion_correct(
             for k in np.flatnonzero(is_b0):
                 matrices[k] = _register(ref_img, data[..., k], affine, head_img,
                                         {**settings, "type_of_transform": "Rigid"})
+        fitted_to = None
         for _ in range(passes):
             applied = _threshold(matrices, points, min_displacement * voxel)
+            if fitted_to is not None and all(map(np.array_equal, applied, fitted_to)):
+                break  # same series as the last fit: the pass would repeat it
+            fitted_to = applied
             aligned = _apply(data, applied, affine, ref_img)
             pred = predict_signal(aligned, bvals, rotate_bvecs(bvecs, applied, affine),
                                   mask=head, b0_threshold=b0_threshold)
