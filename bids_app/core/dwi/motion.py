@@ -5,7 +5,7 @@ depends on its gradient direction), nor like the mean b0 (CSF bright there, dark
 registering to either has a biased optimum. On the motion-free simulated cohort of issue 28
 (3 mm voxels, 20 directions at b = 2500 s/mm^2, MP-PCA denoised) Mattes mutual information put
 single volumes 0.6-0.9 mm (mean over the head) from the mean diffusion-weighted image and that
-image 1.6-4.5 mm (up to 11 mm with an affine) from the mean b0, with the metric's optimum, not
+image 1.6-4.8 mm (up to 11 mm with an affine) from the mean b0, with the metric's optimum, not
 the optimiser, off identity; resampling by those transforms compressed true patient-control FA
 differences by up to 27 %. Here, as in FSL ``eddy`` (Andersson & Sotiropoulos 2016) and
 QSIPrep's SHORELine (Cieslak et al. 2021), each diffusion-weighted volume is registered to the
