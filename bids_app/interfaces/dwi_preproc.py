@@ -28,13 +28,12 @@ from nipype.interfaces.base import (
 
 from bids_app.core.dwi import sdc
 from bids_app.core.dwi.gradients import check_dwi_array, check_gradients
+from bids_app.core.dwi.motion import MOTION_COLUMNS, motion_correct
 from bids_app.core.dwi.preproc import (
     DENOISERS,
-    MOTION_COLUMNS,
     denoise,
     dwi_brain_mask,
     mean_b0,
-    motion_correct,
     unring,
 )
 from bids_app.core.dwi.qc import plot_sdc
@@ -153,7 +152,7 @@ class _MotionOutputSpec(TraitedSpec):
 
 
 class MotionCorrect(SimpleInterface):
-    """Volume-to-mean-b0 realignment (:func:`bids_app.core.dwi.preproc.motion_correct`)."""
+    """Volume-to-mean-b0 realignment (:func:`bids_app.core.dwi.motion.motion_correct`)."""
 
     input_spec = _MotionInputSpec
     output_spec = _MotionOutputSpec

@@ -12,7 +12,7 @@ from bids_app import __version__
 from bids_app.atlases import api
 from bids_app.bids.plan import MPPCA_MIN_SNR, NO_SDC, DenoisePlan, ParticipantPlan, SdcPlan
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
-from bids_app.core.dwi.preproc import MOTION_TRANSFORM
+from bids_app.core.dwi.motion import MOTION_MIN_DISPLACEMENT, MOTION_TRANSFORM
 from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
 from bids_app.core.dwi.tractometry import PROFILE_NODES
 from bids_app.settings import ANAT_TEMPLATE_RES, BUNDLE_ATLAS, DENOISE_AUTO, TEMPLATE, Settings
@@ -255,11 +255,17 @@ def _motion_text(enabled: bool) -> str:
                 "the b-vectors were not rotated.")
     return (f"Between-volume head motion was corrected by {_MOTION_MODEL[MOTION_TRANSFORM]} "
             "registration in ANTs [@avants2008] with Mattes mutual information: b=0 volumes "
-            "were registered to the mean b=0 image and diffusion-weighted volumes to the mean "
-            "diffusion-weighted image, itself registered to the mean b=0 image; the b-vectors "
-            "were rotated by the rotation part of each transform [@leemans2009] (the affine "
-            "part also absorbs eddy-current scaling and shear), and framewise displacement "
-            "was computed from its translation and rotation [@power2012].")
+            "were registered rigidly to the mean b=0 image and each diffusion-weighted volume "
+            "(the affine part absorbing eddy-current scaling and shear) to the "
+            "signal predicted for its gradient by a diffusion tensor fitted to the other "
+            "volumes (two passes; as FSL eddy and QSIPrep's SHORELine register to model "
+            "predictions, because a single diffusion-weighted volume differs in contrast from "
+            "the mean images; no cross-contrast registration of the diffusion-weighted volumes to "
+            "the b=0 image). Motion displacing no head voxel by "
+            f"{MOTION_MIN_DISPLACEMENT:g} voxel was not applied (those volumes were not "
+            "resampled). The b-vectors were rotated by the rotation part of each applied "
+            "transform [@leemans2009], and framewise displacement was computed from its "
+            "translation and rotation [@power2012].")
 
 
 def _runs_text(dwi_runs: str) -> str:

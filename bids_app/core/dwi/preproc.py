@@ -1,37 +1,20 @@
-"""DWI preprocessing: denoising, Gibbs unringing, motion correction, brain mask (dipy/antspyx)."""
+"""DWI preprocessing: denoising, Gibbs unringing, brain mask (dipy); motion correction is in
+:mod:`bids_app.core.dwi.motion`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import ants
 import numpy as np
-import pandas as pd
 from dipy.core.gradients import unique_bvals_tolerance
 from dipy.denoise.patch2self import patch2self
 from dipy.segment.mask import median_otsu
 from scipy import ndimage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
-from scipy.spatial.transform import Rotation
 
-from bids_app.core.dwi._ants import (
-    matrix_transform,
-    rotate_bvecs,
-    rotation_part,
-    to_ants,
-    transform_matrix,
-)
 from bids_app.core.dwi.batched import gibbs_removal_batched, mp_noise_sigma, mppca_batched
-from bids_app.core.scratch import ants_scratch
-from bids_app.core.seeding import ants_seed
 from bids_app.errors import BadDataError
-
-#: Columns of the motion TSV (fMRIPrep names; translations mm, rotations rad, RAS axes).
-MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-                  "framewise_displacement")
-#: Head radius (mm) converting rotations to displacements in Power's FD.
-FD_RADIUS = 50.0
 
 
 def mean_b0(data: np.ndarray, bvals: np.ndarray, *, b0_threshold: float) -> np.ndarray:
@@ -196,126 +179,6 @@ def unring(data: np.ndarray, *, slice_axis: int = 2) -> np.ndarray:
     """Gibbs-ringing removal (local sub-voxel shifts; dipy's algorithm, batched)."""
     return gibbs_removal_batched(np.asarray(data, dtype=np.float32),
                                  slice_axis=slice_axis).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class MotionResult:
-    """Output of :func:`motion_correct`."""
-
-    data: np.ndarray
-    """Realigned 4D series on the reference grid."""
-    bvecs: np.ndarray
-    """(N, 3) b-vectors rotated into the reference frame."""
-    params: pd.DataFrame
-    """Per-volume :data:`MOTION_COLUMNS`."""
-    matrices: tuple[np.ndarray, ...]
-    """Per-volume 4x4 RAS matrices (reference -> volume points)."""
-    reference: np.ndarray
-    """The reference image (mean b0 of the input)."""
-
-
-def motion_params(matrices: list[np.ndarray], *, center: np.ndarray) -> pd.DataFrame:
-    """Translations of ``center`` (mm), Euler rotations (rad, xyz) and Power's FD.
-
-    FD = sum |d translation| + ``FD_RADIUS`` * sum |d rotation| between consecutive volumes
-    (0 for the first volume).
-    """
-    rows = []
-    for mat in matrices:
-        trans = mat[:3, :3] @ center + mat[:3, 3] - center
-        rot = Rotation.from_matrix(rotation_part(mat)).as_euler("xyz")
-        rows.append([*trans, *rot])
-    arr = np.asarray(rows, dtype=float).reshape(-1, 6)
-    diff = np.abs(np.diff(arr, axis=0))
-    fd = np.concatenate([[0.0], diff[:, :3].sum(axis=1) + FD_RADIUS * diff[:, 3:].sum(axis=1)])
-    return pd.DataFrame(np.column_stack([arr, fd]), columns=list(MOTION_COLUMNS))
-
-
-#: Transform model of the between-volume motion correction (the methods text reads it).
-MOTION_TRANSFORM = "Affine"
-
-
-def motion_correct(
-    data: np.ndarray,
-    *,
-    affine: np.ndarray,
-    bvals: np.ndarray,
-    bvecs: np.ndarray,
-    b0_threshold: float,
-    seed: int | None,
-    transform: str = MOTION_TRANSFORM,
-    iterations: tuple[int, ...] = (30,),
-    shrink_factors: tuple[int, ...] = (2,),
-    smoothing_sigmas: tuple[int, ...] = (1,),
-    sampling_rate: float = 0.1,
-) -> MotionResult:
-    """Between-volume motion correction into the mean-b0 space (antspyx).
-
-    b0 volumes are registered to the mean b0; diffusion-weighted volumes to the mean DW
-    image, itself registered once to the mean b0, and the two transforms are composed so
-    each volume is resampled once. Mattes mutual information; by default one
-    level at half resolution with 30 iterations and 10 % sampling (~0.25 s per volume; the
-    full-resolution level costs ~3x more for sub-0.1 mm changes). b-vectors are rotated by
-    each volume's rotation.
-
-    Parameters
-    ----------
-    data
-        4D series.
-    affine
-        Voxel-to-world affine.
-    bvals, bvecs
-        (N,) and (N, 3) FSL-convention gradients.
-    b0_threshold
-        b-values below are b0.
-    seed
-        ANTs random-sampling seed (``None``: not seeded).
-    transform
-        ``Affine`` (12 dof: also absorbs eddy-current scaling/shear; the issue's model) or
-        ``Rigid`` (6 dof). Translations/rotations in the motion table and the b-vector
-        rotation use the rotation part of each matrix.
-    iterations, shrink_factors, smoothing_sigmas, sampling_rate
-        ANTs optimisation settings.
-
-    Returns
-    -------
-    MotionResult
-    """
-    is_b0 = np.asarray(bvals) < b0_threshold
-    ref = mean_b0(data, bvals, b0_threshold=b0_threshold)
-    mask = rough_mask(ref)
-    center = affine[:3, :3] @ np.mean(np.argwhere(mask), axis=0) + affine[:3, 3]
-    b0_ref = to_ants(ref, affine)
-    settings = {"type_of_transform": transform, "aff_iterations": tuple(iterations),
-                "aff_shrink_factors": tuple(shrink_factors),
-                "aff_smoothing_sigmas": tuple(smoothing_sigmas),
-                "aff_random_sampling_rate": sampling_rate}
-    out = np.empty(data.shape, dtype=np.float32)
-    matrices = []
-    with ants_seed(seed), ants_scratch():  # unnamed transforms go to a private dir
-        # DW volumes are registered to the mean DW image (same contrast, much more robust
-        # than low-SNR high-b volumes against the b0), which is registered once to the b0.
-        dw_to_b0 = np.eye(4)
-        if (~is_b0).any():
-            dw_mean = np.asarray(data[..., ~is_b0], dtype=np.float32).mean(axis=3)
-            dw_ref = to_ants(dw_mean, affine)
-            reg = ants.registration(b0_ref, dw_ref, **settings)
-            dw_to_b0 = transform_matrix(ants.read_transform(reg["fwdtransforms"][0]))
-        for k in range(data.shape[3]):
-            moving = to_ants(data[..., k], affine)
-            target = b0_ref if is_b0[k] else dw_ref
-            reg = ants.registration(target, moving, **settings)
-            mat = transform_matrix(ants.read_transform(reg["fwdtransforms"][0]))
-            if not is_b0[k]:
-                mat = mat @ dw_to_b0  # b0-reference point -> mean-DW point -> volume point
-            matrices.append(mat)
-            out[..., k] = matrix_transform(mat).apply_to_image(
-                moving, reference=b0_ref, interpolation="linear").numpy()
-    params = motion_params(matrices, center=center)
-    new_bvecs = rotate_bvecs(bvecs, matrices, affine)
-    new_bvecs[np.asarray(bvals) < b0_threshold] = 0.0
-    return MotionResult(data=out, bvecs=new_bvecs, params=params, matrices=tuple(matrices),
-                        reference=ref)
 
 
 #: Gaussian scale (mm) of the receive-coil shading divided out before thresholding.
