@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.atlases.manifest import atlas_choices
-from bids_app.core.dwi.preproc import DENOISERS
 from bids_app.bids.models import DWI_MODELS
+from bids_app.core.dwi.preproc import DENOISERS
 from bids_app.core.dwi.tensor import FIT_METHODS
 from bids_app.errors import UsageError
 from bids_app.settings import (
