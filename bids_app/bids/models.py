@@ -191,8 +191,8 @@ DWI_MODELS: Mapping[str, DwiModel] = MappingProxyType({m.name: m for m in (
                  "kurtosis model [@jensen2005] was fitted to {volumes} by weighted linear "
                  "least squares [@veraart2013] (DIPY), and mean, axial and radial kurtosis "
                  "(MK, AK, RK), the mean of the kurtosis tensor (MKT) and the kurtosis "
-                 f"fractional anisotropy (KFA) were derived, kurtoses clipped to "
-                 f"[{_LO:g}, {_HI:g}]."),
+                 f"fractional anisotropy (KFA) were derived, kurtoses clipped to the range "
+                 f"{_LO:g}-{_HI:g}."),
     ),
     DwiModel(
         name="fwdti", fit=fit_fwdti,
