@@ -271,7 +271,9 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     stats = pe.Node(DwiStats(tract_atlas=settings.tract_atlas, roi_atlas=settings.roi_atlas,
                              threshold=settings.tract_threshold), name="stats")
     qc = pe.Node(DwiQC(threshold=settings.tract_threshold, b0_threshold=settings.b0_threshold,
-                       shells=list(unit.shells)), name="qc")
+                       shells=list(unit.shells),
+                       model_notes={p.model: p.note for p in unit.models or plans}),
+                 name="qc")
     workflow.connect([
         (fit, reg, [("out_fa", "in_fa")]),
         (inputnode, reg, [("fa_template", "template")]),
