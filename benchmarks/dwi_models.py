@@ -131,22 +131,25 @@ def _timed(fn):
     return time.perf_counter() - t0, result
 
 
-def _mrtrix_mk(dt, w, n_dirs: int = 2000):
+def _mrtrix_mk(dt, w, n_dirs: int = 2000, chunk: int = 5000):
     """MK = mean over directions of K(n) = MD^2 W(n) / D(n)^2 (MRtrix D and W)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     n = rng.normal(size=(n_dirs, 3))
     n /= np.linalg.norm(n, axis=1, keepdims=True)
-    d11, d22, d33, d12, d13, d23 = (dt[:, i] for i in range(6))
-    dn = (np.outer(d11, n[:, 0] ** 2) + np.outer(d22, n[:, 1] ** 2)
-          + np.outer(d33, n[:, 2] ** 2) + 2 * np.outer(d12, n[:, 0] * n[:, 1])
-          + 2 * np.outer(d13, n[:, 0] * n[:, 2]) + 2 * np.outer(d23, n[:, 1] * n[:, 2]))
-    wn = sum(mult * np.outer(w[:, k], np.prod(n[:, list(idx)], axis=1))
-             for k, (mult, idx) in enumerate(W_TERMS))
-    md = (d11 + d22 + d33) / 3
-    kn = np.clip(md[:, None] ** 2 * wn / np.maximum(dn, 1e-9) ** 2, 0.0, 3.0)
-    return kn.mean(axis=1)
+    # D(n) and W(n) are linear in the tensor elements: one matrix of direction terms each
+    d_terms = np.stack([n[:, 0] ** 2, n[:, 1] ** 2, n[:, 2] ** 2, 2 * n[:, 0] * n[:, 1],
+                        2 * n[:, 0] * n[:, 2], 2 * n[:, 1] * n[:, 2]])  # (6, n_dirs)
+    w_terms = np.stack([mult * np.prod(n[:, list(idx)], axis=1) for mult, idx in W_TERMS])
+    out = np.empty(len(dt))
+    for start in range(0, len(dt), chunk):
+        d, ww = dt[start:start + chunk], w[start:start + chunk]
+        dn = d @ d_terms
+        md = d[:, :3].mean(axis=1)
+        kn = np.clip(md[:, None] ** 2 * (ww @ w_terms) / np.maximum(dn, 1e-9) ** 2, 0.0, 3.0)
+        out[start:start + chunk] = kn.mean(axis=1)
+    return out
 
 
 def run(out: Path, *, res: float, threads: int) -> None:
