@@ -111,6 +111,8 @@ class DwiModel(Mapping[str, ParamMap]):
     """Fit keyword -> :class:`~bids_app.settings.DwiSettings` field it is taken from."""
     option_texts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Methods text of each option value."""
+    threaded: bool = False
+    """The fit takes ``nthreads`` (the node then reserves ``--omp-nthreads`` cores)."""
 
     def __getitem__(self, metric: str) -> ParamMap:
         return self.maps[metric]
@@ -184,7 +186,7 @@ DWI_MODELS: Mapping[str, DwiModel] = MappingProxyType({m.name: m for m in (
         }),
         # 21 tensor elements + S0 need two non-zero shells; 15 directions (the kurtosis
         # tensor's elements) per shell; b above 3000 leaves the cumulant expansion's range
-        shells=ShellRule(min_shells=2, min_directions=15, max_b=3000.0),
+        shells=ShellRule(min_shells=2, min_directions=15, max_b=3000.0), threaded=True,
         description=("diffusion kurtosis (DIPY DiffusionKurtosisModel, weighted least "
                      f"squares; kurtoses clipped to [{_LO:g}, {_HI:g}])"),
         methods=("Where the acquisition had at least two non-zero shells, the diffusion "
@@ -211,7 +213,7 @@ DWI_MODELS: Mapping[str, DwiModel] = MappingProxyType({m.name: m for m in (
                              "free-water-corrected radial diffusivity (mm^2/s)", param="rd"),
         }),
         # the tissue compartment is a Gaussian tensor: shells up to b ~ 2000 only
-        shells=ShellRule(min_shells=2, min_directions=6, max_b=2000.0),
+        shells=ShellRule(min_shells=2, min_directions=6, max_b=2000.0), threaded=True,
         description=("free-water DTI (weighted least squares, DIPY FreeWaterTensorModel "
                      f"WLS; free-water diffusivity {FREE_WATER_DIFFUSIVITY:g} mm^2/s)"),
         methods=("Where the acquisition had at least two non-zero shells at b <= 2000 s/mm², "

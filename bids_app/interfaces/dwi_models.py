@@ -21,6 +21,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -58,6 +59,7 @@ class _ModelFitInputSpec(BaseInterfaceInputSpec):
                          desc="non-zero shells fitted besides the b0 volumes; [] = all volumes")
     options = traits.Dict(traits.Str, traits.Any, mandatory=True,
                           desc="keyword options of the core fit (from the run settings)")
+    nthreads = traits.Int(desc="threads of a threaded model's fit (default 1)")
 
 
 class _ModelFit(SimpleInterface):
@@ -73,10 +75,13 @@ class _ModelFit(SimpleInterface):
         keep = select_volumes(bvals, self.inputs.shells, b0_threshold=self.inputs.b0_threshold)
         LOGGER.info("%s fit: %d of %d volumes (shells %s)", self.model, len(keep), len(bvals),
                     self.inputs.shells or "all")
-        maps = DWI_MODELS[self.model].fit(data[..., keep], bvals[keep], bvecs[keep],
-                                          mask=load_mask(self.inputs.in_mask),
-                                          b0_threshold=self.inputs.b0_threshold,
-                                          **self.inputs.options)
+        model = DWI_MODELS[self.model]
+        options = dict(self.inputs.options)
+        if model.threaded and isdefined(self.inputs.nthreads):
+            options["nthreads"] = self.inputs.nthreads
+        maps = model.fit(data[..., keep], bvals[keep], bvecs[keep],
+                         mask=load_mask(self.inputs.in_mask),
+                         b0_threshold=self.inputs.b0_threshold, **options)
         declared = tuple(DWI_MODELS[self.model])
         if set(maps) != set(declared):
             raise RuntimeError(f"{self.model} fit returned maps {sorted(maps)}, but "

@@ -248,7 +248,7 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     extra = BUNDLE_FIELDS if settings.bundles else ()
     outputnode = pe.Node(IdentityInterface(fields=[*maps, *MODEL_FIELDS, *extra]),
                          name="outputnode")
-    fits = {p.model: _fit_node(p, settings) for p in plans}
+    fits = {p.model: _fit_node(p, settings, omp_nthreads) for p in plans}
     collect_maps = pe.Node(Merge(len(fits)), name="collect_maps")
     merge_maps = pe.Node(MergeMaps(), name="merge_maps")
     workflow.connect(collect_maps, "out", merge_maps, "in_maps")
@@ -318,13 +318,16 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     return workflow
 
 
-def _fit_node(plan: ModelPlan, settings: DwiSettings) -> pe.Node:
+def _fit_node(plan: ModelPlan, settings: DwiSettings, omp_nthreads: int) -> pe.Node:
     """The fit node of one planned model (``fit_<model>``)."""
     model = DWI_MODELS[plan.model]
-    return pe.Node(MODEL_FITS[plan.model](b0_threshold=settings.b0_threshold,
+    node = pe.Node(MODEL_FITS[plan.model](b0_threshold=settings.b0_threshold,
                                           shells=list(plan.shells),
                                           options=model.fit_options(settings)),
-                   name=f"fit_{plan.model}")
+                   name=f"fit_{plan.model}", n_procs=omp_nthreads if model.threaded else 1)
+    if model.threaded:
+        node.inputs.nthreads = omp_nthreads
+    return node
 
 
 def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,

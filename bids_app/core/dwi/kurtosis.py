@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from dipy.core.gradients import gradient_table
 from dipy.reconst import dki
@@ -96,6 +98,7 @@ def fit_dki(
     *,
     mask: np.ndarray,
     b0_threshold: float,
+    nthreads: int = 1,
 ) -> dict[str, np.ndarray]:
     """Fit the diffusion kurtosis model (WLS) in the mask and return the kurtosis maps.
 
@@ -109,6 +112,8 @@ def fit_dki(
         Boolean brain mask; voxels outside are 0 in every map.
     b0_threshold
         b-values below are b0.
+    nthreads
+        Threads (voxel chunks fitted in parallel; numpy releases the GIL in its loops).
 
     Returns
     -------
@@ -120,9 +125,15 @@ def fit_dki(
     inside = np.asarray(mask, dtype=bool)
     x = dki.design_matrix(gtab)
     signal = np.maximum(np.asarray(data, dtype=np.float32)[inside], MIN_SIGNAL)
-    params, _ = dki_wls(x, signal, min_diffusivity=1e-6 / -x.min())
+
+    def one(part: np.ndarray) -> dict[str, np.ndarray]:
+        return kurtosis_maps(dki_wls(x, part, min_diffusivity=1e-6 / -x.min())[0])
+
+    parts = np.array_split(signal, max(1, min(nthreads, len(signal) // CHUNK)))
+    with ThreadPoolExecutor(max(1, nthreads)) as pool:
+        results = list(pool.map(one, parts))
     out = {}
-    for name, values in kurtosis_maps(params).items():
+    for name in results[0]:
         out[name] = np.zeros(inside.shape, np.float32)
-        out[name][inside] = values
+        out[name][inside] = np.concatenate([r[name] for r in results])
     return out
