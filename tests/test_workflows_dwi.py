@@ -123,7 +123,7 @@ def test_multi_shell_units_get_every_model_from_its_declaration(ds_xa30, built_d
                                                                   tmp_path):
     """A unit planned with three shells gets one fit node per model, one sink per declared
     map (BEP016 names, the shells in the sidecar) and every summarised map in the table."""
-    from bids_app.bids.plan import plan_models
+    from bids_app.bids.model_plan import plan_models
     from bids_app.core.dwi.shells import Shell
 
     shells = tuple(Shell(b, 30, 30) for b in (1000.0, 2000.0, 3000.0))

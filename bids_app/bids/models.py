@@ -3,7 +3,7 @@ the parameter maps, and how the methods text describes it.
 
 Everything about a model is derived from its :class:`DwiModel` entry in :data:`DWI_MODELS`:
 the plan decides from :attr:`DwiModel.shells` whether (and on which shells) it runs
-(:func:`bids_app.bids.plan.plan_models`), the fit interface and its outputs follow
+(:func:`bids_app.bids.model_plan.plan_models`), the fit interface and its outputs follow
 :attr:`DwiModel.fit` and :attr:`DwiModel.maps` (:mod:`bids_app.interfaces.dwi_models`), the
 workflow adds one fit node and one sink per map, the output names and sidecars come from
 :func:`bids_app.bids.outputs.dwi_map_output`, the tract/ROI tables (and the group level,

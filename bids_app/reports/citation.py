@@ -10,6 +10,7 @@ from string import Template
 
 from bids_app import __version__
 from bids_app.atlases import api
+from bids_app.bids.model_plan import selected_models
 from bids_app.bids.models import DWI_MODELS
 from bids_app.bids.plan import (
     MPPCA_MIN_SNR,
@@ -18,7 +19,6 @@ from bids_app.bids.plan import (
     DwiUnit,
     ParticipantPlan,
     SdcPlan,
-    selected_models,
 )
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
 from bids_app.core.dwi.preproc import MOTION_TRANSFORM
