@@ -162,8 +162,8 @@ def run(out: Path, *, res: float, threads: int, repeats: int) -> None:
     from dipy.core.gradients import gradient_table
     from dipy.reconst import dki
 
-    from bids_app.bids.models import DWI_MODELS
     from bids_app.bids.model_plan import plan_models
+    from bids_app.bids.models import DWI_MODELS
     from bids_app.core.dwi.kurtosis import dki_wls
     from bids_app.core.dwi.shells import detect_shells, select_volumes
     from bids_app.settings import DwiSettings

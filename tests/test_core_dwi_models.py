@@ -14,8 +14,8 @@ from dipy.core.sphere import HemiSphere, disperse_charges
 from dipy.reconst import dki, dti, fwdti
 from dipy.sims.voxel import multi_tensor, multi_tensor_dki
 
-from bids_app.bids.models import DWI_MODELS
 from bids_app.bids.model_plan import plan_models
+from bids_app.bids.models import DWI_MODELS
 from bids_app.core.dwi.freewater import fit_fwdti, fwdti_wls
 from bids_app.core.dwi.kurtosis import KURTOSIS_RANGE, dki_wls, fit_dki
 from bids_app.core.dwi.shells import detect_shells, select_volumes
