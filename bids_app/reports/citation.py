@@ -222,9 +222,9 @@ def _bundles_text(enabled: bool, atlas: str, atlas_cite: str) -> str:
 
 
 def _volumes(unit: DwiUnit, shells: tuple[float, ...]) -> str:
-    used = shells or unit.shells
-    return ("the b=0 volumes and " + ("every volume at " if not shells else "")
-            + "b = " + "/".join(f"{b:g}" for b in used) + " s/mm²")
+    listed = "/".join(f"{b:g}" for b in shells or unit.shells) + " s/mm²"
+    return f"the b=0 volumes and b = {listed}" if shells else \
+        f"every volume (b=0 and b = {listed})"
 
 
 def _models_text(settings: Settings, units: Sequence[DwiUnit]) -> str:
