@@ -28,6 +28,9 @@ class ModelPlan:
     """One line: the volumes fitted, or why the model is skipped (log, report, methods)."""
     warn: bool = False
     """The note is a warning (skipped, or fitted to unsuitable shells)."""
+    decided: bool = True
+    """``False``: planned without reading the images (``--boilerplate-only``, completeness
+    checks): the shells are not known; such a plan cannot build a fit."""
 
     @property
     def runs(self) -> bool:
@@ -65,8 +68,9 @@ def plan_models(shells: Sequence[Shell] | None, dwi: DwiSettings) -> tuple[Model
     plans = []
     for name in selected_models(dwi):
         rule = DWI_MODELS[name].shells
-        if shells is None:
-            plans.append(ModelPlan(name, None, "decided when the images are read"))
+        if shells is None:  # a model that falls back to every volume surely runs
+            plans.append(ModelPlan(name, () if rule.fallback_all else None,
+                                   "decided when the images are read", decided=False))
             continue
         max_b = getattr(dwi, rule.max_b_option) if rule.max_b_option else None
         used, note, warn = rule.resolve(shells, max_b=max_b)

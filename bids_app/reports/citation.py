@@ -234,7 +234,7 @@ def _models_text(settings: Settings, units: Sequence[DwiUnit]) -> str:
     for name in selected_models(dwi):
         model = DWI_MODELS[name]
         plans = [(u, p) for u in units for p in u.models if p.model == name]
-        decided = [(u, p) for u, p in plans if p.runs or p.note.startswith("skipped")]
+        decided = [(u, p) for u, p in plans if p.decided]
         if not decided:  # planned without reading the images
             rule = model.shells
             limit = getattr(dwi, rule.max_b_option) if rule.max_b_option else rule.max_b

@@ -320,6 +320,9 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
 
 def _fit_node(plan: ModelPlan, settings: DwiSettings, omp_nthreads: int) -> pe.Node:
     """The fit node of one planned model (``fit_<model>``)."""
+    if not plan.decided:
+        raise ValueError(f"DWI model {plan.model!r} planned without its shells: build the "
+                         "plan with plan_participant(..., check_images=True)")
     model = DWI_MODELS[plan.model]
     node = pe.Node(MODEL_FITS[plan.model](b0_threshold=settings.b0_threshold,
                                           shells=list(plan.shells),
