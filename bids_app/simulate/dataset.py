@@ -19,6 +19,7 @@ from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
 from bids_app.settings import TEMPLATE
 from bids_app.simulate import cohort, tensors, writer
+from bids_app.simulate import scores as scores_module
 from bids_app.simulate.base import (
     AtlasInputs,
     BaseAnatomy,
@@ -182,7 +183,7 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         participants[plan.participant_id] = record
         timings.append(seconds)
         LOGGER.info("%s (%s) simulated in %.1f s", plan.participant_id, plan.group, seconds)
-    scores = cohort.generate_scores(participants, effects, seed=seed)
+    scores = scores_module.generate_scores(participants, effects, seed=seed)
     for pid, values in scores.items():
         participants[pid]["scores"] = values
     truth = {
@@ -226,8 +227,8 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     }
     truth["sample"] = _sample_statistics(truth)
     writer.write_dataset_files(out_dir, participants=[
-        {"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "group": p.group}
-        for p in plans], scores=scores, effects=effects, truth=truth,
+        {"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "group": p.group,
+         "onset_site": p.onset_site} for p in plans], scores=scores, effects=effects, truth=truth,
         source_name="ds-xa30 sub-01")
     return truth
 
@@ -254,8 +255,8 @@ def _simulate_one(job: tuple[cohort.ParticipantPlan, Path]) -> tuple[dict, float
     maps = writer.write_truth_maps(out_dir, plan.participant_id, sim.maps,
                                    affine=base.dwi_affine)
     record = {"group": plan.group, "age": plan.age, "sex": plan.sex,
-              "severity": plan.severity, "head": sim.head, "tracts": sim.tracts, "gm": sim.gm,
-              "focal": sim.focal, "maps": maps}
+              "severity": plan.severity, "onset_site": plan.onset_site, "head": sim.head,
+              "tracts": sim.tracts, "gm": sim.gm, "focal": sim.focal, "maps": maps}
     return record, time.perf_counter() - start
 
 
