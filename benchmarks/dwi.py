@@ -9,6 +9,7 @@ Usage::
 
     python benchmarks/dwi.py [--nprocs 2] [--denoise patch2self] [--no-unringing]
                              [--data-dir $ALSMRI_DATA] [--keep DIR]
+    python benchmarks/dwi.py --models   # DKI / free-water DTI (benchmarks/dwi_models.py)
 """
 
 from __future__ import annotations
@@ -129,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ["ALSMRI_DATA"]) if os.environ.get(
                             "ALSMRI_DATA") else None)
     parser.add_argument("--keep", type=Path, help="keep outputs here (default: temp dir)")
+    parser.add_argument("--models", action="store_true",
+                        help="only the multi-shell models (DKI, free-water DTI): MRtrix3 "
+                             "agreement and fit times on a phantom (benchmarks/dwi_models.py)")
     args = parser.parse_args(argv)
+    if args.models:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import dwi_models
+
+        return dwi_models.main(["--threads", str(max(1, args.nprocs - 1))])
     # threads as `alsmri participant` sets them (bids_app/cli/execute.py), before numpy loads
     from bids_app.settings import default_omp_nthreads
 

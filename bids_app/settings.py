@@ -28,7 +28,8 @@ DWI_TEMPLATE_RES = 2
 GM_ATLAS_RES = 1
 #: Resolution (mm) of the tract/ROI atlases warped to DWI space.
 DWI_ATLAS_RES = 2
-#: Diffusion model fitted to every DWI unit (a key of ``bids_app.bids.outputs.DWI_MODELS``).
+#: Diffusion model fitted to every DWI unit, whose FA drives registration, tracking and QC
+#: (a key of ``bids_app.bids.models.DWI_MODELS``; the other models run where the data allow).
 DWI_MODEL = "tensor"
 #: Atlas whose model bundles are recognised in every participant (``--bundles``).
 BUNDLE_ATLAS = "hcp842"
@@ -90,6 +91,13 @@ class DwiSettings:
     MRtrix3 ``mrdegibbs`` -0.044); for full-Fourier, unfiltered data with visible ringing."""
     motion_correction: bool = True
     tensor_fit: str = "wls"
+    dti_max_b: float = 1500.0
+    """The tensor is fitted to the b0 volumes and the shells at or below this b-value
+    (s/mm^2), where diffusion is close to Gaussian and FA/MD compare with the literature
+    (b ~ 1000); every volume, with a warning, when no shell is that low."""
+    models: tuple[str, ...] | None = None
+    """Diffusion models to fit where the data meet their requirements (keys of
+    ``bids_app.bids.models.DWI_MODELS``; the tensor always); ``None``: every declared model."""
     b0_threshold: float = 50.0
     sdc: str = "auto"
     dwi_runs: str = "combine"

@@ -152,7 +152,16 @@ def test_applied_plan_reaches_the_node(tmp_path, built_data_dir):
     plan = plan_participant(record, DwiSettings())
     (unit,) = plan.dwi_units
     assert unit.sdc.applied and unit.sdc.pe_axis == 1
-    assert plan.notes(DwiSettings()) == ["No T1w found: anatomical branch skipped."]
+    # one shell (b = 1000, 6 directions): the tensor on every volume, DKI and free-water DTI
+    # skipped
+    assert [(p.model, p.shells) for p in unit.models] == [("tensor", ()), ("dki", None),
+                                                          ("fwdti", None)]
+    assert plan.notes(DwiSettings()) == [
+        ("DWI model dki: skipped: needs 2 non-zero shell(s) at b <= 3000 s/mm² with >= 15 "
+         "directions each (data: shells 1000 s/mm²)."),
+        ("DWI model fwdti: skipped: needs 2 non-zero shell(s) at b <= 2000 s/mm² with >= 6 "
+         "directions each (data: shells 1000 s/mm²)."),
+        "No T1w found: anatomical branch skipped."]
     wf = init_dwi_wf(units=plan.dwi_units, settings=DwiSettings(), output_dir=tmp_path,
                      data_dir=built_data_dir)
     combine = wf.get_node("dwi_preproc_wf.combine")

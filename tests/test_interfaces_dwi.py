@@ -124,7 +124,8 @@ def test_dwi_brain_mask_adapts_the_core_function(dwi_files, mask_result):
 
 def test_tensor_fit_writes_every_declared_map(dwi_files, mask_result, tmp_path):
     out = TensorFit(in_file=dwi_files["dwi"], in_bval=dwi_files["bval"],
-                    in_bvec=dwi_files["bvec"], in_mask=mask_result.out_mask, fit_method="wls",
+                    in_bvec=dwi_files["bvec"], in_mask=mask_result.out_mask,
+                    options={"fit_method": "wls"}, shells=[],
                     b0_threshold=50.0).run(cwd=str(tmp_path)).outputs
     assert tuple(out.out_maps) == summarised_maps("tensor") == ("fa", "md", "ad", "rd")
     expected = fit_tensor(nb.load(dwi_files["dwi"]).get_fdata(dtype=np.float32),

@@ -78,7 +78,11 @@ def test_graph_combined_and_separate(ds_xa30, built_data_dir, tmp_path):
     assert {f"dwi_preproc_wf.{n}" for n in ("check_r1", "check_r2", "denoise_r1", "hmc_r2",
                                             "combine", "mask")} <= names
     assert not any("unring" in name for name in names)  # unringing is off by default
-    assert {f"dwi_model_wf.{n}" for n in ("fit", "reg", "stats", "qc")} <= names
+    assert {f"dwi_model_wf.{n}" for n in ("fit_tensor", "reg", "stats", "qc")} <= names
+    # ds-xa30 is single-shell (b = 2500): tensor on every volume, no kurtosis/free-water fit
+    assert not {n for n in names if "fit_dki" in n or "fit_fwdti" in n or "ds_mk" in n}
+    fit = wf.get_node("dwi_model_wf.fit_tensor").inputs
+    assert fit.shells == [] and fit.options == {"fit_method": DEFAULTS.tensor_fit}
     assert {f"ds_dwi_wf.{n}" for n in ("ds_fa", "ds_stats", "ds_fig_sdc")} <= names
     assert set(OUTPUT_FIELDS) <= set(wf.get_node("outputnode").outputs.copyable_trait_names())
     settings = DwiSettings(dwi_runs="separate", unringing=False, sdc="none")
@@ -113,6 +117,35 @@ def test_sinks_follow_the_declarations(ds_xa30, built_data_dir, tmp_path):
     assert (fa.model, fa.param, fa.suffix) == (DWI_MODEL, "fa", "dwimap")
     assert fa.meta_dict["Description"] == DWI_MODELS[DWI_MODEL]["fa"].description
     assert wf.get_node("ds_dwi_wf.ds_dwi_preproc").inputs.meta_dict["SDC"] == "reverse-pe-syn"
+
+
+def test_multi_shell_units_get_every_model_from_its_declaration(ds_xa30, built_data_dir,
+                                                                  tmp_path):
+    """A unit planned with three shells gets one fit node per model, one sink per declared
+    map (BEP016 names, the shells in the sidecar) and every summarised map in the table."""
+    from bids_app.bids.model_plan import plan_models
+    from bids_app.core.dwi.shells import Shell
+
+    shells = tuple(Shell(b, 30, 30) for b in (1000.0, 2000.0, 3000.0))
+    (unit,) = xa30_units(ds_xa30, DEFAULTS)
+    unit = dataclasses.replace(unit, shells=(1000.0, 2000.0, 3000.0), shell_info=shells,
+                               models=plan_models(shells, DEFAULTS))
+    wf = init_dwi_wf(units=[unit], settings=DEFAULTS, output_dir=tmp_path,
+                     data_dir=built_data_dir)
+    assert wf.get_node("dwi_model_wf.fit_tensor").inputs.shells == [1000.0]
+    assert wf.get_node("dwi_model_wf.fit_dki").inputs.shells == []
+    assert wf.get_node("dwi_model_wf.fit_fwdti").inputs.shells == [1000.0, 2000.0]
+    for model in DWI_MODELS.values():
+        for metric, spec in model.items():
+            sink = wf.get_node(f"ds_dwi_wf.ds_{metric}").inputs
+            assert (sink.model, sink.param) == (model.name, spec.param or metric)
+            assert sink.meta_dict["Units"] == spec.units
+    fwfa = wf.get_node("ds_dwi_wf.ds_fwfa").inputs.meta_dict
+    assert fwfa["ShellsFitted"] == [0.0, 1000.0, 2000.0]
+    stats = wf.get_node("ds_dwi_wf.ds_stats").inputs.meta_dict
+    assert set(stats["metric"]["Levels"]) == {
+        m for model in DWI_MODELS.values() for m, spec in model.items() if spec.level}
+    assert {"mk", "fw", "fwfa"} <= set(wf.get_node("outputnode").outputs.copyable_trait_names())
 
 
 @pytest.mark.parametrize("settings", [

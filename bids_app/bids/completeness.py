@@ -28,7 +28,6 @@ from bids_app.bids.outputs import (
     dwi_map_output,
 )
 from bids_app.bids.plan import ParticipantPlan
-from bids_app.settings import DWI_MODEL
 
 #: Outputs whose file must hold more than its header line (by name: the anatomical
 #: workflow's declaration of the same table adds its sidecar fields).
@@ -36,8 +35,7 @@ METRICS_TABLES: tuple[Output, ...] = (DWI_STATS, ANAT_STATS)
 TABLE_NAMES = frozenset(table.glob() for table in METRICS_TABLES)
 
 
-def planned_outputs(plan: ParticipantPlan, *,
-                    model: str = DWI_MODEL) -> list[tuple[Path, Output]]:
+def planned_outputs(plan: ParticipantPlan) -> list[tuple[Path, Output]]:
     """Every output the plan's branches write: its path relative to the output directory
     and its declaration.
 
@@ -47,17 +45,16 @@ def planned_outputs(plan: ParticipantPlan, *,
     Parameters
     ----------
     plan
-        The participant/session's plan (:func:`bids_app.bids.plan.plan_participant`).
-    model
-        The diffusion model whose parameter maps are written.
+        The participant/session's plan (:func:`bids_app.bids.plan.plan_participant`); the
+        parameter maps are those of the models it fits on each unit.
     """
     base = plan.record.entities
     declared: list[tuple[dict[str, str], Output]] = []
     for unit in plan.dwi_units:
         outputs = [out for key, out in DWI_OUTPUTS.items()
                    if key != "fig_sdc" or unit.has_sdc_figure]
-        outputs += [dwi_map_output(model, param, model_description="")
-                    for param in DWI_MODELS[model]]
+        outputs += [dwi_map_output(p.model, metric, model_description="")
+                    for p in unit.fitted_models for metric in DWI_MODELS[p.model]]
         declared += [({**base, **unit.entities}, out) for out in outputs]
     if plan.t1w is not None:
         declared += [(dict(base), out) for out in ANAT_OUTPUTS.values()]
@@ -68,8 +65,7 @@ def planned_outputs(plan: ParticipantPlan, *,
     return list(planned.items())
 
 
-def missing_outputs(plan: ParticipantPlan, output_dir: str | Path, *,
-                    model: str = DWI_MODEL) -> list[str]:
+def missing_outputs(plan: ParticipantPlan, output_dir: str | Path) -> list[str]:
     """The planned outputs of one participant/session that are absent or incomplete.
 
     This is the one definition of "complete" (see the module docstring).
@@ -80,8 +76,6 @@ def missing_outputs(plan: ParticipantPlan, output_dir: str | Path, *,
         The participant/session's plan.
     output_dir
         The derivatives directory (``OUTPUT_DIR``).
-    model
-        The diffusion model whose parameter maps are written.
 
     Returns
     -------
@@ -91,7 +85,7 @@ def missing_outputs(plan: ParticipantPlan, output_dir: str | Path, *,
     """
     output_dir = Path(output_dir)
     problems = []
-    for rel, out in planned_outputs(plan, model=model):
+    for rel, out in planned_outputs(plan):
         path = output_dir / rel
         if out.extension:
             if not path.is_file():
@@ -104,9 +98,9 @@ def missing_outputs(plan: ParticipantPlan, output_dir: str | Path, *,
     return problems
 
 
-def is_complete(plan: ParticipantPlan, output_dir: str | Path, *, model: str = DWI_MODEL) -> bool:
+def is_complete(plan: ParticipantPlan, output_dir: str | Path) -> bool:
     """``True`` when :func:`missing_outputs` finds nothing."""
-    return not missing_outputs(plan, output_dir, model=model)
+    return not missing_outputs(plan, output_dir)
 
 
 def _has_rows(path: Path) -> bool:

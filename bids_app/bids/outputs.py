@@ -2,26 +2,28 @@
 
 Writers (the ``ds_*`` nodes of :mod:`bids_app.workflows`) and readers (:mod:`bids_app.group`,
 :mod:`bids_app.simulate.recovery`) both take names, entities and sidecar fields from here;
-nothing else spells an output name. A new diffusion parameter map is one entry of
-:data:`DWI_MODELS` plus the core function that computes it: the fit node, its sinks, the
+nothing else spells an output name. The diffusion parameter maps are declared with their
+model in :data:`bids_app.bids.models.DWI_MODELS` (re-exported here): a new map or model is
+one entry there plus the core function that computes it; the fit node, its sinks, the
 tract/ROI table and the outputnode follow from the entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from bids_app.bids.derivatives import ENTITY_ORDER
+from bids_app.bids.models import DWI_MODELS, ParamMap
 from bids_app.core.anat.segmentation import DSEG_LABELS
 from bids_app.core.tables import PROFILE_COLUMNS, STATS_COLUMNS
 from bids_app.settings import ANAT_TEMPLATE_RES, TEMPLATE
 
 __all__ = ["ANAT_OUTPUTS", "ANAT_STATS", "BUNDLE_OUTPUTS", "DWI_MODELS", "DWI_OUTPUTS",
            "DWI_PROFILES", "DWI_STATS", "GROUP_DIR", "GROUP_FIGURES", "GROUP_OUTPUTS",
-           "MODEL_DESCRIPTIONS", "PROFILE_COLUMNS", "STATS_COLUMNS", "Output", "ParamMap",
+           "PROFILE_COLUMNS", "STATS_COLUMNS", "Output", "ParamMap",
            "bundle_output", "dwi_map_output", "feature_name", "stats_dictionary",
            "summarised_maps"]
 
@@ -62,37 +64,7 @@ class Output:
 
 
 # --------------------------------------------------------------------------- diffusion maps
-@dataclass(frozen=True)
-class ParamMap:
-    """A parameter map of a diffusion model."""
-
-    description: str
-    units: str
-    level: str | None = None
-    """How the metric is described in the tract/ROI table; ``None``: not summarised there
-    (e.g. the colour FA, an RGB image)."""
-
-
-#: Parameter maps per diffusion model, in output (and table) order.
-DWI_MODELS: Mapping[str, Mapping[str, ParamMap]] = MappingProxyType({
-    "tensor": MappingProxyType({
-        "fa": ParamMap("Fractional anisotropy", "arbitrary",
-                       "fractional anisotropy (unitless)"),
-        "md": ParamMap("Mean diffusivity", "mm^2/s", "mean diffusivity (mm^2/s)"),
-        "ad": ParamMap("Axial diffusivity (first eigenvalue)", "mm^2/s",
-                       "axial diffusivity (mm^2/s)"),
-        "rd": ParamMap("Radial diffusivity (mean of 2nd and 3rd eigenvalues)", "mm^2/s",
-                       "radial diffusivity (mm^2/s)"),
-        "colfa": ParamMap("Colour FA: FA-weighted |principal eigenvector| (RGB = x, y, z)",
-                          "arbitrary"),
-    }),
-})
-
-
-#: Sidecar ``Model`` text of each model's maps (``{fit_method}``: the ``--tensor-fit`` option).
-MODEL_DESCRIPTIONS: Mapping[str, str] = MappingProxyType({
-    "tensor": "tensor (DIPY TensorModel, fit_method={fit_method})",
-})
+# The models and their maps are declared in bids_app.bids.models (DWI_MODELS).
 
 
 def summarised_maps(model: str) -> tuple[str, ...]:
@@ -100,18 +72,21 @@ def summarised_maps(model: str) -> tuple[str, ...]:
     return tuple(k for k, v in DWI_MODELS[model].items() if v.level is not None)
 
 
-def dwi_map_output(model: str, param: str, *, model_description: str) -> Output:
-    """The ``space-dwi_model-<model>_param-<param>_dwimap`` output of one map."""
-    spec = DWI_MODELS[model][param]
-    return Output("dwi", "dwimap", {"space": "dwi", "model": model, "param": param},
+def dwi_map_output(model: str, metric: str, *, model_description: str) -> Output:
+    """The ``space-dwi_model-<model>_param-<param>_dwimap`` output of one declared map."""
+    spec = DWI_MODELS[model][metric]
+    return Output("dwi", "dwimap", {"space": "dwi", "model": model,
+                                    "param": spec.param or metric},
                   meta={"Model": model_description, "Description": spec.description,
                         "Units": spec.units})
 
 
-def stats_dictionary(model: str, *, tract_atlas: str, roi_atlas: str) -> dict[str, Any]:
+def stats_dictionary(models: Sequence[str], *, tract_atlas: str, roi_atlas: str
+                     ) -> dict[str, Any]:
     """JSON data dictionary of the ``*_dwistats.tsv`` columns (metric levels and units from
-    the model's declaration, atlas names from the run)."""
-    maps = {k: v for k, v in DWI_MODELS[model].items() if v.level is not None}
+    the declarations of the fitted ``models``, atlas names from the run)."""
+    maps = {k: v for model in models for k, v in DWI_MODELS[model].items()
+            if v.level is not None}
     units: dict[str, list[str]] = {}
     for name, spec in maps.items():
         units.setdefault("unitless" if spec.units == "arbitrary" else spec.units,
@@ -123,7 +98,7 @@ def stats_dictionary(model: str, *, tract_atlas: str, roi_atlas: str) -> dict[st
                                   "bids_app/data/atlases.yaml)."},
         "hemisphere": {"Description": "L, R or bilateral.", "Levels": {
             "L": "left", "R": "right", "bilateral": "midline or both hemispheres"}},
-        "metric": {"Description": f"Diffusion {model} metric.",
+        "metric": {"Description": f"Diffusion metric ({', '.join(models)} models).",
                    "Levels": {k: v.level for k, v in maps.items()}},
         "statistic": {"Description": "Summary statistic.", "Levels": {
             "wmean": "tract-probability-weighted mean over the brain mask",

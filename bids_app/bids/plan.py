@@ -1,9 +1,11 @@
 """The typed plan of one participant/session, built once from the BIDS records.
 
 Everything decided before any nipype graph exists is decided here: how DWI runs are grouped
-into processing units, their shells, whether (and why not) reverse phase-encoding distortion
-correction runs, and which denoiser ``--denoise auto`` resolves to (from each run's measured
-diffusion-weighted SNR, the one decision that reads voxel data). The workflow, the methods text
+into processing units, their shells, which diffusion models run on which shells
+(:func:`~bids_app.bids.model_plan.plan_models`, from each model's declaration), whether (and
+why not) reverse phase-encoding distortion correction runs, and which denoiser
+``--denoise auto`` resolves to (from each run's measured diffusion-weighted SNR, the one
+decision that reads voxel data). The workflow, the methods text
 (``logs/CITATION.md``), the participant notes and the QC tables all read the plan; nothing
 re-derives it (the SDC node even checks that what it executed is what the plan said).
 """
@@ -17,11 +19,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_app.bids.model_plan import ModelPlan, plan_models
 from bids_app.bids.records import DwiRun, SubjectSession
-from bids_app.core.dwi.gradients import preflight_dwi
+from bids_app.core.dwi.gradients import Gradients, preflight_dwi
 from bids_app.core.dwi.preproc import DENOISERS, diffusion_snr
+from bids_app.core.dwi.shells import Shell, detect_shells
 from bids_app.errors import BadDataError
-from bids_app.settings import DENOISE_AUTO, DwiSettings
+from bids_app.settings import DENOISE_AUTO, DWI_MODEL, DwiSettings
 
 #: Voxel axis of each ``PhaseEncodingDirection`` letter.
 PE_AXES = {"i": 0, "j": 1, "k": 2}
@@ -224,6 +228,18 @@ class DwiUnit:
     denoise: DenoisePlan | None = None
     """The unit's denoising (:func:`plan_denoise`); ``None``: not planned (units built by
     hand; the workflow then needs an explicit ``--denoise`` method)."""
+    models: tuple[ModelPlan, ...] = ()
+    """The diffusion models (:func:`plan_models`); empty: not planned (units built by hand:
+    the tensor on every volume)."""
+    shell_info: tuple[Shell, ...] = ()
+    """The unit's shells with their volumes and directions (empty when not read)."""
+
+    @property
+    def fitted_models(self) -> tuple[ModelPlan, ...]:
+        """The models the workflow fits (the tensor on every volume when not planned)."""
+        if not self.models:
+            return (ModelPlan(DWI_MODEL, (), "every volume (not planned)"),)
+        return tuple(p for p in self.models if p.runs)
 
     @property
     def denoise_method(self) -> str:
@@ -276,6 +292,7 @@ class ParticipantPlan:
                 notes.append(f"DWI{where}: {unit.sdc.note}.")
             if unit.denoise is not None and unit.denoise.warn:
                 notes.append(f"DWI denoising: {unit.denoise.note}.")
+            notes += [f"DWI model {p.model}: {p.note}." for p in unit.models if p.warn]
             if dwi.unringing:
                 partial = sorted({pf for r in unit.runs
                                   if (pf := _partial_fourier(r)) is not None and pf < 1})
@@ -335,18 +352,28 @@ def plan_participant(record: SubjectSession, dwi: DwiSettings, *,
     BadDataError
         A DWI run fails the file/header/gradient check.
     """
-    shells = {run.dwi: preflight_dwi(run.dwi, run.bval, run.bvec,
-                                     b0_threshold=dwi.b0_threshold).shells
-              if check_images else () for run in record.dwi_runs}
+    grads = {run.dwi: preflight_dwi(run.dwi, run.bval, run.bvec,
+                                    b0_threshold=dwi.b0_threshold)
+             for run in record.dwi_runs} if check_images else {}
     separate = dwi.dwi_runs == "separate"
     groups = [(run,) for run in record.dwi_runs] if separate else (
         [tuple(record.dwi_runs)] if record.dwi_runs else [])
-    units = tuple(
-        DwiUnit(runs=runs,
-                sdc=plan_sdc([r.phase_encoding_direction for r in runs], sdc=dwi.sdc,
-                             separate=separate),
-                shells=tuple(sorted({b for r in runs for b in shells[r.dwi]})),
-                entities=_unit_entities(runs[0]) if separate else {},
-                denoise=_unit_denoise(runs, dwi, measure=check_images))
-        for runs in groups)
-    return ParticipantPlan(record=record, dwi_units=units, t1w=record.t1w_selected)
+    units = []
+    for runs in groups:
+        shells = _unit_shells([grads[r.dwi] for r in runs], dwi) if check_images else None
+        units.append(DwiUnit(
+            runs=runs,
+            sdc=plan_sdc([r.phase_encoding_direction for r in runs], sdc=dwi.sdc,
+                         separate=separate),
+            shells=tuple(s.bval for s in shells or ()),
+            entities=_unit_entities(runs[0]) if separate else {},
+            denoise=_unit_denoise(runs, dwi, measure=check_images),
+            models=plan_models(shells, dwi), shell_info=shells or ()))
+    return ParticipantPlan(record=record, dwi_units=tuple(units), t1w=record.t1w_selected)
+
+
+def _unit_shells(grads: Sequence[Gradients], dwi: DwiSettings) -> tuple[Shell, ...]:
+    """Shells of the runs of a unit taken together (the combined series)."""
+    return detect_shells(np.concatenate([g.bvals for g in grads]),
+                         np.concatenate([g.bvecs for g in grads]),
+                         b0_threshold=dwi.b0_threshold)

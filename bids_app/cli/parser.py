@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.atlases.manifest import atlas_choices
+from bids_app.bids.models import DWI_MODELS
 from bids_app.core.dwi.preproc import DENOISERS
 from bids_app.core.dwi.tensor import FIT_METHODS
 from bids_app.errors import UsageError
@@ -140,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=dwi.motion_correction,
                    help="between-volume motion correction with b-vector rotation")
     g.add_argument("--tensor-fit", choices=tuple(FIT_METHODS), default=dwi.tensor_fit)
+    g.add_argument("--dti-max-b", type=float, default=dwi.dti_max_b, metavar="B",
+                   help="the tensor is fitted to the b=0 volumes and the shells at b <= B "
+                        "(s/mm^2); to every volume, with a warning, when no shell is that low")
+    g.add_argument("--dwi-models", nargs="+", choices=tuple(DWI_MODELS), metavar="MODEL",
+                   help="diffusion models fitted where the acquisition meets their "
+                        "requirements (others are skipped with a note); the tensor always "
+                        f"(choices: {', '.join(DWI_MODELS)}; default: all)")
     g.add_argument("--b0-threshold", type=float, default=dwi.b0_threshold,
                    help="b-values below this are b=0 volumes (s/mm^2)")
     g.add_argument("--sdc", choices=SDC_METHODS, default=dwi.sdc,

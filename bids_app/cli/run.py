@@ -169,7 +169,9 @@ def settings_from_args(opts) -> Settings:
     )
     dwi = DwiSettings(
         denoise=opts.denoise, unringing=opts.unringing, motion_correction=opts.motion_correction,
-        tensor_fit=opts.tensor_fit, b0_threshold=opts.b0_threshold, sdc=opts.sdc,
+        tensor_fit=opts.tensor_fit, dti_max_b=opts.dti_max_b,
+        models=tuple(opts.dwi_models) if opts.dwi_models else None,
+        b0_threshold=opts.b0_threshold, sdc=opts.sdc,
         dwi_runs=opts.dwi_runs, tract_threshold=opts.tract_threshold,
         tract_atlas=opts.tract_atlas, roi_atlas=opts.roi_atlas, bundles=opts.bundles,
         seed=opts.random_seed,

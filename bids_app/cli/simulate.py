@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-patients", type=_count, default=4)
     parser.add_argument("--n-controls", type=_count, default=4)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--shells", type=float, nargs="+", metavar="B",
+                        help="write a multi-shell acquisition (b0 plus these b-values, "
+                             "s/mm^2) with a free-water + kurtosis-bearing signal instead of "
+                             "the source's single shell (overrides the effects' multishell."
+                             "shells)")
     parser.add_argument("--effects", type=Path, metavar="YAML",
                         help="planted-effect overrides (see bids_app/simulate/effects.py)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                             datefmt="%H:%M:%S")
         effects = load_effects(opts.effects, base_override=(
             preset_effects(opts.preset).effects if opts.preset else None))
+        if opts.shells:
+            effects["multishell"]["shells"] = list(opts.shells)
         start = time.perf_counter()
         truth = simulate(opts.out_bids, n_patients=opts.n_patients,
                          n_controls=opts.n_controls, seed=opts.seed, effects=effects,

@@ -1,16 +1,18 @@
-"""Diffusion model fits as nipype interfaces; their outputs follow the output declaration.
+"""Diffusion model fits as nipype interfaces, generated from the model declarations.
 
-The output spec of a model fit is generated from
-:data:`bids_app.bids.outputs.DWI_MODELS` when this module is imported: one
-``out_<param>`` file per declared parameter map (for the ``ds_*`` sinks and the outputnode,
-e.g. ``out_fa`` for the registration) and ``out_maps``, the maps that enter the tract/ROI
-table (:func:`bids_app.bids.outputs.summarised_maps`) as ``{param: file}`` in declaration
-order, which :class:`bids_app.interfaces.dwi_atlas.DwiStats` takes as is. A new parameter map
-is therefore the core function returning it plus one ``DWI_MODELS`` entry; the fit fails
-loudly when the two disagree.
+One interface per model of :data:`bids_app.bids.models.DWI_MODELS`, named
+``<Model>Fit`` (``TensorFit``, ``DkiFit``, ...), is generated when this module is imported:
+it selects the planned shells (:attr:`bids_app.bids.plan.ModelPlan.shells`), calls the
+model's core fit function with the run's options and writes one ``out_<metric>`` file per
+declared map, plus ``out_maps``, the maps that enter the tract/ROI table
+(:func:`bids_app.bids.outputs.summarised_maps`) as ``{metric: file}`` in declaration order.
+:class:`MergeMaps` joins the ``out_maps`` of the fitted models for the statistics. The fit
+fails loudly when the core function and the declaration disagree.
 """
 
 from __future__ import annotations
+
+import logging
 
 import nibabel as nb
 import numpy as np
@@ -19,23 +21,27 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
-from bids_app.bids.outputs import DWI_MODELS, summarised_maps
-from bids_app.core.dwi.tensor import FIT_METHODS, fit_tensor
+from bids_app.bids.models import DWI_MODELS
+from bids_app.bids.outputs import summarised_maps
+from bids_app.core.dwi.shells import select_volumes
 from bids_app.interfaces._io import load_mask, load_nifti, save_nifti
+
+LOGGER = logging.getLogger("nipype.interface")
 
 
 def model_output_spec(model: str) -> type[TraitedSpec]:
-    """Output spec of a fit of ``model``: ``out_<param>`` per declared map, and ``out_maps``.
+    """Output spec of a fit of ``model``: ``out_<metric>`` per declared map, and ``out_maps``.
 
     The class is named ``_<Model>OutputSpec`` in this module; bind it to that module-level
     name (nipype pickles the node results, which must find the class by name).
     """
     name = f"_{model.capitalize()}OutputSpec"
-    spec = {f"out_{param}": File(exists=True, desc=f"{m.description} ({m.units})")
-            for param, m in DWI_MODELS[model].items()}
+    spec = {f"out_{metric}": File(exists=True, desc=f"{m.description} ({m.units})")
+            for metric, m in DWI_MODELS[model].items()}
     spec["out_maps"] = traits.Dict(
         traits.Str, File(exists=True),
         desc=f"maps summarised in the tract/ROI table, in order: {summarised_maps(model)}")
@@ -43,54 +49,91 @@ def model_output_spec(model: str) -> type[TraitedSpec]:
     return type(name, (TraitedSpec,), spec)
 
 
-class _ModelFit(SimpleInterface):
-    """Writes the maps of :attr:`model` returned by a core fit as declared in DWI_MODELS."""
-
-    model: str
-
-    def _write_maps(self, maps: dict[str, np.ndarray], ref: nb.Nifti1Image, runtime) -> None:
-        declared = tuple(DWI_MODELS[self.model])
-        if set(maps) != set(declared):
-            raise RuntimeError(f"{self.model} fit returned maps {sorted(maps)}, but "
-                               f"bids_app.bids.outputs.DWI_MODELS declares {list(declared)}")
-        for param in declared:
-            self._results[f"out_{param}"] = save_nifti(maps[param], ref, f"{param}.nii.gz",
-                                                       runtime)
-        self._results["out_maps"] = {param: self._results[f"out_{param}"]
-                                     for param in summarised_maps(self.model)}
-
-
-_TensorOutputSpec = model_output_spec("tensor")
-
-
-class _TensorInputSpec(BaseInterfaceInputSpec):
+class _ModelFitInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="preprocessed DWI series")
     in_bval = File(exists=True, mandatory=True)
     in_bvec = File(exists=True, mandatory=True)
     in_mask = File(exists=True, mandatory=True, desc="brain mask; maps are 0 outside")
-    fit_method = traits.Enum(*FIT_METHODS, mandatory=True)
     b0_threshold = traits.Float(mandatory=True, desc="b-values below are b0")
+    shells = traits.List(traits.Float, mandatory=True,
+                         desc="non-zero shells fitted besides the b0 volumes; [] = all volumes")
+    options = traits.Dict(traits.Str, traits.Any, mandatory=True,
+                          desc="keyword options of the core fit (from the run settings)")
+    nthreads = traits.Int(desc="threads of a threaded model's fit (default 1)")
 
 
-class TensorFit(_ModelFit):
-    """dipy tensor fit (:func:`bids_app.core.dwi.tensor.fit_tensor`) -> the ``tensor`` maps
-    of :data:`bids_app.bids.outputs.DWI_MODELS` (FA, MD, AD, RD, colour FA)."""
+class _ModelFit(SimpleInterface):
+    """Fits :attr:`model` and writes its maps as declared in DWI_MODELS."""
 
-    model = "tensor"
-    input_spec = _TensorInputSpec
-    output_spec = _TensorOutputSpec
+    model: str
+    input_spec = _ModelFitInputSpec
 
     def _run_interface(self, runtime):
         data, img = load_nifti(self.inputs.in_file)
-        maps = fit_tensor(data, np.loadtxt(self.inputs.in_bval, ndmin=1),
-                          np.loadtxt(self.inputs.in_bvec, ndmin=2).T,
-                          mask=load_mask(self.inputs.in_mask),
-                          fit_method=self.inputs.fit_method,
-                          b0_threshold=self.inputs.b0_threshold)
+        bvals = np.loadtxt(self.inputs.in_bval, ndmin=1)
+        bvecs = np.loadtxt(self.inputs.in_bvec, ndmin=2).T
+        keep = select_volumes(bvals, self.inputs.shells, b0_threshold=self.inputs.b0_threshold)
+        LOGGER.info("%s fit: %d of %d volumes (shells %s)", self.model, len(keep), len(bvals),
+                    self.inputs.shells or "all")
+        model = DWI_MODELS[self.model]
+        options = dict(self.inputs.options)
+        if model.threaded and isdefined(self.inputs.nthreads):
+            options["nthreads"] = self.inputs.nthreads
+        maps = model.fit(data[..., keep], bvals[keep], bvecs[keep],
+                         mask=load_mask(self.inputs.in_mask),
+                         b0_threshold=self.inputs.b0_threshold, **options)
+        declared = tuple(DWI_MODELS[self.model])
+        if set(maps) != set(declared):
+            raise RuntimeError(f"{self.model} fit returned maps {sorted(maps)}, but "
+                               f"bids_app.bids.models.DWI_MODELS declares {list(declared)}")
         ref = nb.Nifti1Image(np.zeros(img.shape[:3], np.float32), img.affine, img.header)
-        self._write_maps(maps, ref, runtime)
+        for metric in declared:
+            self._results[f"out_{metric}"] = save_nifti(maps[metric], ref,
+                                                        f"{metric}.nii.gz", runtime)
+        self._results["out_maps"] = {metric: self._results[f"out_{metric}"]
+                                     for metric in summarised_maps(self.model)}
         return runtime
 
 
-#: Model-fit interface per diffusion model of :data:`bids_app.bids.outputs.DWI_MODELS`.
-MODEL_FITS: dict[str, type[_ModelFit]] = {"tensor": TensorFit}
+def _fit_interface(model: str) -> type[_ModelFit]:
+    name = f"{model.capitalize()}Fit"
+    doc = (f"dipy {model} fit (:func:`{DWI_MODELS[model].fit.__module__}."
+           f"{DWI_MODELS[model].fit.__name__}`) -> the ``{model}`` maps of "
+           ":data:`bids_app.bids.models.DWI_MODELS`.")
+    output_spec = model_output_spec(model)
+    globals()[output_spec.__name__] = output_spec
+    cls = type(name, (_ModelFit,), {"model": model, "output_spec": output_spec,
+                                    "__doc__": doc, "__module__": __name__,
+                                    "__qualname__": name})
+    globals()[name] = cls
+    return cls
+
+
+#: Model-fit interface per diffusion model of :data:`bids_app.bids.models.DWI_MODELS`.
+MODEL_FITS: dict[str, type[_ModelFit]] = {model: _fit_interface(model) for model in DWI_MODELS}
+
+
+class _MergeMapsInputSpec(BaseInterfaceInputSpec):
+    in_maps = traits.List(traits.Dict(traits.Str, File(exists=True)), mandatory=True,
+                          desc="out_maps of each fitted model, in model order")
+
+
+class _MergeMapsOutputSpec(TraitedSpec):
+    out_maps = traits.Dict(traits.Str, File(exists=True), desc="{metric: map}, in order")
+
+
+class MergeMaps(SimpleInterface):
+    """Joins the summarised maps of the fitted models into one ordered ``{metric: file}``."""
+
+    input_spec = _MergeMapsInputSpec
+    output_spec = _MergeMapsOutputSpec
+
+    def _run_interface(self, runtime):
+        merged: dict[str, str] = {}
+        for maps in self.inputs.in_maps:
+            clash = set(merged) & set(maps)
+            if clash:
+                raise RuntimeError(f"metric(s) {sorted(clash)} produced by two models")
+            merged.update(maps)
+        self._results["out_maps"] = merged
+        return runtime

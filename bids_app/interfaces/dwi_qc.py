@@ -36,6 +36,8 @@ class _QCInputSpec(BaseInterfaceInputSpec):
     reg_corr = traits.Float(mandatory=True)
     sdc_report = File(exists=True, mandatory=True)
     shells = traits.List(traits.Float, mandatory=True)
+    model_notes = traits.Dict(traits.Str, traits.Str, mandatory=True,
+                              desc="model -> volumes fitted or why skipped (the plan's notes)")
     threshold = traits.Float(mandatory=True, desc="tract probability contour of the figure")
     b0_threshold = traits.Float(mandatory=True, desc="b-values below are b0")
 
@@ -70,6 +72,8 @@ class DwiQC(SimpleInterface):
                             sdc=sdc_report, reg_corr=self.inputs.reg_corr,
                             mask_ml=self.inputs.mask_ml)
         table["sdc_note"] = sdc_report.get("note", "")
+        for model, note in self.inputs.model_notes.items():
+            table[f"model_{model}"] = note
         out_tsv = cwd / "qc.tsv"
         table.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
         fa = load_nifti(self.inputs.in_fa)[0]

@@ -10,7 +10,16 @@ from string import Template
 
 from bids_app import __version__
 from bids_app.atlases import api
-from bids_app.bids.plan import MPPCA_MIN_SNR, NO_SDC, DenoisePlan, ParticipantPlan, SdcPlan
+from bids_app.bids.model_plan import selected_models
+from bids_app.bids.models import DWI_MODELS
+from bids_app.bids.plan import (
+    MPPCA_MIN_SNR,
+    NO_SDC,
+    DenoisePlan,
+    DwiUnit,
+    ParticipantPlan,
+    SdcPlan,
+)
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
 from bids_app.core.dwi.motion import MOTION_MIN_DISPLACEMENT, MOTION_TRANSFORM
 from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
@@ -25,12 +34,6 @@ _DENOISE = {
     "mppca": "Noise was removed with Marchenko-Pastur PCA denoising [@veraart2016] (DIPY).",
     "patch2self": "Noise was removed with Patch2Self [@fadnavis2020] (DIPY).",
     "none": "No denoising was applied.",
-}
-_TENSOR = {
-    "wls": "weighted least squares [@basser1994]",
-    "ols": "ordinary least squares [@basser1994]",
-    "nlls": "non-linear least squares [@basser1994]",
-    "restore": "the RESTORE outlier-robust estimator [@basser1994; @chang2005]",
 }
 _MOTION_MODEL = {"Rigid": "rigid-body (6 degrees of freedom)",
                  "Affine": "affine (12 degrees of freedom)"}
@@ -126,7 +129,9 @@ def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
         "motion_text": _motion_text(dwi.motion_correction),
         "runs_text": _runs_text(dwi.dwi_runs),
         "sdc_text": _sdc_text(dwi.sdc, sdc_plans, dwi_runs=dwi.dwi_runs),
-        "tensor_fit_text": _TENSOR[dwi.tensor_fit],
+        "models_text": _models_text(settings, [u for plan in plans for u in plan.dwi_units]),
+        "metrics_text": _metrics_text(settings, [u for plan in plans
+                                                 for u in plan.dwi_units]),
         "tract_threshold": f"{dwi.tract_threshold:g}",
         "bundles_text": _bundles_text(dwi.bundles, label.get(BUNDLE_ATLAS, BUNDLE_ATLAS),
                                       cite.get(BUNDLE_ATLAS, "")),
@@ -211,9 +216,57 @@ def _bundles_text(enabled: bool, atlas: str, atlas_cite: str) -> str:
         f"{atlas_cite} model bundles carried into native space by the FA registration "
         f"(pruning at {r.pruning_thr:g} mm, fewer than {r.min_streamlines} streamlines = not "
         "recognised, reported, with the atlas-based values kept). In each recognised bundle "
-        "the streamline-density-weighted mean of FA, MD, AD and RD was computed, and "
+        "the streamline-density-weighted mean of every map was computed, and "
         f"along-tract profiles at {PROFILE_NODES} nodes (node 0 at the inferior end) as "
         "Gaussian-weighted means over streamlines [@yeatman2012].")
+
+
+def _volumes(unit: DwiUnit, shells: tuple[float, ...]) -> str:
+    listed = "/".join(f"{b:g}" for b in shells or unit.shells) + " s/mm²"
+    return f"the b=0 volumes and b = {listed}" if shells else \
+        f"every volume (b=0 and b = {listed})"
+
+
+def _models_text(settings: Settings, units: Sequence[DwiUnit]) -> str:
+    """One sentence per selected model: the volumes it was fitted to, or why it was not."""
+    dwi = settings.dwi
+    parts = []
+    for name in selected_models(dwi):
+        model = DWI_MODELS[name]
+        plans = [(u, p) for u in units for p in u.models if p.model == name]
+        decided = [(u, p) for u, p in plans if p.decided]
+        if not decided:  # planned without reading the images
+            rule = model.shells
+            limit = getattr(dwi, rule.max_b_option) if rule.max_b_option else rule.max_b
+            volumes = ("the b=0 volumes and the shells with at least "
+                       f"{rule.min_directions} directions"
+                       + (f" at b <= {limit:g} s/mm²" if limit is not None else "")
+                       + (" (every volume where there was none)" if rule.fallback_all
+                          else f" (at least {rule.min_shells} such shells required)"))
+            parts.append(model.methods_text(dwi, volumes=volumes))
+            continue
+        fitted = [(u, p) for u, p in decided if p.runs]
+        if not fitted:
+            notes = sorted({p.note.removeprefix("skipped: ") for _, p in decided})
+            parts.append(f"The {name} model was not fitted: it " + "; ".join(notes) + ".")
+            continue
+        volumes = " or ".join(sorted({_volumes(u, p.shells) for u, p in fitted}))
+        text = model.methods_text(dwi, volumes=volumes)
+        warned = sorted({p.note for _, p in fitted if p.warn})
+        if warned:
+            text += " " + " ".join(f"{n[0].upper()}{n[1:]}." for n in warned)
+        if len(fitted) < len(decided):
+            text += (f" {len(decided) - len(fitted)} of {len(decided)} series did not meet "
+                     "its requirements and were not fitted.")
+        parts.append(text)
+    return " ".join(parts)
+
+
+def _metrics_text(settings: Settings, units: Sequence[DwiUnit]) -> str:
+    fitted = {p.model for u in units for p in u.fitted_models} or {"tensor"}
+    names = [m.upper() for name in selected_models(settings.dwi) if name in fitted
+             for m, spec in DWI_MODELS[name].items() if spec.level is not None]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def _denoise_text(denoise: str, plans: Sequence[DenoisePlan | None]) -> str:

@@ -362,8 +362,10 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
     gtab = gradient_table(base.bvals, bvecs=base.bvecs)
     noise_rng = np.random.default_rng([seed, plan.index, 1])
     snr = float(effects["snr"]) if effects.get("snr") else None  # None: noise-free (tests)
-    dwi = tensors.synthesize(lt_out, s0_out, gtab, snr=snr,
-                             s0_reference=float(np.median(base.s0[mask])), rng=noise_rng)
+    synthesize = (tensors.synthesize_multishell if effects["multishell"]["shells"]
+                  else tensors.synthesize)
+    dwi = synthesize(lt_out, s0_out, gtab, snr=snr,
+                     s0_reference=float(np.median(base.s0[mask])), rng=noise_rng)
     dwi = dwi.reshape(*shape, -1).astype(np.float32)
 
     # T1w: GM atrophy in the source anatomy, then the same head position and field

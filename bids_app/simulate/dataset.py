@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -17,7 +18,7 @@ from bids_app.atlases.api import get_atlas, get_template
 from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
 from bids_app.settings import TEMPLATE
-from bids_app.simulate import cohort, writer
+from bids_app.simulate import cohort, tensors, writer
 from bids_app.simulate import scores as scores_module
 from bids_app.simulate.base import (
     AtlasInputs,
@@ -145,6 +146,12 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     """
     if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
         raise UsageError("need at least one participant (--n-patients/--n-controls)")
+    acquisition = effects["multishell"]
+    if acquisition["shells"]:
+        bvals, bvecs = tensors.multishell_scheme(acquisition["shells"],
+                                                 directions=int(acquisition["directions"]),
+                                                 b0_volumes=int(acquisition["b0_volumes"]))
+        base = dataclasses.replace(base, bvals=bvals, bvecs=bvecs)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,11 @@ CONTROL_LABEL = "control"
 
 DEFAULT_EFFECTS: dict[str, Any] = {
     "snr": 80.0,
+    # acquisition: null keeps the source's (single-shell) gradient table and the tensor
+    # signal; a list of b-values (e.g. [1000, 2000, 3000]) writes that many shells of
+    # `directions` directions plus `b0_volumes` b0 with a free-water + stick + tensor signal
+    # (kurtosis-bearing; tensors.synthesize_multishell)
+    "multishell": {"shells": None, "directions": 30, "b0_volumes": 6},
     "head": {"max_rotation_deg": 4.0, "max_translation_mm": 4.0, "scale_sd": 0.03},
     "deformation": {"rms_mm": 1.5, "smoothness_mm": 15.0},
     "demographics": {
@@ -160,6 +165,9 @@ def validate_effects(effects: dict[str, Any], *, source: str) -> None:
     for group, demo in effects["demographics"].items():
         if not 0 <= float(demo.get("p_spinal_onset", 0)) <= 1:
             fail(f"demographics {group}: p_spinal_onset must be in [0, 1]")
+    shells = effects["multishell"].get("shells")
+    if shells is not None and (not shells or any(not 0 < float(b) <= 10000 for b in shells)):
+        fail("multishell.shells must be null or a list of b-values in (0, 10000]")
     for key, spec in effects["tracts"].items():
         if len(key.split("/")) != 2:
             fail(f"tract key {key!r} must be 'atlas/region'")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from dipy.core.gradients import GradientTable
+from dipy.core.sphere import HemiSphere, disperse_charges
 from dipy.reconst.dti import (
     axial_diffusivity,
     decompose_tensor,
@@ -160,4 +161,62 @@ def synthesize(lt: np.ndarray, s0: np.ndarray, gtab: GradientTable, *, snr: floa
     dm = design_matrix(gtab)  # (n, 7): -b g g^T terms, then the log S0 column
     log_signal = lt @ dm[:, :6].T
     signal = s0[:, None] * np.exp(log_signal)
+    return add_noise(signal, snr, s0_reference, noise_type="rician", rng=rng)
+
+
+#: Free water (mm^2/s) and the intra-axonal stick's axial diffusivity as a fraction of the
+#: tensor's first eigenvalue in :func:`synthesize_multishell`.
+FREE_WATER = 3.0e-3
+STICK_AXIAL = 0.7
+
+
+def multishell_scheme(shells, *, directions: int, b0_volumes: int, seed: int = 1
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """b-values and unit b-vectors (n, 3) of a multi-shell acquisition: ``b0_volumes`` b0,
+    then per shell ``directions`` electrostatically repelled directions (own set per shell)."""
+    bvals, bvecs = [0.0] * b0_volumes, [np.zeros(3)] * b0_volumes
+    for i, b in enumerate(shells):
+        rng = np.random.default_rng([seed, i])
+        hemi = HemiSphere(theta=np.arccos(rng.uniform(-1, 1, directions)),
+                          phi=rng.uniform(0, 2 * np.pi, directions))
+        bvals += [float(b)] * directions
+        bvecs += list(disperse_charges(hemi, 500)[0].vertices)
+    return np.array(bvals), np.array(bvecs)
+
+
+def multishell_compartments(lt: np.ndarray) -> dict[str, np.ndarray]:
+    """Compartments of :func:`synthesize_multishell` from tensors (N, 6).
+
+    Free-water fraction from MD (0 at MD <= 0.9e-3, 1 at 3e-3 mm^2/s: CSF), axonal water
+    fraction 0.1 + 0.5 FA (at most 0.6): a radial change of the tensor (the planted tract
+    effect) lowers FA, hence the axonal fraction and the kurtosis, as well as the low-shell FA.
+    """
+    evals, evecs = eigen(lt)
+    md = mean_diffusivity(evals)
+    fa = np.nan_to_num(fractional_anisotropy(evals))
+    return {"fw": np.clip((md - 0.9e-3) / (FREE_WATER - 0.9e-3), 0.0, 1.0),
+            "awf": np.clip(0.1 + 0.5 * fa, 0.0, 0.6), "e1": evecs[..., 0],
+            "stick": STICK_AXIAL * evals[..., 0]}
+
+
+def synthesize_multishell(lt: np.ndarray, s0: np.ndarray, gtab: GradientTable, *,
+                          snr: float | None, s0_reference: float,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Multi-compartment signals (N, n_volumes) with Rician noise.
+
+    ``S = S0 [f e^{-b Dw} + (1 - f)(a e^{-b Da (g.e1)^2} + (1 - a) e^{-b g^T D g})]``: free
+    water, an intra-axonal stick along the tensor's first eigenvector and the tensor itself
+    as extra-axonal space (:func:`multishell_compartments`); non-Gaussian where ``a > 0``
+    (kurtosis), partial-volumed with CSF where ``f > 0``.
+    """
+    c = multishell_compartments(lt)
+    b = np.asarray(gtab.bvals, dtype=float)[None]
+    cos2 = (c["e1"] @ np.asarray(gtab.bvecs, dtype=float).T) ** 2
+    tensor = np.exp(lt @ design_matrix(gtab)[:, :6].T)
+    tissue = (c["awf"][:, None] * np.exp(-b * c["stick"][:, None] * cos2)
+              + (1 - c["awf"][:, None]) * tensor)
+    signal = s0[:, None] * (c["fw"][:, None] * np.exp(-b * FREE_WATER)
+                            + (1 - c["fw"][:, None]) * tissue)
+    if snr is None:
+        return signal
     return add_noise(signal, snr, s0_reference, noise_type="rician", rng=rng)

@@ -17,21 +17,20 @@ from nipype.interfaces.utility import IdentityInterface, Merge, Select
 from nipype.pipeline import engine as pe
 
 from bids_app.atlases.api import get_model_bundles, get_template
+from bids_app.bids.models import DWI_MODELS
 from bids_app.bids.outputs import (
     BUNDLE_OUTPUTS,
-    DWI_MODELS,
     DWI_OUTPUTS,
-    MODEL_DESCRIPTIONS,
     bundle_output,
     dwi_map_output,
     stats_dictionary,
 )
-from bids_app.bids.plan import DwiUnit
+from bids_app.bids.plan import DwiUnit, ModelPlan
 from bids_app.core.dwi.preproc import NOISE_MAP_DENOISERS
 from bids_app.interfaces.bids import DerivativesDataSink
 from bids_app.interfaces.dwi_atlas import DwiStats, RegisterFA, WarpAtlas
 from bids_app.interfaces.dwi_bundles import Tractometry
-from bids_app.interfaces.dwi_models import MODEL_FITS
+from bids_app.interfaces.dwi_models import MODEL_FITS, MergeMaps
 from bids_app.interfaces.dwi_preproc import (
     CheckDwi,
     CombineRuns,
@@ -60,16 +59,27 @@ MODEL_INPUTS = ("dwi_preproc", "bval", "bvec", "mask", "b0", "mask_ml", "motion"
 MODEL_FIELDS = ("xfm_to_template", "xfm_from_template", "stats", "qc", "fig_tracts",
                 "fig_reg", "fig_motion")
 #: outputnode fields of :func:`init_dwi_wf` (each a list with one item per unit): every
-#: declared DWI output but the SDC figure (two-run units only), and every parameter map.
+#: declared DWI output but the SDC figure (two-run units only), and the maps of the tensor
+#: (and of every other model a unit fits, :func:`output_fields`).
 OUTPUT_FIELDS = tuple(k for k in DWI_OUTPUTS if k != "fig_sdc") + tuple(DWI_MODELS[DWI_MODEL])
 #: Further outputs with ``--bundles`` (``bundles``: the recognised bundles' ``.trk`` files, in
 #: the order of the model-bundle atlas).
 BUNDLE_FIELDS = (*BUNDLE_OUTPUTS, "bundles")
 
 
-def output_fields(settings: DwiSettings) -> tuple[str, ...]:
-    """outputnode fields of :func:`init_dwi_wf` (and of its model sub-workflow's extras)."""
-    return OUTPUT_FIELDS + (BUNDLE_FIELDS if settings.bundles else ())
+def fitted_models(units: Sequence[DwiUnit]) -> tuple[str, ...]:
+    """Models fitted to at least one of the units, in declaration order."""
+    fitted = {p.model for unit in units for p in unit.fitted_models}
+    return tuple(m for m in DWI_MODELS if m in fitted)
+
+
+def output_fields(settings: DwiSettings, units: Sequence[DwiUnit] = ()) -> tuple[str, ...]:
+    """outputnode fields of :func:`init_dwi_wf` (and of its model sub-workflow's extras):
+    :data:`OUTPUT_FIELDS`, the maps of the other models the ``units`` fit, and
+    :data:`BUNDLE_FIELDS` with ``--bundles``."""
+    extra_maps = tuple(metric for model in fitted_models(units) if model != DWI_MODEL
+                       for metric in DWI_MODELS[model])
+    return OUTPUT_FIELDS + extra_maps + (BUNDLE_FIELDS if settings.bundles else ())
 
 
 def init_dwi_wf(
@@ -111,7 +121,7 @@ def init_dwi_wf(
     inputnode = pe.Node(IdentityInterface(fields=["fa_template"]), name="inputnode")
     inputnode.inputs.fa_template = str(get_template(TEMPLATE, res=DWI_TEMPLATE_RES,
                                                     suffix="FA", data_dir=data_dir))
-    fields = output_fields(settings)
+    fields = output_fields(settings, units)
     outputnode = pe.Node(IdentityInterface(fields=list(fields)), name="outputnode")
     merges = {}
     for field in fields:
@@ -133,9 +143,12 @@ def init_dwi_wf(
         for field in ds_wf.get_node("inputnode").inputs.copyable_trait_names():
             src = preproc_wf if field in PREPROC_FIELDS else model_wf
             workflow.connect(src, f"outputnode.{field}", ds_wf, f"inputnode.{field}")
+        model_fields = set(model_wf.get_node("outputnode").inputs.copyable_trait_names())
         for field in fields:
-            src = preproc_wf if field in PREPROC_FIELDS else model_wf
-            workflow.connect(src, f"outputnode.{field}", merges[field], f"in{u}")
+            if field in PREPROC_FIELDS:
+                workflow.connect(preproc_wf, f"outputnode.{field}", merges[field], f"in{u}")
+            elif field in model_fields:  # maps of a model this unit does not fit: none
+                workflow.connect(model_wf, f"outputnode.{field}", merges[field], f"in{u}")
     return workflow
 
 
@@ -230,12 +243,23 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=[*MODEL_INPUTS, "fa_template"]),
                         name="inputnode")
-    maps = tuple(DWI_MODELS[DWI_MODEL])
+    plans = unit.fitted_models
+    maps = tuple(metric for p in plans for metric in DWI_MODELS[p.model])
     extra = BUNDLE_FIELDS if settings.bundles else ()
     outputnode = pe.Node(IdentityInterface(fields=[*maps, *MODEL_FIELDS, *extra]),
                          name="outputnode")
-    fit = pe.Node(MODEL_FITS[DWI_MODEL](fit_method=settings.tensor_fit,
-                                        b0_threshold=settings.b0_threshold), name="fit")
+    fits = {p.model: _fit_node(p, settings, omp_nthreads) for p in plans}
+    collect_maps = pe.Node(Merge(len(fits)), name="collect_maps")
+    merge_maps = pe.Node(MergeMaps(), name="merge_maps")
+    workflow.connect(collect_maps, "out", merge_maps, "in_maps")
+    for i, (model, node) in enumerate(fits.items(), start=1):
+        workflow.connect([
+            (inputnode, node, [("dwi_preproc", "in_file"), ("bval", "in_bval"),
+                               ("bvec", "in_bvec"), ("mask", "in_mask")]),
+            (node, collect_maps, [("out_maps", f"in{i}")]),
+            (node, outputnode, [(f"out_{metric}", metric) for metric in DWI_MODELS[model]]),
+        ])
+    fit = fits[DWI_MODEL]
     reg = pe.Node(RegisterFA(seed=settings.seed), name="reg")
     warp_tracts = pe.Node(WarpAtlas(atlas=settings.tract_atlas, res=DWI_ATLAS_RES),
                           name="warp_tracts")
@@ -247,17 +271,17 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
     stats = pe.Node(DwiStats(tract_atlas=settings.tract_atlas, roi_atlas=settings.roi_atlas,
                              threshold=settings.tract_threshold), name="stats")
     qc = pe.Node(DwiQC(threshold=settings.tract_threshold, b0_threshold=settings.b0_threshold,
-                       shells=list(unit.shells)), name="qc")
+                       shells=list(unit.shells),
+                       model_notes={p.model: p.note for p in unit.models or plans}),
+                 name="qc")
     workflow.connect([
-        (inputnode, fit, [("dwi_preproc", "in_file"), ("bval", "in_bval"),
-                          ("bvec", "in_bvec"), ("mask", "in_mask")]),
         (fit, reg, [("out_fa", "in_fa")]),
         (inputnode, reg, [("fa_template", "template")]),
         (fit, warp_tracts, [("out_fa", "reference")]),
         (fit, warp_rois, [("out_fa", "reference")]),
         (reg, warp_tracts, [("out_inv", "inverse")]),
         (reg, warp_rois, [("out_inv", "inverse")]),
-        (fit, stats, [("out_maps", "in_maps")]),
+        (merge_maps, stats, [("out_maps", "in_maps")]),
         (inputnode, stats, [("mask", "in_mask")]),
         (warp_tracts, stats, [("out_file", "tract_file"), ("out_index", "tract_index")]),
         (warp_rois, stats, [("out_file", "label_file"), ("out_index", "label_table")]),
@@ -268,7 +292,6 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
         (fit, qc, [("out_fa", "in_fa")]),
         (warp_tracts, qc, [("out_file", "tract_file"), ("out_index", "tract_index")]),
         (reg, qc, [("out_warped", "warped_fa"), ("correlation", "reg_corr")]),
-        (fit, outputnode, [(f"out_{param}", param) for param in maps]),
         (reg, outputnode, [("out_fwd", "xfm_to_template"), ("out_inv", "xfm_from_template")]),
         (stats, outputnode, [("out_file", "stats")]),
         (qc, outputnode, [("out_tsv", "qc"), ("out_tracts", "fig_tracts"),
@@ -283,7 +306,7 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
         workflow.connect([
             (inputnode, tractometry, [("dwi_preproc", "in_file"), ("bval", "in_bval"),
                                       ("bvec", "in_bvec"), ("mask", "in_mask")]),
-            (fit, tractometry, [("out_maps", "in_maps")]),
+            (merge_maps, tractometry, [("out_maps", "in_maps")]),
             (reg, tractometry, [("out_fwd", "to_template")]),
             (tractometry, stats, [("out_stats", "extra_stats")]),
             (tractometry, outputnode, [("out_bundles", "bundles"),
@@ -293,6 +316,21 @@ def init_dwi_model_wf(*, unit: DwiUnit, settings: DwiSettings, data_dir: Path | 
                                        ("out_profile_figure", "fig_profiles")]),
         ])
     return workflow
+
+
+def _fit_node(plan: ModelPlan, settings: DwiSettings, omp_nthreads: int) -> pe.Node:
+    """The fit node of one planned model (``fit_<model>``)."""
+    if not plan.decided:
+        raise ValueError(f"DWI model {plan.model!r} planned without its shells: build the "
+                         "plan with plan_participant(..., check_images=True)")
+    model = DWI_MODELS[plan.model]
+    node = pe.Node(MODEL_FITS[plan.model](b0_threshold=settings.b0_threshold,
+                                          shells=list(plan.shells),
+                                          options=model.fit_options(settings)),
+                   name=f"fit_{plan.model}", n_procs=omp_nthreads if model.threaded else 1)
+    if model.threaded:
+        node.inputs.nthreads = omp_nthreads
+    return node
 
 
 def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
@@ -306,18 +344,23 @@ def init_ds_dwi_wf(*, unit: DwiUnit, settings: DwiSettings, output_dir: Path,
     from the cached results of the steps before them.
     """
     workflow = pe.Workflow(name=name)
-    model_description = MODEL_DESCRIPTIONS[DWI_MODEL].format(fit_method=settings.tensor_fit)
+    plans = unit.fitted_models
     declared = {key: out.sink_inputs() for key, out in DWI_OUTPUTS.items()
                 if key != "fig_sdc" or unit.has_sdc_figure}
     declared["dwi_preproc"] = DWI_OUTPUTS["dwi_preproc"].sink_inputs(SDC=unit.sdc.method)
     declared["stats"] = DWI_OUTPUTS["stats"].sink_inputs(
-        **stats_dictionary(DWI_MODEL, tract_atlas=settings.tract_atlas,
+        **stats_dictionary([p.model for p in plans], tract_atlas=settings.tract_atlas,
                            roi_atlas=settings.roi_atlas),
         TractThreshold=settings.tract_threshold,
         TractAtlas=settings.tract_atlas, RoiAtlas=settings.roi_atlas)
-    for param in DWI_MODELS[DWI_MODEL]:
-        declared[param] = dwi_map_output(DWI_MODEL, param,
-                                         model_description=model_description).sink_inputs()
+    for plan in plans:
+        model = DWI_MODELS[plan.model]
+        description = model.model_description(settings)
+        for metric in model:
+            declared[metric] = dwi_map_output(plan.model, metric,
+                                              model_description=description).sink_inputs(
+                ShellsFitted=[0.0, *(plan.shells or unit.shells)],
+                ShellsNote=plan.note)
     bundle_sinks = {}
     if settings.bundles:
         declared.update({key: out.sink_inputs() for key, out in BUNDLE_OUTPUTS.items()})

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dipy.core.gradients import GradientTable, gradient_table, unique_bvals_tolerance
+from dipy.core.gradients import GradientTable, gradient_table
 
+from bids_app.core.dwi.shells import Shell, count_directions, detect_shells
 from bids_app.core.imagefile import check_image_file
 from bids_app.errors import BadDataError
 
@@ -21,8 +22,6 @@ from bids_app.errors import BadDataError
 ZERO_NORM = 1e-3
 #: |1 - |b-vector|| above this is "unnormalised" (dcm2niix writes 6 decimals).
 NORM_TOLERANCE = 1e-3
-#: Two directions closer than this angle (up to sign) count as one direction.
-COLLINEAR_DEGREES = 2.0
 MIN_DIRECTIONS = 6
 
 
@@ -39,10 +38,15 @@ class Gradients:
     bvecs: np.ndarray
     """(N, 3) unit b-vectors (zeros for b0 volumes)."""
     b0_threshold: float
-    shells: tuple[float, ...]
-    """Distinct non-zero b-values (rounded to the tolerance ``b0_threshold``)."""
+    shell_info: tuple[Shell, ...]
+    """The non-zero shells (:func:`bids_app.core.dwi.shells.detect_shells`), lowest first."""
     n_directions: int
     """Number of non-collinear diffusion directions (b > threshold)."""
+
+    @property
+    def shells(self) -> tuple[float, ...]:
+        """Nominal b-values of the non-zero shells, lowest first."""
+        return tuple(s.bval for s in self.shell_info)
 
     @property
     def b0_mask(self) -> np.ndarray:
@@ -66,28 +70,6 @@ def _read_table(path: Path, *, what: str, dwi: Path | str) -> np.ndarray:
     if values.size == 0:
         raise BadDataError(f"{path}: empty {what} file")
     return values
-
-
-def count_directions(bvecs: np.ndarray, *, degrees: float = COLLINEAR_DEGREES) -> int:
-    """Number of distinct directions among unit vectors, identifying v and -v.
-
-    Parameters
-    ----------
-    bvecs
-        (M, 3) unit vectors.
-    degrees
-        Vectors within this angle (up to sign) are one direction.
-
-    Returns
-    -------
-    int
-    """
-    cos_tol = np.cos(np.deg2rad(degrees))
-    kept: list[np.ndarray] = []
-    for vec in bvecs:
-        if all(abs(float(vec @ k)) < cos_tol for k in kept):
-            kept.append(vec)
-    return len(kept)
 
 
 def check_gradients(
@@ -175,9 +157,9 @@ def check_gradients(
         raise BadDataError(
             f"{bvec_file}: only {n_dirs} non-collinear diffusion directions (tensor design "
             f"rank {rank}); at least {MIN_DIRECTIONS} are needed for a tensor fit")
-    shells = tuple(float(b) for b in unique_bvals_tolerance(bvals[dw], tol=b0_threshold))
+    shells = detect_shells(bvals, bvecs, b0_threshold=b0_threshold)
     return Gradients(bvals=bvals, bvecs=bvecs, b0_threshold=float(b0_threshold),
-                     shells=shells, n_directions=n_dirs)
+                     shell_info=shells, n_directions=n_dirs)
 
 
 def check_dwi_array(data: np.ndarray, *, dwi_file: Path | str) -> tuple[np.ndarray, int]:
