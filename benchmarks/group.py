@@ -2,15 +2,19 @@
 
 Usage::
 
-    python benchmarks/group.py                 # 1,000 and 10,000 participants
+    python benchmarks/group.py                 # 1,000 and 10,000 participants, 3 sites, 2 sessions
     python benchmarks/group.py --sizes 1000    # one size
+    python benchmarks/group.py --sites 1 --sessions 1   # the single-site cross-sectional case
 
-For each size the cohort (half ALS, half controls; participants.tsv, phenotype/clinical.tsv and
-two long-format metrics tables per participant) is written to a temporary directory, then the
+For each size the cohort (half ALS, half controls; participants.tsv with a site column,
+sub-*/sub-*_sessions.tsv with acq_time, phenotype/clinical.tsv and two long-format metrics
+tables per participant and session) is written to a temporary directory, then the
 group level runs in a fresh Python process, which reports its wall time, CPU time (user +
 system, including imports) and peak RSS (``ru_maxrss``), so data generation does not count.
 The 1-minute load average is printed too: on a shared machine wall time exceeds CPU time.
-Targets: <= 10 s (1,000) and <= 60 s (10,000) on 2 cores.
+With several sites every feature is harmonised (ComBat fitted on the controls); with several
+sessions the longitudinal analyses (annualised change, a mixed model per feature, change vs
+ALSFRS-R change) run too. Targets: <= 10 s (1,000) and <= 60 s (10,000) on 2 cores.
 """
 
 from __future__ import annotations
@@ -55,26 +59,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--sites", type=int, default=3, help="acquisition sites (1: none)")
+    parser.add_argument("--sessions", type=int, default=2, help="sessions per participant")
     parser.add_argument("--worker", nargs=2, metavar=("BIDS", "OUT"), help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.worker:
         _worker(Path(opts.worker[0]), Path(opts.worker[1]))
         return 0
     sys.path.insert(0, str(TESTS_DIR))
-    from synthetic_group import SCORES, features, simulate_table, write_cohort
+    from synthetic_group import (
+        SCORES,
+        add_sites_and_sessions,
+        features,
+        simulate_table,
+        write_cohort,
+    )
 
-    print(f"{'participants':>12} {'metrics':>7} {'scores':>6} {'write_s':>8} {'wall_s':>7} "
-          f"{'cpu_s':>6} {'peak_rss_MB':>11} {'load_avg':>8}")
+    print(f"{'participants':>12} {'sites':>5} {'sessions':>8} {'metrics':>7} {'scores':>6} "
+          f"{'write_s':>8} {'wall_s':>7} {'cpu_s':>6} {'peak_rss_MB':>11} {'load_avg':>8}")
     for n in opts.sizes:
         with tempfile.TemporaryDirectory(prefix="alsmri-bench-") as tmp:
             bids, out = Path(tmp) / "bids", Path(tmp) / "out"
             t0 = time.perf_counter()
-            write_cohort(simulate_table(n // 2, n - n // 2, seed=opts.seed), bids, out)
+            table = simulate_table(n // 2, n - n // 2, seed=opts.seed)
+            if opts.sites > 1 or opts.sessions > 1:
+                table = add_sites_and_sessions(
+                    table, sites=tuple("ABCDEFGHIJ"[:opts.sites]), sessions=opts.sessions,
+                    seed=opts.seed)
+                if opts.sites == 1:
+                    table = table.drop(columns="site")
+            write_cohort(table, bids, out)
             t_write = time.perf_counter() - t0
             proc = subprocess.run([sys.executable, __file__, "--worker", str(bids), str(out)],
                                   capture_output=True, text=True, check=True)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{n:>12} {len(features()):>7} {len(SCORES):>6} {t_write:>8.1f} "
+            print(f"{n:>12} {opts.sites:>5} {opts.sessions:>8} {len(features()):>7} "
+                  f"{len(SCORES):>6} {t_write:>8.1f} "
                   f"{res['wall_s']:>7.1f} {res['cpu_s']:>6.1f} {res['peak_rss_mb']:>11.0f} "
                   f"{os.getloadavg()[0]:>8.1f}", flush=True)
     return 0

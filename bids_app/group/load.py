@@ -20,6 +20,7 @@ import pandas as pd
 from bids_app.bids.outputs import ANAT_STATS, DWI_STATS, STATS_COLUMNS, Output, feature_name
 from bids_app.errors import BadDataError, NoDataError
 from bids_app.group.notes import Notes
+from bids_app.group.spec import AnalysisSpec
 from bids_app.group.values import SILENT_MISSING
 
 KINDS: dict[str, Output] = {"dwi": DWI_STATS, "anat": ANAT_STATS}
@@ -215,3 +216,62 @@ def _missing_rows(present: list[tuple[int, str, Path, set[str]]], sessions: pd.D
     names = [sorted(lacking.get(i, [])) for i in range(len(sessions))]
     return sessions.assign(n_missing_features=[len(n) for n in names],
                            missing_features=[";".join(n) or np.nan for n in names])
+
+
+def select_outputs(files: pd.DataFrame, output_dir, *, participants: tuple[str, ...] = (),
+                   sessions: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Keep the participant outputs of ``--participant-label``/``--session-label`` (all if none).
+
+    Parameters
+    ----------
+    files
+        :func:`bids_app.group.load.find_participant_outputs`.
+    output_dir
+        Named in messages.
+    participants, sessions
+        Labels without ``sub-``/``ses-``.
+
+    Raises
+    ------
+    NoDataError
+        A requested label has no participant outputs (exit 18, as at the participant level).
+    """
+    for column, prefix, labels in (("participant_id", "sub-", participants),
+                                   ("session_id", "ses-", sessions)):
+        if not labels:
+            continue
+        available = sorted(set(files[column]) - {""})
+        missing = [prefix + label for label in labels if prefix + label not in available]
+        if missing:
+            shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
+            raise NoDataError(f"{output_dir}: no participant outputs for {', '.join(missing)} "
+                              f"(available: {shown or 'none'})")
+        files = files[files[column].isin([prefix + label for label in labels])]
+    return files.reset_index(drop=True)
+
+
+def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
+                                 notes: Notes) -> list[str]:
+    """Warn about spec metrics/regions that no participant output has (their tables are empty).
+
+    Returns the warning messages (also added to ``notes``).
+    """
+    metrics, regions = set(catalogue["metric"]), set(catalogue["region"])
+    messages = []
+    for key, names in (("metrics", spec.metrics),
+                       ("interhemispheric_metrics", spec.interhemispheric_metrics),
+                       ("gm_tract.gm_metric", (spec.gm_tract.gm_metric,)),
+                       ("gm_tract.tract_metric", (spec.gm_tract.tract_metric,))):
+        missing = sorted(set(names) - metrics)
+        if missing:
+            messages.append(f"analysis spec '{key}': {missing} not in any participant metrics "
+                            f"table (metrics present: {sorted(metrics)}); not analysed")
+    pair_regions = {name for pair in spec.gm_tract.all_pairs for name in pair}
+    missing = sorted(pair_regions - regions)
+    if missing:
+        messages.append(f"analysis spec 'gm_tract' (gm_regions x tracts, pairs): region(s) "
+                        f"{missing} not in any participant metrics table; those pairs are "
+                        "skipped")
+    for message in messages:
+        notes.warn(message)
+    return messages

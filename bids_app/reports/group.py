@@ -26,6 +26,7 @@ from bids_app.group.design import CONTROL, PATIENT
 from bids_app.group.primary import ANALYSIS_SCALE, metric_unit
 from bids_app.group.run import GroupResults
 from bids_app.group.seeds import onset_labels
+from bids_app.reports import group_change as GC
 from bids_app.reports import group_matrices as M
 from bids_app.reports import group_sections as S
 from bids_app.reports.group_figures import (
@@ -45,10 +46,12 @@ __all__ = ["association_scatter", "group_boxplots", "render_report", "write_outp
 DESCRIPTIONS = {"comparisons": C.COMPARISONS, "clinical": C.CLINICAL, "duration": C.CLINICAL,
                 "gmtract": C.GMTRACT, "interhemispheric": C.INTERHEMISPHERIC}
 #: Tables written only when their analysis ran -> column descriptions.
-OPTIONAL_TABLES = {"sidescores": C.SIDESCORES, "onset": C.ONSET, "tractcorr": C.TRACTCORR}
+OPTIONAL_TABLES = {"sidescores": C.SIDESCORES, "onset": C.ONSET, "tractcorr": C.TRACTCORR,
+                   "harmonisation": C.HARMONISATION, "longitudinal": C.LONGITUDINAL,
+                   "progression": C.PROGRESSION}
 #: Outputs written only when their analysis ran (Table 1, z-scores, the seeds' further
-#: analyses; the profile tables too).
-OPTIONAL_OUTPUTS = ("demographics", "zscores", *OPTIONAL_TABLES)
+#: analyses, harmonisation and longitudinal ones; the profile tables too).
+OPTIONAL_OUTPUTS = ("demographics", "zscores", "change", "harmonised", *OPTIONAL_TABLES)
 
 
 def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any]) -> Path:
@@ -127,6 +130,7 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
         if key in results.tables:
             written[key] = write_tsv(_ordered(results.tables[key], described),
                                      out_dir / GROUP_OUTPUTS[key], described)
+    written.update(write_change_tables(results, out_dir))
     figures = _figures(results, out_dir)
     written.update(figures)
     written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
@@ -172,6 +176,11 @@ def _figures(results: GroupResults, out_dir: Path) -> dict[str, Path]:
             results.cross, results.labels,
             onset_labels(results.cross[onset.column], onset.subgroups), tables["onset"],
             fig["onset_boxplots"], max_panels=spec.max_figure_panels, seed=FIGURE_SEED)
+    made["harmonisation_scatter"] = GC.harmonisation_figure(
+        results, fig["harmonisation_scatter"])
+    made["longitudinal_lineplot"] = GC.longitudinal_figure(
+        results, fig["longitudinal_lineplot"], max_panels=spec.max_figure_panels,
+        seed=FIGURE_SEED)
     prof = results.profiles
     if prof.skipped is None:
         made["profiles"] = profile_means_plot(
@@ -205,6 +214,31 @@ def write_zscores(results: GroupResults, path: Path) -> Path:
                   "controls: the same model fitted without them (leave-one-out)",
         "Covariates": list(zspec.covariates), "MinimumControls": zspec.min_controls})
     return path
+
+
+def write_change_tables(results: GroupResults, out_dir: Path) -> dict[str, Path]:
+    """The harmonised values (as the joined table's features) and the per-participant
+    annualised change, when computed."""
+    written = {}
+    catalogue = results.catalogue.drop_duplicates("feature").set_index("feature")
+    values = results.harmonisation.values
+    if values is not None:
+        table = pd.concat([results.joined[["participant_id", "session_id"]], values], axis=1)
+        table["session_id"] = table["session_id"].replace("", np.nan)
+        described: dict[str, Any] = dict(C.HARMONISED_HEAD)
+        for feature in values.columns:
+            row = catalogue.loc[feature]
+            described[feature] = C.feature_description(row.atlas, row.region, row.hemisphere,
+                                                       row.metric, row.statistic)
+        written["harmonised"] = write_tsv(table, out_dir / GROUP_OUTPUTS["harmonised"],
+                                          described)
+    if "change" in results.tables:
+        change = results.tables["change"]
+        described = dict(C.CHANGE)
+        for col in change.columns[len(C.CHANGE):]:
+            described[col] = f"{C.CHANGE_SUFFIX}: {col.removesuffix('_per_year')}"
+        written["change"] = write_tsv(change, out_dir / GROUP_OUTPUTS["change"], described)
+    return written
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -280,9 +314,13 @@ def render_report(results: GroupResults, figures: dict[str, Path], out_dir: Path
     parts.append(S.exploratory_section(results, figures, out_dir))
     parts.append(S.profile_section(results, figures, out_dir))
     parts.append(S.zscore_section(results))
+    parts.append(GC.harmonisation_section(results, figures, out_dir))
+    parts.append(GC.longitudinal_section(results, figures, out_dir))
+    present = {*results.tables, *(("harmonised",) if results.harmonisation.values is not None
+                                  else ())}
     files = [v for k, v in GROUP_OUTPUTS.items()
              if (k not in PROFILE_TABLES or results.profiles.skipped is None)
-             and (k not in OPTIONAL_OUTPUTS or k in results.tables)]
+             and (k not in OPTIONAL_OUTPUTS or k in present)]
     parts.append("<h2>Files</h2><ul>" + "".join(
         f"<li><a href='{v}'>{v}</a></li>" for v in files) + "</ul>")
     parts.append("<h2>Resolved analysis spec</h2><pre>"

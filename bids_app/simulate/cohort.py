@@ -54,6 +54,12 @@ class ParticipantPlan:
     disease_changes: dict[str, float] = field(default_factory=dict)
     #: "atlas/region/hemi" -> further relative FA change of the tract's focal weights
     focal_changes: dict[str, float] = field(default_factory=dict)
+    site: str = ""
+    """Acquisition site ("" without sites; effects ``sites``)."""
+    session: str = ""
+    """Session label (``ses-<k>``; "" with a single session)."""
+    years: float = 0.0
+    """Time of the session since the participant's first (years)."""
 
 
 def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
@@ -339,7 +345,9 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                             "fa_change_from_source": after["fa"] / tensors.weighted_metrics(
                                 evals, w)["fa"] - 1.0, **own})
     gtab = gradient_table(base.bvals, bvecs=base.bvecs)
-    noise_rng = np.random.default_rng([seed, plan.index, 1])
+    # a later session has its own noise (the first session's stream is the single-session one)
+    noise_rng = np.random.default_rng([seed, plan.index, 1, *(
+        [int(plan.session.removeprefix("ses-"))] if plan.session not in ("", "ses-1") else [])])
     snr = float(effects["snr"]) if effects.get("snr") else None  # None: noise-free (tests)
     dwi = tensors.synthesize(lt_out, s0_out, gtab, snr=snr,
                              s0_reference=float(np.median(base.s0[mask])), rng=noise_rng)

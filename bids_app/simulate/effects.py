@@ -77,6 +77,19 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r
     # with the driver; covariate weights are the
     # correlations of the score residual with age (per SD) and male sex
+    # Acquisition sites (default: none, one scanner). Each site: fa_shift, a relative FA change
+    # added to every tract of its participants (additive scanner effect), and fa_scale, a
+    # factor on each participant's own relative FA deviations (variability, disease, focal;
+    # multiplicative scanner effect), both applied to the tensors before the DWI is
+    # synthesised. Participant i (in plan order) goes to site i mod n_sites.
+    "sites": {},
+    # Sessions (default: one). Session k is acquired k * interval_years after the first;
+    # patients' planted tracts (tracts with fa_change) lose fa_decline_per_year x severity
+    # (relative FA) per year on top of their disease change, and their `score` changes by
+    # score_per_fa_change x that relative FA change (a per-year ALSFRS-R decline tied to the
+    # FA decline). Controls do not change.
+    "sessions": {"n": 1, "interval_years": 1.0, "fa_decline_per_year": -0.05,
+                 "score": "alsfrs_r", "score_per_fa_change": 150.0},
     "scores": {
         "alsfrs_r": {"driver": "hcp842/cst/fa", "r": 0.85, "mean": 38.0, "sd": 6.0,
                      "min": 0, "max": 48, "decimals": 0, "age_weight": -0.2,
@@ -132,7 +145,7 @@ def load_effects(path: Path | None = None) -> dict[str, Any]:
 def _merge(into: dict, override: dict) -> None:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict) and key not in (
-                "tracts", "control_regions", "gm", "scores", "placement", "focal"):
+                "tracts", "control_regions", "gm", "scores", "placement", "focal", "sites"):
             _merge(into[key], value)
         else:
             into[key] = copy.deepcopy(value)
@@ -175,6 +188,21 @@ def validate_effects(effects: dict[str, Any], *, source: str) -> None:
             fail(f"gm key {key!r} must be 'atlas/region'")
         if not -0.4 < float(spec.get("volume_change", 0)) < 0.4:
             fail(f"{key}: volume_change must be in (-0.4, 0.4)")
+    for name, spec in effects["sites"].items():
+        if not (isinstance(name, str) and name.isalnum()) or not isinstance(spec, dict):
+            fail(f"site {name!r}: a site is a letters/digits name mapping to "
+                 "{fa_shift, fa_scale}")
+        if not -0.3 < float(spec.get("fa_shift", 0)) < 0.3 or \
+                not 0.5 <= float(spec.get("fa_scale", 1)) <= 2.0:
+            fail(f"site {name}: need fa_shift in (-0.3, 0.3) and fa_scale in [0.5, 2]")
+    ses = effects["sessions"]
+    if not isinstance(ses.get("n"), int) or not 1 <= ses["n"] <= 10 or \
+            not float(ses.get("interval_years", 0)) > 0:
+        fail("sessions: need an integer n in [1, 10] and interval_years > 0")
+    if not -0.3 < float(ses.get("fa_decline_per_year", 0)) <= 0:
+        fail("sessions: fa_decline_per_year must be in (-0.3, 0]")
+    if ses.get("score") not in effects["scores"]:
+        fail(f"sessions: score {ses.get('score')!r} is not one of {sorted(effects['scores'])}")
     drivers = {f"{k}/fa" for k in effects["tracts"]} | {f"{k}/gmv_pct_tiv" for k in effects["gm"]}
     for name, spec in effects["scores"].items():
         if spec.get("driver") not in drivers:
