@@ -29,10 +29,13 @@ from synthetic_group import (
 
 from bids_app.bids.outputs import GROUP_DIR
 from bids_app.bids.outputs import GROUP_OUTPUTS as OUTPUTS
+from bids_app.cli.parser import build_parser
+from bids_app.group.harmonise import SWITCHED_OFF, methods_text
 from bids_app.group.notes import Notes
 from bids_app.group.run import analyse, load_inputs
+from bids_app.group.spec import load_spec
 from bids_app.reports.group import write_outputs
-from bids_app.settings import ExecutionSettings, Settings
+from bids_app.settings import ExecutionSettings, GroupSettings, Settings
 
 #: Features whose planted patient-control difference (2.7 participant SDs) is estimated to
 #: about 3 % (SE) by this cohort: the 10 % criterion is a test of the method, not of luck.
@@ -113,16 +116,14 @@ def test_neuroharmonize_directly_gives_the_same_values(cohort):
     np.testing.assert_allclose(ours[features].to_numpy(), direct, rtol=1e-12, atol=1e-15)
 
 
-def test_planted_difference_and_score_slope_recovered(cohort):
+def test_planted_difference_and_score_slope_recovered(cohort, unharmonised):
     """Within 10 % of the truth after harmonisation; biased without it (unbalanced sites)."""
-    _, truth, inputs, results, *_ = cohort
+    _, truth, _, results, *_ = cohort
     truth = truth.set_index("feature")
     comp = results.tables["comparisons"]
     comp = comp.assign(feature=comp["atlas"] + "_" + comp["region"] + "_" + comp["hemisphere"]
                        + "_" + comp["metric"] + "_" + comp["statistic"]).set_index("feature")
-    off = analyse(replace(inputs, spec=replace(inputs.spec, harmonize=replace(
-        inputs.spec.harmonize, enabled=False))), notes=Notes())
-    comp_off = off.tables["comparisons"]
+    comp_off = unharmonised[0].tables["comparisons"]
     comp_off = comp_off.assign(feature=comp["atlas"].to_numpy() + "_" + comp_off["region"]
                                + "_" + comp_off["hemisphere"] + "_" + comp_off["metric"] + "_"
                                + comp_off["statistic"]).set_index("feature")
@@ -135,7 +136,6 @@ def test_planted_difference_and_score_slope_recovered(cohort):
                    & (clinical["hemisphere"] == "R") & (clinical["metric"] == "fa")].iloc[0]
     assert SCORE_FEATURE == "hcp842_cst_R_fa_wmean"
     assert row["beta"] / SCORE_SLOPE == pytest.approx(1, abs=0.10)
-    assert off.skipped.get("harmonisation") == "switched off (harmonize.enabled: false)"
 
 
 def test_mixed_model_equals_statsmodels_and_covers_the_planted_slopes(cohort):
@@ -199,5 +199,38 @@ def test_outputs_have_sidecars(cohort):
         columns = pd.read_csv(path, sep="\t", nrows=0).columns
         meta = json.loads(path.with_suffix(".json").read_text())
         meta.pop("MetricUnits", None)
+        method = meta.pop("Method", None)
+        assert (method is not None) == (key in ("harmonisation", "harmonised")), key
         assert list(meta) == list(columns), key
         assert all(m["Description"] != "No description" for m in meta.values()), key
+
+
+@pytest.fixture(scope="module")
+def unharmonised(cohort):
+    """The cohort analysed with ``--no-harmonize`` (command line -> settings -> spec)."""
+    inputs, group_dir = cohort[2], cohort[-1]
+    opts = build_parser().parse_args([str(group_dir), str(group_dir), "group",
+                                      "--no-harmonize"])
+    spec = load_spec(overrides=GroupSettings(harmonize=opts.harmonize))
+    notes = Notes()
+    off = analyse(replace(inputs, spec=replace(inputs.spec, harmonize=spec.harmonize)),
+                  notes=notes)
+    return off, notes, spec
+
+
+def test_no_harmonize_reports_site_effects_and_says_so(cohort, unharmonised):
+    *_, group_dir = cohort
+    results = cohort[3]
+    off, notes, spec = unharmonised
+    assert build_parser().parse_args([str(group_dir), str(group_dir), "group"]).harmonize is None
+    assert spec.harmonize.enabled is False and "harmonize.enabled" in spec.user_keys
+    assert off.harmonisation.values is None and off.skipped["harmonisation"] == SWITCHED_OFF
+    assert not any("harmonis" in w for w in notes.warnings)
+    before = results.tables["harmonisation"]
+    pd.testing.assert_series_equal(off.tables["harmonisation"]["p_before"], before["p_before"])
+    assert off.tables["harmonisation"]["p_after"].isna().all()
+    ran = methods_text(results.harmonisation, results.spec.harmonize)
+    assert ran.startswith("Imaging features (") and "3 sites of column 'site'" in ran
+    assert "switched off" in methods_text(off.harmonisation, spec.harmonize)
+    written = json.loads((group_dir / OUTPUTS["spec"]).read_text())
+    assert written["methods"]["harmonisation"] == ran

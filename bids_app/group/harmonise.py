@@ -22,6 +22,7 @@ import io
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,9 @@ from bids_app.group.spec_sections import HarmonizeSpec
 
 #: neuroHarmonize's name of the site column.
 SITE = "SITE"
+#: Reason recorded when the user switched harmonisation off.
+SWITCHED_OFF = ("site harmonisation switched off (--no-harmonize or harmonize.enabled: false); "
+                "the analyses use the values as measured")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class Harmonisation:
     effects: pd.DataFrame | None
     """Per feature, the site F-test in the controls before and after (``None``: no sites)."""
     skipped: str | None
-    """Why the features were not harmonised (``None`` when they were, or no site column)."""
+    """Why the features were not harmonised (``None`` when they were, or without >= 2 sites):
+    :data:`SWITCHED_OFF` or a refusal."""
     sites: tuple[str, ...] = ()
     site: pd.Series | None = None
     """Site of every input row (``None`` without a site column)."""
@@ -184,9 +189,8 @@ def harmonise(joined: pd.DataFrame, features: list[str], covariates: pd.DataFram
         With ``values`` when harmonised; ``effects`` whenever >= 2 sites exist.
     """
     site = site_labels(joined, spec.column)
-    if not spec.enabled or site is None or site.dropna().nunique() < 2 or not features:
-        reason = "switched off (harmonize.enabled: false)" if not spec.enabled else None
-        return Harmonisation(values=None, effects=None, skipped=reason)
+    if site is None or site.dropna().nunique() < 2 or not features:
+        return Harmonisation(values=None, effects=None, skipped=None)
     cov = covariates.to_numpy(dtype=float)
     usable = site.notna().to_numpy() & np.isfinite(cov).all(axis=1)
     fit = fit_rows & usable
@@ -194,6 +198,9 @@ def harmonise(joined: pd.DataFrame, features: list[str], covariates: pd.DataFram
     counts = site[fit].value_counts().reindex(list(sites), fill_value=0)
     raw = joined[features].to_numpy(dtype=float)
     before = site_f_test(raw[fit], site[fit].to_numpy(dtype=str), cov[fit])
+    if not spec.enabled:  # the user's choice: recorded, not a warning
+        return Harmonisation(values=None, effects=_effects(features, before, None, counts),
+                             skipped=SWITCHED_OFF, sites=sites, site=site, fit_rows=fit)
     message = refusal(counts, spec.min_controls_per_site) if fit.any() else (
         "site harmonisation skipped: no controls to fit it (ComBat is fitted on the "
         "controls); the analyses use unharmonised values")
@@ -270,3 +277,46 @@ def harmonised_joined(joined: pd.DataFrame, catalogue: pd.DataFrame, spec: Analy
     analysed = joined.copy()
     analysed[features] = result.values
     return analysed, result
+
+
+def methods_text(result: Harmonisation, spec: HarmonizeSpec) -> str:
+    """One paragraph for the methods: whether harmonisation ran, on which sites and features.
+
+    Parameters
+    ----------
+    result
+        :func:`harmonise`'s outcome (with its site effects table).
+    spec
+        The ``harmonize`` section.
+    """
+    column = f"column '{spec.column}'"
+    if result.effects is None:
+        return (f"Site harmonisation: not applicable (no site {column} with at least two "
+                "sites among the participants with imaging outputs).")
+    effects = result.effects
+    per_site = effects["controls_per_site"].iat[0]
+    sites = f"the {len(result.sites)} sites of {column} ({per_site} controls)"
+    if result.skipped == SWITCHED_OFF:
+        return (f"Site harmonisation was switched off: the analyses use the values as "
+                f"measured across {sites}; the site effects (F-test of site in the controls "
+                f"adjusted for {_names(spec.covariates)}) are reported.")
+    if result.skipped is not None:
+        return f"Site harmonisation was not run: {result.skipped}."
+    eb = "with" if spec.empirical_bayes else "without"
+    return (f"Imaging features ({int(effects['harmonised'].sum())} of {len(effects)}) were "
+            f"harmonised across {sites} with ComBat (Johnson 2007; Fortin 2017, 2018; "
+            f"neuroHarmonize {_version('neuroHarmonize')}, linear covariate model, {eb} "
+            f"empirical Bayes), fitted on the controls' cross-sectional sessions with "
+            f"{_names(spec.covariates)} as preserved covariates and applied to every "
+            "participant and session; every analysis used the harmonised values.")
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(names) or "no covariates"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:  # pragma: no cover - a declared dependency
+        return "(version unknown)"

@@ -225,6 +225,8 @@ def _cli_overrides(overrides: GroupSettings) -> dict[str, Any]:
     if overrides.fdr_alpha is not None:
         cli["fdr_alpha"] = float(number(overrides.fdr_alpha, "fdr_alpha", "--fdr-alpha",
                                          lo=1e-12, hi=1.0))
+    if overrides.harmonize is not None:
+        cli["harmonize"] = {"enabled": bool(overrides.harmonize)}
     return cli
 
 
@@ -241,7 +243,7 @@ def load_spec(path: str | Path | None = None, *,
         Command-line options; ``None`` attributes leave the spec unchanged. ``covariates``
         sets the covariates of the patient-control comparison and of the gray-matter vs tract
         models (``covariates`` and ``gm_tract.covariates``); ``clinical_covariates`` those of
-        the clinical and duration regressions.
+        the clinical and duration regressions; ``harmonize`` sets ``harmonize.enabled``.
 
     Returns
     -------

@@ -23,6 +23,7 @@ from bids_app.group import columns as C
 from bids_app.group import profiles as PR
 from bids_app.group.columns import OUTPUTS as GROUP_OUTPUTS
 from bids_app.group.design import CONTROL, PATIENT
+from bids_app.group.harmonise import methods_text
 from bids_app.group.primary import ANALYSIS_SCALE, metric_unit
 from bids_app.group.run import GroupResults
 from bids_app.group.seeds import onset_labels
@@ -54,11 +55,13 @@ OPTIONAL_TABLES = {"sidescores": C.SIDESCORES, "onset": C.ONSET, "tractcorr": C.
 OPTIONAL_OUTPUTS = ("demographics", "zscores", "change", "harmonised", *OPTIONAL_TABLES)
 
 
-def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any]) -> Path:
+def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any], *,
+              extra: dict[str, Any] | None = None) -> Path:
     """Write ``table`` (``n/a`` for missing) and a sidecar describing every column.
 
     A table with a ``metric`` column also records the units of its values per metric
-    (``MetricUnits``: diffusivities in 10^-3 mm^2/s).
+    (``MetricUnits``: diffusivities in 10^-3 mm^2/s); ``extra`` keys (e.g. ``Method``) are
+    added to the sidecar.
     """
     write_atomic(path, table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n"))
     sidecar = C.sidecar(table.columns, described)
@@ -66,7 +69,7 @@ def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any]) -> Pat
     if metric_cols:
         metrics = sorted({m for c in metric_cols for m in table[c].dropna().astype(str)})
         sidecar["MetricUnits"] = {m: metric_unit(m, C.METRIC_UNITS) for m in metrics}
-    write_json(path.with_suffix(".json"), sidecar)
+    write_json(path.with_suffix(".json"), {**sidecar, **(extra or {})})
     return path
 
 
@@ -118,6 +121,8 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
         written[key] = write_tsv(table, out_dir / GROUP_OUTPUTS[key], described)
     spec = results.spec.to_dict()
     spec["skipped"] = results.skipped
+    spec["methods"] = {"harmonisation": methods_text(results.harmonisation,
+                                                     results.spec.harmonize)}
     written["spec"] = write_json(out_dir / GROUP_OUTPUTS["spec"], spec)
     written.update(write_profile_tables(results, out_dir))
     if "demographics" in results.tables:
@@ -126,10 +131,12 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
             out_dir / GROUP_OUTPUTS["demographics"], C.DEMOGRAPHICS)
     if "zscores" in results.tables:
         written["zscores"] = write_zscores(results, out_dir / GROUP_OUTPUTS["zscores"])
+    methods = {"harmonisation": {"Method": spec["methods"]["harmonisation"]}}
     for key, described in OPTIONAL_TABLES.items():
         if key in results.tables:
             written[key] = write_tsv(_ordered(results.tables[key], described),
-                                     out_dir / GROUP_OUTPUTS[key], described)
+                                     out_dir / GROUP_OUTPUTS[key], described,
+                                     extra=methods.get(key))
     written.update(write_change_tables(results, out_dir))
     figures = _figures(results, out_dir)
     written.update(figures)
@@ -230,8 +237,9 @@ def write_change_tables(results: GroupResults, out_dir: Path) -> dict[str, Path]
             row = catalogue.loc[feature]
             described[feature] = C.feature_description(row.atlas, row.region, row.hemisphere,
                                                        row.metric, row.statistic)
-        written["harmonised"] = write_tsv(table, out_dir / GROUP_OUTPUTS["harmonised"],
-                                          described)
+        written["harmonised"] = write_tsv(
+            table, out_dir / GROUP_OUTPUTS["harmonised"], described,
+            extra={"Method": methods_text(results.harmonisation, results.spec.harmonize)})
     if "change" in results.tables:
         change = results.tables["change"]
         described = dict(C.CHANGE)

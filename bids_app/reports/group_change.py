@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from bids_app.group.columns import OUTPUTS as GROUP_OUTPUTS
 from bids_app.group.design import CONTROL, PATIENT
+from bids_app.group.harmonise import SWITCHED_OFF, methods_text
 from bids_app.group.run import GroupResults
 from bids_app.reports.group_figures import COLOURS, save_figure, unit_of
 
@@ -133,19 +134,14 @@ def harmonisation_section(results: GroupResults, figures: dict[str, Path],
     effects, esc = results.tables.get("harmonisation"), html.escape
     if effects is None:
         return ""
-    hspec, harm = results.spec.harmonize, results.harmonisation
+    harm = results.harmonisation
     parts = ["<h2>Site harmonisation</h2>"]
-    if harm.skipped:
-        parts.append(f"<p class='warn'>{esc(harm.skipped)}</p>")
-    else:
-        eb = "empirical Bayes" if hspec.empirical_bayes else "no empirical Bayes"
-        parts.append(
-            f"<p>ComBat (neuroHarmonize, {eb}) "
-            f"across {len(harm.sites)} sites of column '{esc(hspec.column)}' "
-            f"({esc(str(effects['controls_per_site'].iat[0]))} controls), fitted on the "
-            f"controls with covariates {esc(', '.join(hspec.covariates) or 'none')} and "
-            f"applied to every participant and session; every analysis uses the harmonised "
-            f"values ({_link('harmonised')}; the joined table keeps them as measured).</p>")
+    warn = " class='warn'" if harm.skipped and harm.skipped != SWITCHED_OFF else ""
+    parts.append(f"<p{warn}>{esc(methods_text(harm, results.spec.harmonize))}")
+    if harm.values is not None:
+        parts.append(f" Harmonised values: {_link('harmonised')} (the joined table keeps them "
+                     "as measured).")
+    parts.append("</p>")
     n_before = int((effects["p_before"] < 0.05).sum())
     n_after = int((effects["p_after"] < 0.05).sum())
     parts.append(f"<p>Table: {_link('harmonisation')}. Features with a site effect in the "
