@@ -10,6 +10,8 @@ Internally a missing session is the empty string ``""``.
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +28,12 @@ from bids_app.group.values import SILENT_MISSING
 KINDS: dict[str, Output] = {"dwi": DWI_STATS, "anat": ANAT_STATS}
 KEYS = ["participant_id", "session_id"]
 NA_VALUES = list(SILENT_MISSING)
+
+
+def glob_files(root: str | Path, pattern: str) -> list[Path]:
+    """``Path(root).glob(pattern)``, sorted, by :func:`glob.glob` on strings (``os.scandir``):
+    several times faster than pathlib's on 10,000 participant directories."""
+    return [Path(p) for p in sorted(glob.glob(os.path.join(glob.escape(str(root)), pattern)))]
 
 
 def _pattern(kind: str) -> re.Pattern[str]:
@@ -54,7 +62,7 @@ def find_participant_outputs(output_dir: str | Path) -> pd.DataFrame:
         name = output.glob()
         for sub_glob in (f"sub-*/{output.datatype}/{name}",
                          f"sub-*/ses-*/{output.datatype}/{name}"):
-            for path in output_dir.glob(sub_glob):
+            for path in glob_files(output_dir, sub_glob):
                 match = pattern.match(path.name)
                 if match is None:
                     continue
@@ -153,15 +161,16 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, Sequence[str]], *
     present: list[tuple[int, str, Path, set[str]]] = []  # row, kind, file, its metric rows
     for sub, session, kind, path in files[[*KEYS, "kind", "path"]].itertuples(index=False):
         try:
-            lines = Path(path).read_text().splitlines()
+            with open(path, encoding="utf-8", newline="") as handle:
+                lines = handle.read().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise BadDataError(f"{path}: cannot read participant metrics ({exc})") from exc
-        if not lines or lines[0].rstrip("\r") != header:
+        if not lines or lines[0] != header:
             raise BadDataError(f"{path}: header must be exactly {list(STATS_COLUMNS)}")
         row = index[(sub, session)]
         start = len(keys)
         for i, line in enumerate(lines[1:], start=2):
-            fields_ = line.rstrip("\r").split("\t")
+            fields_ = line.split("\t")
             if len(fields_) != ncol:
                 if not line.strip():
                     continue
@@ -172,7 +181,12 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, Sequence[str]], *
         present.append((row, kind, Path(path), set(keys[start:])))
         has[kind][row] |= len(keys) > start  # a header-only table holds no metrics
     missing = _missing_rows(present, sessions, notes=notes)
-    uniq, codes = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    # hash-based codes, then the (few) distinct keys sorted: np.unique would sort every row
+    first, found = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+    order = np.argsort(np.asarray(found, dtype=str), kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    uniq, codes = np.asarray(found, dtype=object)[order], rank[first]
     parts = [k.split("\t") for k in uniq]
     keep = np.array(_keep_statistics(parts, statistics), dtype=bool)
     new_code = np.cumsum(keep) - 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from bids_app.group.seeds import onset_labels
 from bids_app.reports import group_change as GC
 from bids_app.reports import group_matrices as M
 from bids_app.reports import group_sections as S
+from bids_app.reports.drawing import Job, drawing
 from bids_app.reports.group_figures import (
     FIGURE_SEED,
     association_scatter,
@@ -102,13 +104,28 @@ def _inclusion(results: GroupResults) -> pd.DataFrame:
     return incl
 
 
-def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
+def write_outputs(results: GroupResults, output_dir: Path, *,
+                  processes: int = 1) -> dict[str, Path]:
     """Write every group output under ``output_dir/group``; return their paths by key.
 
     Keys are those of ``GROUP_OUTPUTS`` and of the figures drawn (``GROUP_FIGURES``).
+    ``processes`` > 1 draws the figures in that many worker processes while the tables are
+    written (:func:`bids_app.reports.drawing.drawing`; the command line passes ``--nprocs``,
+    ``settings.nipype.nprocs``).
     """
     out_dir = Path(output_dir) / GROUP_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
+    with drawing(_figure_jobs(results, out_dir), processes=processes) as drawn:
+        written = write_tables(results, out_dir)
+        figures = {k: v for k, v in drawn().items() if v is not None}
+    written.update(figures)
+    written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
+                                     render_report(results, figures, out_dir))
+    return written
+
+
+def write_tables(results: GroupResults, out_dir: Path) -> dict[str, Path]:
+    """Every table (TSV + JSON sidecar) and the spec record; their paths by key."""
     written: dict[str, Path] = {}
     joined, described = _joined(results)
     written["joined"] = write_tsv(joined, out_dir / GROUP_OUTPUTS["joined"], described)
@@ -138,65 +155,60 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
                                      out_dir / GROUP_OUTPUTS[key], described,
                                      extra=methods.get(key))
     written.update(write_change_tables(results, out_dir))
-    figures = _figures(results, out_dir)
-    written.update(figures)
-    written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
-                                     render_report(results, figures, out_dir))
     return written
 
 
-def _figures(results: GroupResults, out_dir: Path) -> dict[str, Path]:
-    """Draw every figure the results allow; return their paths by ``GROUP_FIGURES`` key."""
+def _figure_jobs(results: GroupResults, out_dir: Path) -> dict[str, Job]:
+    """A job per figure the results allow, by ``GROUP_FIGURES`` key, costliest first."""
     spec, tables, alpha = results.spec, results.tables, results.spec.fdr_alpha
     fig = {key: out_dir / name for key, name in GROUP_FIGURES.items()}
-    made: dict[str, Path | None] = {}
+    panels = spec.max_figure_panels
+    jobs: dict[str, Job] = {}  # costliest first: handed out in this order
     patients = results.cross.loc[results.clinical_rows]
-    if "comparisons" in tables:
-        made["boxplots"] = group_boxplots(results.cross, results.labels, tables["comparisons"],
-                                          fig["boxplots"], max_panels=spec.max_figure_panels,
-                                          seed=FIGURE_SEED)
-        made["heatmap"] = M.primary_comparison_heatmap(tables["comparisons"], fig["heatmap"],
-                                                       alpha=alpha)
     if "clinical" in tables:
-        made["scatter"] = association_scatter(patients, tables["clinical"], fig["scatter"],
-                                              max_panels=spec.max_figure_panels,
-                                              seed=FIGURE_SEED)
-        made["clinical_heatmap"] = M.primary_clinical_heatmap(
-            tables["clinical"], fig["clinical_heatmap"], alpha=alpha)
-    ds = spec.duration_scatter
-    if "duration" in tables and ds.enabled:
-        made["duration_scatter"] = duration_scatter(
-            patients, tables["duration"], fig["duration_scatter"],
-            column=spec.duration_column, metrics=ds.metrics, regions=ds.regions)
+        jobs["clinical_heatmap"] = partial(M.primary_clinical_heatmap, tables["clinical"],
+                                           fig["clinical_heatmap"], alpha=alpha)
+    jobs["longitudinal_lineplot"] = partial(GC.longitudinal_figure, results,
+                                            fig["longitudinal_lineplot"], max_panels=panels,
+                                            seed=FIGURE_SEED)
     if "gmtract" in tables:
-        made["gmtract_matrix"] = M.gmtract_heatmap(tables["gmtract"], fig["gmtract_matrix"],
-                                                   alpha=alpha)
+        jobs["gmtract_matrix"] = partial(M.gmtract_heatmap, tables["gmtract"],
+                                         fig["gmtract_matrix"], alpha=alpha)
     if "tractcorr" in tables:
-        made["tractcorr"] = M.tractcorr_heatmap(tables["tractcorr"], fig["tractcorr"],
-                                                alpha=alpha, max_panels=spec.max_figure_panels)
-    if "sidescores" in tables:
-        made["sidescores"] = M.sidescore_heatmap(tables["sidescores"], fig["sidescores"],
-                                                 alpha=alpha)
+        jobs["tractcorr"] = partial(M.tractcorr_heatmap, tables["tractcorr"], fig["tractcorr"],
+                                    alpha=alpha, max_panels=panels)
     if "onset" in tables:
         onset = spec.onset_subgroups
-        made["onset_boxplots"] = onset_boxplots(
-            results.cross, results.labels,
+        jobs["onset_boxplots"] = partial(
+            onset_boxplots, results.cross, results.labels,
             onset_labels(results.cross[onset.column], onset.subgroups), tables["onset"],
-            fig["onset_boxplots"], max_panels=spec.max_figure_panels, seed=FIGURE_SEED)
-    made["harmonisation_scatter"] = GC.harmonisation_figure(
-        results, fig["harmonisation_scatter"])
-    made["longitudinal_lineplot"] = GC.longitudinal_figure(
-        results, fig["longitudinal_lineplot"], max_panels=spec.max_figure_panels,
-        seed=FIGURE_SEED)
+            fig["onset_boxplots"], max_panels=panels, seed=FIGURE_SEED)
+    ds = spec.duration_scatter
+    if "duration" in tables and ds.enabled:
+        jobs["duration_scatter"] = partial(
+            duration_scatter, patients, tables["duration"], fig["duration_scatter"],
+            column=spec.duration_column, metrics=ds.metrics, regions=ds.regions)
+    if "clinical" in tables:
+        jobs["scatter"] = partial(association_scatter, patients, tables["clinical"],
+                                  fig["scatter"], max_panels=panels, seed=FIGURE_SEED)
+    if "comparisons" in tables:
+        jobs["boxplots"] = partial(group_boxplots, results.cross, results.labels,
+                                   tables["comparisons"], fig["boxplots"], max_panels=panels,
+                                   seed=FIGURE_SEED)
+        jobs["heatmap"] = partial(M.primary_comparison_heatmap, tables["comparisons"],
+                                  fig["heatmap"], alpha=alpha)
+    if "sidescores" in tables:
+        jobs["sidescores"] = partial(M.sidescore_heatmap, tables["sidescores"],
+                                     fig["sidescores"], alpha=alpha)
+    jobs["harmonisation_scatter"] = partial(GC.harmonisation_figure, results,
+                                            fig["harmonisation_scatter"])
     prof = results.profiles
     if prof.skipped is None:
-        made["profiles"] = profile_means_plot(
-            prof.means, prof.stats, prof.segments, fig["profiles"],
-            max_panels=spec.max_figure_panels)
-        made["profile_clinical"] = profile_t_plot(
-            prof.stats, prof.segments, fig["profile_clinical"],
-            max_panels=spec.max_figure_panels)
-    return {k: v for k, v in made.items() if v is not None}
+        jobs["profiles"] = partial(profile_means_plot, prof.means, prof.stats, prof.segments,
+                                   fig["profiles"], max_panels=panels)
+        jobs["profile_clinical"] = partial(profile_t_plot, prof.stats, prof.segments,
+                                           fig["profile_clinical"], max_panels=panels)
+    return jobs
 
 
 # --------------------------------------------------------------------------- tables
