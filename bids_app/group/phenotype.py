@@ -166,20 +166,26 @@ def _sessions_group(header: str, files: list[tuple[Path, list[str]]], aliases: A
                     notes: Notes) -> pd.DataFrame | None:
     """The sessions files sharing ``header`` as one table: one ``read_csv`` for them all.
 
-    A file pandas cannot parse within the group is read alone, so that the error names it.
+    A row whose field count differs from the header's (which pandas reads differently at the
+    top of a file) or a group pandas cannot parse: every file is read alone, exactly as
+    before (an error then names its file).
     """
     owners = [p.name.split("_")[0] for p, lines in files for line in lines if line.strip()]
-    text = "\n".join([header, *(line for _, lines in files for line in lines if line.strip())])
+    rows = [line for _, lines in files for line in lines if line.strip()]
+    text = "\n".join([header, *rows])
     try:
+        if any(line.count("\t") != header.count("\t") for line in rows):
+            raise ValueError("ragged rows")
         table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str,
                             na_values=list(SILENT_MISSING), keep_default_na=False)
         if len(table) != len(owners):
             raise ValueError("row count")
+        table.insert(0, "participant_id", owners)
     except (ValueError, pd.errors.ParserError):
-        for path, _ in files:  # raises naming the file
-            _read_text(path)
-        raise
-    table.insert(0, "participant_id", owners)
+        alone = [_read_text(path) for path, _ in files]
+        for (path, _), part in zip(files, alone, strict=True):
+            part.insert(0, "participant_id", path.name.split("_")[0])
+        table = pd.concat(alone, ignore_index=True)
     first = files[0][0]
     where = first if len(files) == 1 else Path(f"{first} (and {len(files) - 1} other sessions "
                                                "file(s) with its header)")
