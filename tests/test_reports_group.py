@@ -28,9 +28,13 @@ PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
 def chromium() -> str:
-    """The Chromium executable; skipped outside CI when absent, a failure in CI."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    """A headless Chromium-based browser (Debian's chromium; Google Chrome on CircleCI's
+    Ubuntu images); skipped outside CI when absent, a failure in CI."""
+    exe = next(filter(None, map(shutil.which, BROWSERS)), None)
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("chromium not installed in CI (.ci/run installs the Debian package)")

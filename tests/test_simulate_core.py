@@ -13,8 +13,9 @@ from dipy.reconst.dti import TensorModel, fractional_anisotropy
 from bids_app.errors import MissingInputError, UsageError
 from bids_app.simulate import deform, tensors, writer
 from bids_app.simulate.acquisition import session_plans, session_score_change, with_sites
-from bids_app.simulate.cohort import generate_scores, plan_cohort
+from bids_app.simulate.cohort import plan_cohort
 from bids_app.simulate.effects import DEFAULT_EFFECTS, load_effects
+from bids_app.simulate.scores import generate_scores
 
 
 def _gtab(n=30, b=1000.0):
@@ -308,6 +309,26 @@ def test_scores_follow_planted_driver():
         assert r == pytest.approx(eff["scores"][name]["r"], abs=0.1)
         assert values.min() >= eff["scores"][name]["min"]
         assert values.max() <= eff["scores"][name]["max"]
+
+
+def test_axial_factors_reach_each_regions_ad_change_despite_overlap():
+    """Two overlapping regions: each region's weighted axial diffusivity changes as asked
+    (numpy on the raw eigenvalues), where multiplying the two changes would compound them."""
+    from bids_app.simulate.tensors import axial_factors_for_ad
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    evals = np.column_stack([rng.uniform(1.2e-3, 1.8e-3, n), rng.uniform(3e-4, 6e-4, n),
+                             rng.uniform(3e-4, 6e-4, n)])
+    w = {"a": np.clip(rng.uniform(-0.5, 1, n), 0, 1), "b": np.clip(rng.uniform(-0.5, 1, n), 0, 1)}
+    effect = {k: np.clip(v / 0.4, 0, 1) for k, v in w.items()}
+    changes = {"a": -0.2, "b": -0.1}
+    factor = axial_factors_for_ad(evals, w, effect, changes)
+    for key, change in changes.items():
+        got = (w[key] * evals[:, 0] * factor).sum() / (w[key] * evals[:, 0]).sum() - 1
+        assert got == pytest.approx(change, abs=1e-4)
+    naive = (1 - 0.2 * effect["a"]) * (1 - 0.1 * effect["b"])
+    assert (w["a"] * evals[:, 0] * naive).sum() / (w["a"] * evals[:, 0]).sum() - 1 < -0.22
 
 
 def test_defaults_have_one_site_and_one_session():

@@ -46,6 +46,7 @@ from bids_app.simulate.recovery import (
     recovery_from_outputs,
     write_recovery,
 )
+from bids_app.simulate.reference import PRESETS, preset_effects
 from bids_app.simulate.validation import (
     ATLAS_FEATURE,
     format_side_by_side,
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-controls", type=int, default=DEFAULT_CONTROLS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--effects", type=Path, metavar="YAML")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="plant a reference study's reported figures (applied before "
+                             "--effects; bids_app/simulate/reference.py)")
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                         help="participants per participant-level run (default 4 x --nprocs): "
                              "nipype's scheduler cost grows with the graph, so a large cohort "
@@ -187,7 +191,8 @@ def _demo(opts) -> int:
     data_dir = ensure_data(opts.data_dir)
     if not (bids / "truth.json").is_file():
         simulate(bids, n_patients=opts.n_patients, n_controls=opts.n_controls,
-                 seed=opts.seed, effects=load_effects(opts.effects), data_dir=data_dir,
+                 seed=opts.seed, effects=load_effects(opts.effects, base_override=(
+            preset_effects(opts.preset).effects if opts.preset else None)), data_dir=data_dir,
                  cache_dir=opts.cache_dir, nprocs=opts.nprocs)
     LOGGER.info("simulated cohort ready in %.0f s", time.perf_counter() - start)
     for option, (_, _, reason) in PARTICIPANT_OPTIONS.items():

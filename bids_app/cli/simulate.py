@@ -12,6 +12,7 @@ from bids_app.errors import AlsmriError, UsageError
 from bids_app.settings import DEFAULT_SEED
 from bids_app.simulate.dataset import simulate
 from bids_app.simulate.effects import load_effects
+from bids_app.simulate.reference import PRESETS, preset_effects
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--effects", type=Path, metavar="YAML",
                         help="planted-effect overrides (see bids_app/simulate/effects.py)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="plant a reference study's reported figures (applied before "
+                             "--effects; bids_app/simulate/reference.py)")
     parser.add_argument("--source", type=Path, default=None,
                         help="source BIDS dataset (default: $ALSMRI_SHARED/data/bids/ds-xa30; "
                              "without ALSMRI_SHARED, ../shared beside the checkout or the "
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             datefmt="%H:%M:%S")
-        effects = load_effects(opts.effects)
+        effects = load_effects(opts.effects, base_override=(
+            preset_effects(opts.preset).effects if opts.preset else None))
         start = time.perf_counter()
         truth = simulate(opts.out_bids, n_patients=opts.n_patients,
                          n_controls=opts.n_controls, seed=opts.seed, effects=effects,

@@ -54,6 +54,10 @@ class ParticipantPlan:
     disease_changes: dict[str, float] = field(default_factory=dict)
     #: "atlas/region/hemi" -> further relative FA change of the tract's focal weights
     focal_changes: dict[str, float] = field(default_factory=dict)
+    #: "atlas/region/hemi" -> relative axial-diffusivity change from the disease (patients)
+    axial_changes: dict[str, float] = field(default_factory=dict)
+    #: patients' onset site ("spinal"/"bulbar"; "" when the effects plan none)
+    onset_site: str = ""
     site: str = ""
     """Acquisition site ("" without sites; effects ``sites``)."""
     session: str = ""
@@ -85,23 +89,34 @@ def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
                     shared + var["tract_sd"] * rng.standard_normal())
                 if patient and spec["fa_change"]:
                     disease_changes[f"{key}/{hemi}"] = float(spec["fa_change"] * severity)
+        axial_changes = {f"{key}/{hemi}": float(spec["ad_change"] * severity)
+                         for key, spec in effects["tracts"].items() if spec.get("ad_change")
+                         and patient for hemi in HEMISPHERES}
         for key in effects["control_regions"]:
             tract_changes[key] = float(shared + var["tract_sd"] * rng.standard_normal())
         gm_changes = {}
+        shared_z = shared / var["participant_sd"] if var["participant_sd"] else 0.0
         for key, spec in effects["gm"].items():
+            coupling = float(spec.get("fa_coupling", 0.0))
             for hemi in HEMISPHERES:
-                change = (spec["sd"] * rng.standard_normal()
+                own = rng.standard_normal()
+                if coupling:
+                    own = coupling * shared_z + np.sqrt(1 - coupling**2) * own
+                change = (spec["sd"] * own
                           + (spec["volume_change"] * severity if patient else 0.0))
                 gm_changes[f"{key}/{hemi}"] = float(np.clip(change, -MAX_GM_LOSS, MAX_GM_LOSS))
         focal_changes = {f"{key}/{hemi}": float(spec["fa_change"] * severity if patient
                                                 else 0.0)
                          for key, spec in effects["focal"].items() for hemi in HEMISPHERES}
+        p_spinal = demo.get("p_spinal_onset")
+        onset = ("" if p_spinal is None or not patient
+                 else "spinal" if rng.random() < float(p_spinal) else "bulbar")
         plans.append(ParticipantPlan(
             participant_id=f"sub-{index + 1:03d}", index=index, group=group,
             age=round(age, 1), sex=sex, severity=round(severity, 4),
             tract_changes=tract_changes, gm_changes=gm_changes,
             head={"seed": [seed, index, 2]}, disease_changes=disease_changes,
-            focal_changes=focal_changes))
+            focal_changes=focal_changes, axial_changes=axial_changes, onset_site=onset))
     return plans
 
 
@@ -269,16 +284,20 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
     focal_effect = {k: np.clip(w / EFFECT_SATURATION, 0, 1) for k, w in focal.items()}
     factor = np.ones(len(evals))
     scales, stage_evals = {}, {}
+    stage_base = evals  # eigenvalues the radial factors act on (axially scaled from the disease)
     for stage, changes, w, eff in (("variability", plan.tract_changes, weights, effect),
                                    ("disease", plan.disease_changes, weights, effect),
                                    ("focal", plan.focal_changes, focal, focal_effect)):
         changes = {k: c for k, c in changes.items() if abs(c) > 1e-9}
-        solved = (tensors.radial_factors_for_fa(evals, w, eff, changes, prior=factor)
+        if stage == "disease" and plan.axial_changes:
+            stage_base, changes = _axial_disease(evals, factor, plan.axial_changes, effect,
+                                                 weights, changes)
+        solved = (tensors.radial_factors_for_fa(stage_base, w, eff, changes, prior=factor)
                   if changes else {})
         for key, k in solved.items():
             factor = factor * (1.0 + (k - 1.0) * eff[key])
         scales[stage] = {key: solved.get(key, 1.0) for key in w}
-        stage_evals[stage] = tensors.scale_radial(evals, factor)
+        stage_evals[stage] = tensors.scale_radial(stage_base, factor)
     planted_evals = stage_evals["focal"]
     planted = tensors.compose(planted_evals, evecs)
     matrix, head, warp = participant_transform(base, plan, effects)
@@ -324,6 +343,8 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                             "target_fa_change": round((1 + change) * (1 + disease) - 1, 6),
                             "variability_fa_change": round(change, 6),
                             "disease_fa_change": round(disease, 6),
+                            "disease_ad_change": round(plan.axial_changes.get(key, 0.0), 6),
+                            "ad_change": after["ad"] / before["ad"] - 1.0,
                             "radial_scale": round(scales["disease"][key], 6),
                             "variability_radial_scale": round(scales["variability"][key], 6),
                             "tract_fa_change": tract["fa"] / before["fa"] - 1.0,
@@ -385,55 +406,34 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                                 maps=maps)
 
 
+def _axial_disease(evals: np.ndarray, factor: np.ndarray, axial_changes: dict[str, float],
+                   effect: dict[str, np.ndarray], weights: dict[str, np.ndarray],
+                   changes: dict[str, float]) -> tuple[np.ndarray, dict[str, float]]:
+    """Eigenvalues with the disease's axial scaling, and FA targets relative to them.
+
+    The axial eigenvalues are scaled so that each lesioned tract's weighted AD changes by its
+    ``ad_change`` (:func:`bids_app.simulate.tensors.axial_factors_for_ad`, overlapping tracts
+    solved jointly); the disease's FA changes, asked relative to the FA before
+    the disease, are re-expressed relative to the FA of the axially scaled tensors, so the
+    radial solve then lands on the asked FA (lower AD lowers FA by itself; the radial
+    eigenvalues make up the rest, falling too when AD falls more than FA).
+    """
+    axial = tensors.axial_factors_for_ad(evals, weights, effect, axial_changes)
+    scaled = np.array(evals, dtype=np.float64, copy=True)
+    scaled[:, 0] *= axial
+    before = tensors.scale_radial(evals, factor)
+    after = tensors.scale_radial(scaled, factor)
+    targets = {}
+    for key in sorted(set(changes) | set(axial_changes)):  # no FA change asked: FA kept
+        change = changes.get(key, 0.0)
+        fa_before = tensors.weighted_metrics(before, weights[key])["fa"]
+        fa_after = tensors.weighted_metrics(after, weights[key])["fa"]
+        targets[key] = (1.0 + change) * fa_before / fa_after - 1.0
+    return scaled, targets
+
+
 def _volume_factor(density: np.ndarray, affine: np.ndarray, points: np.ndarray) -> float:
     """Total of ``density`` after resampling at ``points`` (one per output voxel of the same
     size) over its total before: the deformation's volume change of that tissue."""
     total = float(density.sum())
     return float(deform.sample(density, affine, points, order=1).sum()) / total if total else 1.0
-
-
-def driver_values(participant_truth: dict, driver: str) -> float:
-    """A participant's planted driver value: mean over L/R of a tract FA or GM volume ratio."""
-    atlas, region, metric = driver.split("/")
-    if metric == "fa":
-        rows = [t["fa"] for t in participant_truth["tracts"]
-                if t["atlas"] == atlas and t["region"] == region and t["hemisphere"] in "LR"]
-    else:
-        rows = [g["volume_ratio"] for g in participant_truth["gm"]
-                if g["atlas"] == atlas and g["region"] == region]
-    return float(np.mean(rows))
-
-
-def generate_scores(truth_participants: dict[str, dict], effects: dict, *, seed: int
-                    ) -> dict[str, dict[str, float]]:
-    """Clinical scores for patients from their planted driver values, age, sex and noise.
-
-    ``score = mean + sd * (r z_driver + sqrt(1 - r^2) e)`` with ``e`` a unit-variance mix of
-    standardised age, sex and Gaussian noise, so the population correlation with the driver is
-    ``r``; values are rounded and clipped to the score's range.
-    """
-    patients = [pid for pid, p in truth_participants.items() if p["group"] == PATIENT_LABEL]
-    scores: dict[str, dict[str, float]] = {pid: {} for pid in patients}
-    if not patients:
-        return scores
-
-    def standardise(values: np.ndarray) -> np.ndarray:
-        sd = values.std(ddof=1) if len(values) > 1 else 0.0
-        return (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
-
-    age = standardise(np.array([truth_participants[p]["age"] for p in patients]))
-    sex = standardise(np.array([truth_participants[p]["sex"] == "M" for p in patients], float))
-    for offset, (name, spec) in enumerate(sorted(effects["scores"].items())):
-        rng = np.random.default_rng([seed, 2 * 10**6, offset])
-        z = standardise(np.array([driver_values(truth_participants[p], spec["driver"])
-                                  for p in patients]))
-        wa, ws = float(spec.get("age_weight", 0)), float(spec.get("sex_weight", 0))
-        noise = rng.standard_normal(len(patients))
-        resid = wa * age + ws * sex + np.sqrt(1 - wa**2 - ws**2) * noise
-        r = float(spec["r"])
-        value = spec["mean"] + spec["sd"] * (r * z + np.sqrt(1 - r**2) * resid)
-        value = np.clip(np.round(value, int(spec.get("decimals", 0))),
-                        spec.get("min", -np.inf), spec.get("max", np.inf))
-        for pid, v in zip(patients, value):
-            scores[pid][name] = float(v)
-    return scores

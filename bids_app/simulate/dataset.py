@@ -19,6 +19,7 @@ from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
 from bids_app.settings import TEMPLATE
 from bids_app.simulate import acquisition, cohort, writer
+from bids_app.simulate import scores as scores_module
 from bids_app.simulate.base import (
     AtlasInputs,
     BaseAnatomy,
@@ -183,7 +184,7 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         timings.append(seconds)
         LOGGER.info("%s%s (%s) simulated in %.1f s", plan.participant_id,
                     f" {plan.session}" if plan.session else "", plan.group, seconds)
-    scores = cohort.generate_scores(participants, effects, seed=seed)
+    scores = scores_module.generate_scores(participants, effects, seed=seed)
     for pid, values in scores.items():
         participants[pid]["scores"] = values
     sessions = _session_rows(runs, participants, effects)
@@ -231,8 +232,8 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     truth["sample"] = _sample_statistics(truth)
     writer.write_dataset_files(out_dir, participants=[
         {"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "group": p.group,
-         "site": p.site} for p in plans], scores=scores, effects=effects, truth=truth,
-        source_name="ds-xa30 sub-01", sessions=sessions)
+         "onset_site": p.onset_site, "site": p.site} for p in plans], scores=scores,
+        effects=effects, truth=truth, source_name="ds-xa30 sub-01", sessions=sessions)
     return truth
 
 
@@ -288,8 +289,9 @@ def _simulate_one(job: tuple[cohort.ParticipantPlan, Path]) -> tuple[dict, float
     maps = writer.write_truth_maps(out_dir, plan.participant_id, sim.maps,
                                    affine=base.dwi_affine, session=plan.session)
     record = {"group": plan.group, "age": plan.age, "sex": plan.sex,
-              "severity": plan.severity, "head": sim.head, "tracts": sim.tracts, "gm": sim.gm,
-              "focal": sim.focal, "maps": maps, **({"site": plan.site} if plan.site else {})}
+              "severity": plan.severity, "onset_site": plan.onset_site, "head": sim.head,
+              "tracts": sim.tracts, "gm": sim.gm, "focal": sim.focal, "maps": maps,
+              **({"site": plan.site} if plan.site else {})}
     return record, time.perf_counter() - start
 
 

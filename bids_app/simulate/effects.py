@@ -44,7 +44,9 @@ DEFAULT_EFFECTS: dict[str, Any] = {
         PATIENT_LABEL: {"age_mean": 60.0, "age_sd": 10.0, "p_male": 0.6},
         CONTROL_LABEL: {"age_mean": 58.0, "age_sd": 10.0, "p_male": 0.55},
     },
-    # mean relative FA change in patients (planted through the radial eigenvalues)
+    # mean relative FA change in patients (planted through the radial eigenvalues); optional
+    # ad_change: relative axial-diffusivity change in patients (the axial eigenvalue is scaled
+    # first, the radial ones then solved so that FA still changes by fa_change)
     "tracts": {
         "hcp842/cst": {"fa_change": -0.25},
         "hcp842/corticostriatal": {"fa_change": -0.22},
@@ -71,12 +73,10 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     "control_regions": {"jhu/cc_splenium/bilateral": {}},
     # GM atrophy: a smooth local deformation of the region's gray matter (the anatomical
     # workflow's known-truth method, bids_app.core.anat.atrophy); relative volume change
-    # N(0, sd) in everyone plus volume_change x severity in patients
+    # N(0, sd) in everyone plus volume_change x severity in patients; optional fa_coupling:
+    # correlation of that N(0, sd) term with the participant's shared tract-FA variability
+    # (a GM-tract relation within groups; the disease adds its own through severity)
     "gm": {"aal/precentral": {"volume_change": -0.15, "sd": 0.04}},
-    # scores (patients only; column names as in the group level's alias table) generated from
-    # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r
-    # with the driver; covariate weights are the
-    # correlations of the score residual with age (per SD) and male sex
     # Acquisition sites (default: none, one scanner). Each site: fa_shift, a relative FA change
     # added to every tract of its participants (additive scanner effect), and fa_scale, a
     # factor on each participant's own relative FA deviations (variability, disease, focal;
@@ -90,6 +90,12 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     # FA decline). Controls do not change.
     "sessions": {"n": 1, "interval_years": 1.0, "fa_decline_per_year": -0.05,
                  "score": "alsfrs_r", "score_per_fa_change": 150.0},
+    # scores (patients only; column names as in the group level's alias table) generated from
+    # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r
+    # with the driver; covariate weights are the
+    # correlations of the score residual with age (per SD) and male sex; optional
+    # extra_drivers: {driver: r} further population correlations with other planted values
+    # (the score is then the least-squares combination of all drivers that has them)
     "scores": {
         "alsfrs_r": {"driver": "hcp842/cst/fa", "r": 0.85, "mean": 38.0, "sd": 6.0,
                      "min": 0, "max": 48, "decimals": 0, "age_weight": -0.2,
@@ -120,9 +126,14 @@ DEFAULT_EFFECTS: dict[str, Any] = {
 }
 
 
-def load_effects(path: Path | None = None) -> dict[str, Any]:
-    """Defaults merged (recursively) with a YAML file's overrides, validated."""
+def load_effects(path: Path | None = None, *,
+                 base_override: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults merged (recursively) with ``base_override`` (a preset, e.g.
+    :func:`bids_app.simulate.reference.preset_effects`) and then a YAML file's overrides,
+    validated."""
     effects = copy.deepcopy(DEFAULT_EFFECTS)
+    if base_override:
+        _merge(effects, base_override)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -138,7 +149,8 @@ def load_effects(path: Path | None = None) -> dict[str, Any]:
             raise UsageError(f"{path}: unknown keys {sorted(unknown)}; "
                              f"allowed {sorted(DEFAULT_EFFECTS)}")
         _merge(effects, override)
-    validate_effects(effects, source=str(path) if path else "defaults")
+    validate_effects(effects, source=str(path) if path else "preset" if base_override
+                     else "defaults")
     return effects
 
 
@@ -158,11 +170,16 @@ def validate_effects(effects: dict[str, Any], *, source: str) -> None:
 
     if not effects["snr"] or float(effects["snr"]) <= 0:
         fail("snr must be > 0")
+    for group, demo in effects["demographics"].items():
+        if not 0 <= float(demo.get("p_spinal_onset", 0)) <= 1:
+            fail(f"demographics {group}: p_spinal_onset must be in [0, 1]")
     for key, spec in effects["tracts"].items():
         if len(key.split("/")) != 2:
             fail(f"tract key {key!r} must be 'atlas/region'")
         if not -0.5 < float(spec.get("fa_change", 0)) < 0.5:
             fail(f"{key}: fa_change must be in (-0.5, 0.5)")
+        if not -0.5 < float(spec.get("ad_change", 0)) < 0.5:
+            fail(f"{key}: ad_change must be in (-0.5, 0.5)")
     placement = effects["placement"]
     if set(placement) != set(effects["tracts"]):
         fail(f"placement must name a source for each tract: tracts {sorted(effects['tracts'])}"
@@ -188,6 +205,8 @@ def validate_effects(effects: dict[str, Any], *, source: str) -> None:
             fail(f"gm key {key!r} must be 'atlas/region'")
         if not -0.4 < float(spec.get("volume_change", 0)) < 0.4:
             fail(f"{key}: volume_change must be in (-0.4, 0.4)")
+        if not -1 < float(spec.get("fa_coupling", 0)) < 1:
+            fail(f"{key}: fa_coupling must be in (-1, 1)")
     for name, spec in effects["sites"].items():
         if not (isinstance(name, str) and name.isalnum()) or not isinstance(spec, dict):
             fail(f"site {name!r}: a site is a letters/digits name mapping to "
@@ -205,8 +224,11 @@ def validate_effects(effects: dict[str, Any], *, source: str) -> None:
         fail(f"sessions: score {ses.get('score')!r} is not one of {sorted(effects['scores'])}")
     drivers = {f"{k}/fa" for k in effects["tracts"]} | {f"{k}/gmv_pct_tiv" for k in effects["gm"]}
     for name, spec in effects["scores"].items():
-        if spec.get("driver") not in drivers:
-            fail(f"score {name}: driver {spec.get('driver')!r} is not one of {sorted(drivers)}")
+        for driver in (spec.get("driver"), *spec.get("extra_drivers", {})):
+            if driver not in drivers:
+                fail(f"score {name}: driver {driver!r} is not one of {sorted(drivers)}")
+        if not all(-1 < float(r) < 1 for r in spec.get("extra_drivers", {}).values()):
+            fail(f"score {name}: extra_drivers correlations must be in (-1, 1)")
         weights = float(spec.get("age_weight", 0)) ** 2 + float(spec.get("sex_weight", 0)) ** 2
         if not -1 < float(spec["r"]) < 1 or weights >= 1:
             fail(f"score {name}: need |r| < 1 and age_weight^2 + sex_weight^2 < 1")

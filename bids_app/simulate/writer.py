@@ -131,8 +131,10 @@ def write_dataset_files(root: Path, *, participants: list[dict],
         "validation) holds every planted value per participant and the population parameters;\n"
         "derivatives/simulate-truth/ holds each participant's tract and focal weights.\n")
     (root / ".bidsignore").write_text(f"{TRUTH_FILE}\n")
+    onset = any(p.get("onset_site") for p in participants)
     table = pd.DataFrame([{"participant_id": p["participant_id"], "age": p["age"],
                            "sex": p["sex"], "group": p["group"],
+                           **({"onset_site": p.get("onset_site") or None} if onset else {}),
                            **({"site": p["site"]} if p.get("site") else {})}
                           for p in participants])
     table.to_csv(root / "participants.tsv", sep="\t", index=False, na_rep="n/a")
@@ -147,6 +149,9 @@ def write_dataset_files(root: Path, *, participants: list[dict],
         "group": {"Description": "diagnostic group",
                   "Levels": {PATIENT_LABEL: "amyotrophic lateral sclerosis",
                              CONTROL_LABEL: "healthy control"}},
+        **({"onset_site": {"Description": "site of symptom onset (patients)",
+                           "Levels": {"spinal": "limb (spinal) onset",
+                                      "bulbar": "bulbar onset"}}} if onset else {}),
     })
     names = list(effects["scores"])
     rows = [{"participant_id": p["participant_id"],
