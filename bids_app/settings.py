@@ -123,7 +123,8 @@ class GroupSettings:
 
     ``None`` keeps the spec's value (the defaults live in ``bids_app/data/analysis_spec.yaml``).
     ``covariates`` sets the patient-control and GM-vs-tract models, ``clinical_covariates``
-    the clinical and duration regressions.
+    the clinical and duration regressions; ``harmonize=False`` switches site harmonisation off
+    (``harmonize.enabled``).
     """
 
     analysis_spec: Path | None = None
@@ -134,6 +135,7 @@ class GroupSettings:
     clinical_covariates: tuple[str, ...] | None = None
     scores: tuple[str, ...] | None = None
     fdr_alpha: float | None = None
+    harmonize: bool | None = None
 
 
 @dataclass(frozen=True)

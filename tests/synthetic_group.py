@@ -164,13 +164,23 @@ def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
     """Write ``participants.tsv``, ``phenotype/clinical.tsv`` and the metrics tables.
 
     With ``alias_spelling`` the ALSFRS-R column is written as ``ALSFRS-R`` (alias table test).
+    A table with ``session_id`` (:func:`add_sites_and_sessions`) is written per session, with
+    ``sub-*/sub-*_sessions.tsv`` (``acq_time``) and a ``site`` column in participants.tsv.
     """
     rng = np.random.default_rng(seed)
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
     (bids_dir / "phenotype").mkdir(parents=True, exist_ok=True)
     (bids_dir / "dataset_description.json").write_text(
         json.dumps({"Name": "synthetic ALS cohort", "BIDSVersion": "1.9.0"}))
-    demo = table[["participant_id", "age", "sex", "group"]]
+    sessions = table if "session_id" in table.columns else None
+    if sessions is not None:
+        for pid, rows in sessions.groupby("participant_id", sort=False):
+            (bids_dir / pid).mkdir(parents=True, exist_ok=True)
+            rows[["session_id", "acq_time"]].to_csv(bids_dir / pid / f"{pid}_sessions.tsv",
+                                                    sep="\t", index=False)
+        table = sessions.drop_duplicates("participant_id")
+    demo = table[["participant_id", "age", "sex", "group",
+                  *(["site"] if "site" in table.columns else [])]]
     demo.to_csv(bids_dir / "participants.tsv", sep="\t", index=False, na_rep="n/a")
     (bids_dir / "participants.json").write_text(json.dumps({
         "age": {"Description": "age at scan", "Units": "year"},
@@ -187,21 +197,59 @@ def write_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
     feats = features()
     dwi = [f for f in feats if f.kind == "dwi"]
     anat = [f for f in feats if f.kind == "anat"]
-    dwi_vals = table[[f.name for f in dwi]].to_numpy()
-    anat_vals = table[[f.name for f in anat]].to_numpy()
-    tiv = rng.normal(1.5e6, 1.2e5, len(table))
-    for i, pid in enumerate(table["participant_id"]):
-        d = output_dir / pid / DWI_STATS.datatype
+    rows = table if sessions is None else sessions
+    dwi_vals = rows[[f.name for f in dwi]].to_numpy()
+    anat_vals = rows[[f.name for f in anat]].to_numpy()
+    tiv = rng.normal(1.5e6, 1.2e5, len(rows))
+    ses = rows["session_id"].tolist() if sessions is not None else [""] * len(rows)
+    for i, pid in enumerate(rows["participant_id"]):
+        base = output_dir / pid / ses[i]
+        stem = f"{pid}_{ses[i]}" if ses[i] else pid
+        d = base / DWI_STATS.datatype
         d.mkdir(parents=True, exist_ok=True)
-        (d / _file_name(DWI_STATS, pid)).write_text(_rows(dwi, dwi_vals[i], rng))
-        a = output_dir / pid / ANAT_STATS.datatype
+        (d / _file_name(DWI_STATS, stem)).write_text(_rows(dwi, dwi_vals[i], rng))
+        a = base / ANAT_STATS.datatype
         a.mkdir(parents=True, exist_ok=True)
         text = _rows(anat, anat_vals[i], rng)
         extra = [f"aal\t{f.region}\t{f.hemisphere}\tgmv\tsum\t{v / 100 * tiv[i]:.8g}\t0"
                  for f, v in zip(anat, anat_vals[i])]
         extra += [f"aal\ttotal_gm\tbilateral\tgmv\tsum\t{0.45 * tiv[i]:.8g}\t0",
                   f"aal\ttiv\tbilateral\tgmv\tsum\t{tiv[i]:.8g}\t0"]
-        (a / _file_name(ANAT_STATS, pid)).write_text(text + "\n".join(extra) + "\n")
+        (a / _file_name(ANAT_STATS, stem)).write_text(text + "\n".join(extra) + "\n")
+
+
+def add_sites_and_sessions(table: pd.DataFrame, *, sites: tuple[str, ...] = ("A", "B", "C"),
+                           sessions: int = 2, seed: int = 1) -> pd.DataFrame:
+    """:func:`simulate_table` over ``sites`` (random per participant; per site an additive
+    shift of up to one SD and a scale of the deviations from the feature mean) and
+    ``sessions`` (about a year apart; patients' tract FA falls by 0.02 per year), one row per
+    participant/session with ``session_id``, ``acq_time`` and ``site``."""
+    rng = np.random.default_rng(seed)
+    n = len(table)
+    site = rng.choice(np.asarray(sites), n)
+    shift = dict(zip(sites, np.linspace(-1.0, 1.0, len(sites))))
+    scale = dict(zip(sites, np.linspace(0.8, 1.2, len(sites))))
+    names = [f.name for f in features()]
+    base = table.copy()
+    base["site"] = site
+    als = (base["group"] == "ALS").to_numpy()
+    start = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), unit="D")
+    parts = []
+    for k in range(sessions):
+        part = base.copy()
+        t = np.zeros(n) if k == 0 else k + rng.uniform(-0.3, 0.3, n)
+        part["session_id"] = f"ses-{k + 1}"
+        part["acq_time"] = (start + pd.to_timedelta(np.round(t * 365.25), unit="D")).strftime(
+            "%Y-%m-%d")
+        for name in names:
+            values = base[name].to_numpy(dtype=float)
+            decline = -0.02 * als * ("_fa_" in name and name.startswith("hcp842_cst"))
+            values = values + decline * t + rng.normal(0, 0.1 * np.nanstd(values), n) * (k > 0)
+            mean, sd = np.nanmean(values), np.nanstd(values)
+            factor = np.array([scale[s] for s in site])
+            part[name] = mean + factor * (values - mean) + np.array([shift[s] for s in site]) * sd
+        parts.append(part)
+    return pd.concat(parts).sort_values(["participant_id", "session_id"]).reset_index(drop=True)
 
 
 #: Control model of a feature with planted deviations: value = intercept + age_slope * (age -
@@ -228,3 +276,135 @@ def plant_deviations(table: pd.DataFrame, feature: str, z: dict[str, float], *,
     deviation = np.where(planted.notna(), planted.to_numpy(dtype=float), deviation)
     out[feature] = expected + m["sd"] * deviation
     return out
+
+
+# --------------------------------------------------------------------------- sites, sessions
+#: Multi-site, two-session cohort (harmonisation and longitudinal tests, benchmark):
+#: feature -> (control mean at age 60, female; participant SD; session noise SD;
+#: patient difference; patient change per year). Controls change by AGEING_PER_YEAR x SD.
+LONGITUDINAL_MODEL = {
+    "hcp842_cst_L_fa_wmean": (0.52, 0.015, 0.008, -0.04, -0.02),
+    "hcp842_cst_R_fa_wmean": (0.52, 0.015, 0.008, -0.04, -0.02),
+    "hcp842_corticostriatal_L_fa_wmean": (0.45, 0.015, 0.008, -0.02, -0.01),
+    "hcp842_cst_L_md_wmean": (7.8e-4, 0.3e-4, 0.15e-4, 0.2e-4, 0.1e-4),
+    "jhu_mcp_bilateral_fa_mean": (0.60, 0.015, 0.008, 0.0, 0.0),
+    "aal_precentral_L_gmv_pct_tiv_ratio": (1.05, 0.06, 0.02, -0.06, -0.03),
+}
+#: Age per decade and male shifts of every feature, in participant SDs.
+AGE_SHIFT, MALE_SHIFT, AGEING_PER_YEAR = -0.5, 0.4, -0.05
+#: Site -> (patients, controls) per 100 participants of that site (unbalanced on purpose:
+#: without harmonisation the site effects bias the patient-control difference), additive
+#: shift in participant SDs, multiplicative factor of the deviations (its square averaged over
+#: the controls is 1, so ComBat's pooled control scale equals the site-free one).
+SITES = {"A": (0.75, 3.0, np.sqrt(1.3)), "B": (0.5, -1.5, 1.0), "C": (0.25, 0.0, np.sqrt(0.9))}
+#: ALSFRS-R = 38 + SCORE_SLOPE x (site-free CST-R FA - 0.52) + participant noise (SD 2) +
+#: session noise (SD 0.3): its change per year is SCORE_SLOPE x the FA change per year.
+SCORE_FEATURE, SCORE_SLOPE = "hcp842_cst_R_fa_wmean", 200.0
+
+
+def simulate_sessions(n_per_site: int = 200, *, sessions: int = 2, sites: tuple[str, ...] = (
+        "A", "B", "C"), seed: int = 20261207) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per participant/session: site-free (``<feature>_true``) and measured features.
+
+    Returns
+    -------
+    table : DataFrame
+        ``participant_id, session_id, site, group, age (first session), sex, time (years),
+        acq_time, alsfrs_r`` and per feature the measured and ``_true`` (site-free) values.
+    truth : DataFrame
+        Per feature the planted ``difference`` and patient ``decline`` (per year) and the
+        control ``ageing`` (per year).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for site in sites:
+        share, _, _ = SITES[site]
+        n_pat = round(n_per_site * share)
+        for i in range(n_per_site):
+            rows.append({"participant_id": f"sub-{site}{i:04d}", "site": site,
+                         "group": "ALS" if i < n_pat else "control"})
+    people = pd.DataFrame(rows)
+    n = len(people)
+    als = (people["group"] == "ALS").to_numpy()
+    people["age"] = np.round(rng.normal(60, 9, n), 1)
+    people["sex"] = np.where(rng.random(n) < 0.55, "M", "F")
+    times = np.column_stack([np.zeros(n)] + [k + rng.uniform(-0.4, 0.4, n)
+                                             for k in range(1, sessions)])
+    out = pd.concat([people.assign(session_id=f"ses-{k + 1}", time=times[:, k])
+                     for k in range(sessions)], ignore_index=True)
+    m = len(out)
+    pat = np.tile(als, sessions)
+    t = out["time"].to_numpy()
+    sex_m = (out["sex"] == "M").to_numpy()
+    age = out["age"].to_numpy()
+    site_idx = out["site"].map({s: k for k, s in enumerate(sites)}).to_numpy()
+    for feat, (mean, sd_p, sd_e, diff, decline) in LONGITUDINAL_MODEL.items():
+        subject = np.tile(rng.normal(0, sd_p, n), sessions)
+        slope = np.tile(rng.normal(0, abs(decline) * 0.2, n), sessions) * pat
+        expected = mean + sd_p * (AGE_SHIFT * (age - 60) / 10 + MALE_SHIFT * sex_m)
+        deviation = (subject + pat * (diff + decline * t) + slope * t
+                     + AGEING_PER_YEAR * sd_p * t + rng.normal(0, sd_e, m))
+        out[feat + "_true"] = expected + deviation
+        shift = np.array([SITES[s][1] for s in sites])[site_idx] * sd_p
+        scale = np.array([SITES[s][2] for s in sites])[site_idx]
+        out[feat] = expected + shift + scale * deviation
+    noise = np.tile(rng.normal(0, 2.0, n), sessions) + rng.normal(0, 0.3, m)
+    score = 38 + SCORE_SLOPE * (out[SCORE_FEATURE + "_true"] - 0.52) + noise
+    out["alsfrs_r"] = np.where(pat, np.round(score, 4), np.nan)
+    start = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), unit="D")
+    out["acq_time"] = (np.tile(start.to_numpy(), sessions)
+                       + pd.to_timedelta(t * 365.25 * 86400, unit="s").to_numpy())
+    out["acq_time"] = pd.to_datetime(out["acq_time"]).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    out["time"] = (pd.to_datetime(out["acq_time"]) - pd.to_datetime(
+        np.tile(pd.to_datetime(out["acq_time"][:n]).to_numpy(), sessions))
+    ).dt.total_seconds() / (365.25 * 86400)
+    truth = pd.DataFrame([{"feature": f, "difference": v[3], "decline": v[4],
+                           "ageing": AGEING_PER_YEAR * v[1]}
+                          for f, v in LONGITUDINAL_MODEL.items()])
+    return out.sort_values(["participant_id", "session_id"]).reset_index(drop=True), truth
+
+
+def _parse_feature(name: str) -> tuple[str, str, str, str, str, str]:
+    atlas, rest = name.split("_", 1)
+    for metric in ("gmv_pct_tiv", "fa", "md"):
+        for hemi in ("L", "R", "bilateral"):
+            tail = f"_{hemi}_{metric}_"
+            if tail in rest:
+                region, stat = rest.split(tail)
+                kind = "anat" if metric.startswith("gmv") else "dwi"
+                return atlas, region, hemi, metric, stat, kind
+    raise ValueError(name)
+
+
+def write_sessions_cohort(table: pd.DataFrame, bids_dir: Path, output_dir: Path, *,
+                          seed: int = 0) -> None:
+    """Write participants.tsv (site, group, age, sex), ``sub-*/sub-*_sessions.tsv``
+    (acq_time, ALSFRS-R) and per-session metrics tables of :func:`simulate_sessions`."""
+    rng = np.random.default_rng(seed)
+    bids_dir, output_dir = Path(bids_dir), Path(output_dir)
+    bids_dir.mkdir(parents=True, exist_ok=True)
+    (bids_dir / "dataset_description.json").write_text(
+        json.dumps({"Name": "synthetic multi-site ALS cohort", "BIDSVersion": "1.9.0"}))
+    people = table.drop_duplicates("participant_id")[["participant_id", "site", "group", "age",
+                                                      "sex"]]
+    people.to_csv(bids_dir / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    (bids_dir / "participants.json").write_text(json.dumps({
+        "age": {"Description": "age at the first session", "Units": "year"},
+        "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
+        "site": {"Description": "acquisition site"}}))
+    feats = [Feature(*_parse_feature(f)) for f in LONGITUDINAL_MODEL]
+    dwi = [f for f in feats if f.kind == "dwi"]
+    anat = [f for f in feats if f.kind == "anat"]
+    for pid, rows in table.groupby("participant_id", sort=False):
+        sub = bids_dir / pid
+        sub.mkdir(exist_ok=True)
+        rows[["session_id", "acq_time", "alsfrs_r"]].to_csv(
+            sub / f"{pid}_sessions.tsv", sep="\t", index=False, na_rep="n/a")
+        for row in rows.itertuples(index=False):
+            stem = f"{pid}_{row.session_id}"
+            for group, output in ((dwi, DWI_STATS), (anat, ANAT_STATS)):
+                d = output_dir / pid / row.session_id / output.datatype
+                d.mkdir(parents=True, exist_ok=True)
+                values = [getattr(row, f.name) for f in group]
+                (d / (stem + output.glob().removeprefix("*"))).write_text(
+                    _rows(group, values, rng))

@@ -143,6 +143,8 @@ def test_bids_exec_spec_is_boutiques(capsys):
     assert ids["analysis_level"]["value-choices"] == ["participant", "group"]
     assert ids["participant_label"]["list"] is True
     assert ids["skip_bids_validation"]["type"] == "Flag"
+    assert ids["harmonize"]["type"] == "Flag"
+    assert ids["harmonize"]["command-line-flag"] == "--no-harmonize"
     assert ids["nprocs"]["type"] == "Number" and ids["nprocs"]["integer"] is True
     assert ids["tract_threshold"]["type"] == "Number" and "integer" not in ids["tract_threshold"]
 

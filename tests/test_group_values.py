@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 from synthetic_group import simulate_table, write_cohort
 
-from bids_app.errors import UsageError
+from bids_app.errors import BadDataError, UsageError
 from bids_app.group import spec as spec_module
 from bids_app.group.columns import OUTPUTS
+from bids_app.group.notes import Notes
+from bids_app.group.phenotype import load_phenotype
 from bids_app.group.run import run_group
-from bids_app.group.spec import Table1Spec, ZScoreSpec, load_spec
+from bids_app.group.spec import Table1Spec, ZScoreSpec, load_aliases, load_spec
 from bids_app.group.values import column_kind, read_number, type_column
 from bids_app.reports.group import write_outputs
 from bids_app.settings import ExecutionSettings, GroupSettings, Settings
@@ -134,3 +136,46 @@ def test_new_spec_sections_defaults_once_and_validated(tmp_path, monkeypatch):
         user.write_text(bad)
         with pytest.raises(UsageError, match=str(user)):
             load_spec(user)
+
+
+def _sessions_files(bids, files: dict[str, str]) -> None:
+    for pid, text in files.items():
+        (bids / pid).mkdir(parents=True, exist_ok=True)
+        (bids / pid / f"{pid}_sessions.tsv").write_text(text)
+
+
+def test_sessions_files_read_together_equal_each_file_read_alone(tmp_path):
+    """One read_csv per header: the same rows as pandas reading every file alone."""
+    files = {"sub-01": "session_id\tacq_time\tscanner\nses-1\t2020-01-01\tA\nses-2\tn/a\tA\n",
+             "sub-02": "\ufeffsession_id\tacq_time\tscanner\r\n1\t2020-03-01\tB\r\n",
+             "sub-03": "acq_time\tsession_id\n2021-01-01\tses-1\n\n",
+             "sub-04": "session_id\tacq_time\tscanner\n"}
+    _sessions_files(tmp_path, files)
+    pheno = load_phenotype(tmp_path, load_aliases(), notes=Notes())
+    (_, got), = [(p, t) for p, t in pheno.tables if p.name == "sessions.tsv"]
+    expected = pd.concat([pd.read_csv(tmp_path / pid / f"{pid}_sessions.tsv", sep="\t",
+                                      dtype=str, keep_default_na=False, na_values=["n/a"],
+                                      encoding="utf-8-sig").assign(participant_id=pid)
+                          for pid in files])
+    expected["session_id"] = expected["session_id"].map(
+        lambda s: s if s.startswith("ses-") else f"ses-{s}")
+    key = ["participant_id", "session_id"]
+    got = got.sort_values(key).reset_index(drop=True)
+    expected = expected.sort_values(key).reset_index(drop=True)
+    assert list(zip(got["participant_id"], got["session_id"])) == \
+        [("sub-01", "ses-1"), ("sub-01", "ses-2"), ("sub-02", "ses-1"), ("sub-03", "ses-1")]
+    assert got["acq_time"].astype(str).tolist() == expected["acq_time"].astype(str).tolist()
+    assert got["site"].astype(str).tolist() == expected["scanner"].astype(str).tolist()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("session_id\tacq_time\nses-1\t2020-01-01\nses-1\t2020-02-01\n", "duplicated"),
+    ("session_id\tacq_time\nses-1\t2020-01-01\nses-2\t2020-02-01\t3\t4\n", "unreadable TSV")])
+def test_faulty_sessions_file_is_named(tmp_path, bad, message):
+    _sessions_files(tmp_path, {"sub-01": "session_id\tacq_time\nses-1\t2020-01-01\n",
+                               "sub-02": bad,
+                               "sub-03": "session_id\tacq_time\nses-1\t2020-01-01\n"})
+    with pytest.raises(BadDataError) as err:
+        load_phenotype(tmp_path, load_aliases(), notes=Notes())
+    assert str(err.value).startswith(str(tmp_path / "sub-02" / "sub-02_sessions.tsv"))
+    assert message in str(err.value)

@@ -14,6 +14,7 @@ from synthetic_group import simulate_table, write_cohort
 
 from bids_app.bids.outputs import GROUP_OUTPUTS
 from bids_app.group.run import run_group
+from bids_app.reports.drawing import drawing
 from bids_app.reports.group import write_outputs
 from bids_app.settings import ExecutionSettings, GroupSettings, Settings
 
@@ -52,7 +53,8 @@ def test_report_renders_in_chromium(tmp_path):
     settings = Settings(execution=ExecutionSettings(
         bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", analysis_level="group",
         work_dir=tmp_path / "w"), group=GroupSettings(analysis_spec=spec))
-    written = write_outputs(run_group(settings), tmp_path / "out")
+    # figures drawn by two forked workers while the tables are written (as with --nprocs 2)
+    written = write_outputs(run_group(settings), tmp_path / "out", processes=2)
     report = written["report"]
     source = report.read_text()
     n_img = len(re.findall(r"<img ", source))
@@ -84,3 +86,22 @@ def test_report_renders_in_chromium(tmp_path):
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert (width, height) == (1280, 2400) and shot.stat().st_size > 50_000
     assert GROUP_OUTPUTS["report"] == report.name
+
+
+def test_figures_drawn_by_workers_are_those_drawn_in_process(tmp_path):
+    """The forked workers run the same jobs (and return their paths in order)."""
+    def job(name):
+        def draw():
+            path = tmp_path / name
+            path.write_text(f"{name} {len(name)}")
+            return path
+        return draw
+
+    jobs = {"b": job("b.txt"), "a": job("a.txt"), "none": lambda: None}
+    with drawing(jobs, processes=2) as drawn:
+        parallel = drawn()
+    assert list(parallel) == ["b", "a", "none"] and parallel["none"] is None
+    texts = {k: p.read_text() for k, p in parallel.items() if p is not None}
+    with drawing(jobs, processes=1) as drawn:
+        serial = drawn()
+    assert parallel == serial and texts == {k: p.read_text() for k, p in serial.items() if p}

@@ -11,7 +11,8 @@ from dipy.core.sphere import HemiSphere, disperse_charges
 from dipy.reconst.dti import TensorModel, fractional_anisotropy
 
 from bids_app.errors import MissingInputError, UsageError
-from bids_app.simulate import deform, tensors
+from bids_app.simulate import deform, tensors, writer
+from bids_app.simulate.acquisition import session_plans, session_score_change, with_sites
 from bids_app.simulate.cohort import plan_cohort
 from bids_app.simulate.effects import DEFAULT_EFFECTS, load_effects
 from bids_app.simulate.scores import generate_scores
@@ -261,6 +262,11 @@ def test_benchmark_study_effects_are_smaller_versions_of_the_defaults():
     ("focal: {hcp842/ilf: {z_mm: 0, sigma_mm: 5, fa_change: -0.1}}\n", "not one of"),
     ("focal: {hcp842/cst: {z_mm: 0, sigma_mm: 0, fa_change: -0.1}}\n", "sigma_mm"),
     ("focal: {hcp842/cst: {z_mm: 0, sigma_mm: 5, fa_change: -0.6}}\n", "fa_change"),
+    ("sites: {A: {fa_shift: 0.5}}\n", "fa_shift"),
+    ("sites: {A-1: {fa_shift: 0.01}}\n", "letters/digits"),
+    ("sessions: {n: 0}\n", "integer n"),
+    ("sessions: {fa_decline_per_year: 0.1}\n", "fa_decline_per_year"),
+    ("sessions: {score: bogus}\n", "score 'bogus'"),
 ])
 def test_effects_errors(tmp_path, text, match):
     path = tmp_path / "e.yaml"
@@ -355,3 +361,73 @@ def test_axial_factors_reach_each_regions_ad_change_despite_overlap():
         assert got == pytest.approx(change, abs=1e-4)
     naive = (1 - 0.2 * effect["a"]) * (1 - 0.1 * effect["b"])
     assert (w["a"] * evals[:, 0] * naive).sum() / (w["a"] * evals[:, 0]).sum() - 1 < -0.22
+
+
+def test_defaults_have_one_site_and_one_session():
+    """The demo and the existing cohorts are unchanged: no site column, no sessions."""
+    eff = load_effects()
+    assert eff["sites"] == {} and eff["sessions"]["n"] == 1
+    plans = plan_cohort(eff, n_patients=3, n_controls=2, seed=7)
+    assert with_sites(plans, eff["sites"]) == plans
+    assert session_plans(plans, eff) == plans
+    assert all(p.site == "" and p.session == "" and p.years == 0 for p in plans)
+
+
+def test_sites_add_a_shift_and_scale_the_deviations():
+    eff = load_effects()
+    plans = plan_cohort(eff, n_patients=4, n_controls=4, seed=3)
+    sites = {"A": {"fa_shift": 0.05, "fa_scale": 1.0}, "B": {"fa_shift": -0.02, "fa_scale": 1.5}}
+    sited = with_sites(plans, sites)
+    assert [p.site for p in sited] == ["A", "B"] * 4
+    for before, after in zip(plans, sited):
+        shift, scale = sites[after.site]["fa_shift"], sites[after.site]["fa_scale"]
+        for key, value in before.tract_changes.items():
+            assert after.tract_changes[key] == pytest.approx(shift + scale * value, abs=1e-6)
+        for key, value in before.disease_changes.items():
+            assert after.disease_changes[key] == pytest.approx(scale * value, abs=1e-6)
+        assert (after.group, after.severity, after.age) == (before.group, before.severity,
+                                                            before.age)
+
+
+def test_sessions_plant_a_per_year_decline_in_patients_and_tie_the_score():
+    eff = load_effects()
+    eff["sessions"] = {**eff["sessions"], "n": 3, "interval_years": 0.5}
+    plans = plan_cohort(eff, n_patients=3, n_controls=2, seed=5)
+    runs = session_plans(plans, eff)
+    assert len(runs) == 3 * len(plans)
+    rate = eff["sessions"]["fa_decline_per_year"]
+    for run in runs:
+        first = next(p for p in plans if p.participant_id == run.participant_id)
+        assert run.session in ("ses-1", "ses-2", "ses-3")
+        assert run.years == pytest.approx(0.5 * (int(run.session[-1]) - 1))
+        assert run.tract_changes == first.tract_changes  # the participant is the same
+        for key, value in first.disease_changes.items():
+            assert run.disease_changes[key] == pytest.approx(
+                value + rate * first.severity * run.years, abs=1e-6)
+        change = session_score_change(run, eff)
+        assert change == pytest.approx(eff["sessions"]["score_per_fa_change"] * rate
+                                       * run.severity * run.years)
+        if run.group == "control":
+            assert run.disease_changes == {} and change == 0
+
+
+def test_writer_writes_sites_and_sessions(tmp_path):
+    eff = load_effects()
+    people = [{"participant_id": "sub-01", "age": 60.0, "sex": "M", "group": "ALS",
+               "site": "A"},
+              {"participant_id": "sub-02", "age": 55.0, "sex": "F", "group": "control",
+               "site": "B"}]
+    sessions = {p["participant_id"]: [
+        {"session_id": f"ses-{k}", "acq_time": f"2025-0{k}-01T00:00:00", "age": p["age"] + k,
+         "alsfrs_r": 40.0 - k} for k in (1, 2)] for p in people}
+    writer.write_dataset_files(tmp_path, participants=people, scores={}, effects=eff,
+                               truth={}, source_name="x", sessions=sessions)
+    table = (tmp_path / "participants.tsv").read_text().splitlines()
+    assert table[0].split("\t") == ["participant_id", "age", "sex", "group", "site"]
+    rows = (tmp_path / "sub-01" / "sub-01_sessions.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["session_id", "acq_time", "age", "alsfrs_r"]
+    assert rows[2].startswith("ses-2\t2025-02-01")
+    assert (tmp_path / "sessions.json").is_file()
+    assert writer.truth_map_name("sub-01", "tract/hcp842/cst/L", "ses-2").as_posix() == (
+        "derivatives/simulate-truth/sub-01/ses-2/dwi/"
+        "sub-01_ses-2_hemi-L_label-cst_desc-truth_probseg.nii.gz")

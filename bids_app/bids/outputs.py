@@ -288,6 +288,13 @@ GROUP_OUTPUTS: Mapping[str, str] = MappingProxyType({
     "sidescores": "group_desc-sidescores_correlations.tsv",
     "onset": "group_desc-onset_stats.tsv",
     "tractcorr": "group_desc-tractcorrelations_stats.tsv",
+    # site harmonisation: written when a site column names >= 2 sites
+    "harmonisation": "group_desc-harmonisation_stats.tsv",
+    "harmonised": "group_desc-harmonised_participants.tsv",
+    # longitudinal analyses: written when participants have >= 2 timed sessions
+    "change": "group_desc-change_participants.tsv",
+    "longitudinal": "group_desc-longitudinal_stats.tsv",
+    "progression": "group_desc-progression_correlations.tsv",
     "spec": "group_desc-analysis_spec.json",
     "report": "report.html",
 })
@@ -304,4 +311,6 @@ GROUP_FIGURES: Mapping[str, str] = MappingProxyType({
     "tractcorr": "figures/group_desc-tractcorrelations_heatmap.png",
     "onset_boxplots": "figures/group_desc-onset_boxplot.png",
     "sidescores": "figures/group_desc-sidescores_heatmap.png",
+    "harmonisation_scatter": "figures/group_desc-harmonisation_scatter.png",
+    "longitudinal_lineplot": "figures/group_desc-longitudinal_lineplot.png",
 })

@@ -29,7 +29,8 @@ def boutiques_descriptor(parser: argparse.ArgumentParser) -> dict[str, Any]:
         }
         if action.option_strings:
             item["command-line-flag"] = max(action.option_strings, key=len)
-        if isinstance(action, (argparse._StoreTrueAction, argparse._CountAction,
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                               argparse._CountAction,
                                argparse.BooleanOptionalAction)):
             item["type"] = "Flag"
             if isinstance(action, argparse.BooleanOptionalAction):

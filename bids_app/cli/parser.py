@@ -190,4 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "imaging metrics)")
     g.add_argument("--fdr-alpha", type=probability,
                    help="override the spec's 'fdr_alpha' (Benjamini-Hochberg FDR level)")
+    g.add_argument("--no-harmonize", dest="harmonize", action="store_false", default=None,
+                   help="do not harmonise the imaging features across sites (spec "
+                        "'harmonize.enabled: false'); site effects are still reported")
     return parser

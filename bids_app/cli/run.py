@@ -184,6 +184,7 @@ def settings_from_args(opts) -> Settings:
         clinical_covariates=(tuple(opts.clinical_covariates)
                              if opts.clinical_covariates is not None else None),
         scores=tuple(opts.scores) if opts.scores else None, fdr_alpha=opts.fdr_alpha,
+        harmonize=opts.harmonize,
     )
     return Settings(execution=execution, nipype=nipype, dwi=dwi, anat=anat, group=group)
 

@@ -61,7 +61,8 @@ def _run_group(settings: Settings, argv: list[str]) -> int:
     ex = settings.execution
     init_derivatives(ex.output_dir, ex.bids_dir)
     _start_logs(settings, argv)
-    written = write_outputs(run_group(settings), ex.output_dir)
+    written = write_outputs(run_group(settings), ex.output_dir,
+                            processes=settings.nipype.nprocs)
     LOGGER.info("group level finished: %s", written["report"].parent)
     return 0
 

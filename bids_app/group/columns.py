@@ -211,6 +211,67 @@ TRACTCORR = {
     "significant": _KEYS["significant"], "reason": _KEYS["reason"],
 }
 
+HARMONISATION = {
+    "feature": "Imaging feature (column of the joined table)",
+    **{k: _KEYS[k] for k in ("atlas", "region", "hemisphere", "metric", "statistic")},
+    "n_sites": "Sites (values of the spec's harmonize.column)",
+    "n_controls": "Controls (cross-sectional session) with a value, a site and complete "
+                  "harmonize.covariates: the rows of the site F-tests and of the ComBat fit",
+    "controls_per_site": "Controls per site entering the fit",
+    "f_before": "F statistic of site in the controls, OLS feature ~ covariates + site vs "
+                "feature ~ covariates, values as measured",
+    "p_before": "p of f_before",
+    "harmonised": "Whether the feature was harmonised (ComBat, neuroHarmonize)",
+    "f_after": "F statistic of site in the controls after harmonisation",
+    "p_after": "p of f_after",
+}
+
+_TIME = "years since the participant's first session (sessions.tsv acq_time or age)"
+CHANGE = {
+    "participant_id": "Participant", "group_label": "patient, control or n/a",
+    "n_sessions": "Sessions with a time",
+    "time_source": "sessions.tsv column giving the session times (acq_time or age)",
+    "span_years": f"Last session time, {_TIME}",
+}
+CHANGE_SUFFIX = ("Annualised change (OLS slope on time; two sessions: difference over the "
+                 "interval), per year, in the analysis unit of the metric")
+LONGITUDINAL = {
+    "feature": "Imaging feature",
+    **{k: _KEYS[k] for k in ("atlas", "region", "hemisphere", "metric", "statistic")},
+    "n_participants": "Participants with >= 2 sessions with a value and complete covariates",
+    "n_observations": "Participant/session rows in the model",
+    "term": "time: change per year in controls; group: patient - control difference at "
+            "time 0; time_x_group: patient - control difference of the change per year; "
+            "patient_time: change per year in patients (time + time_x_group)",
+    "estimate": "Fixed effect of the linear mixed model feature ~ time * group + covariates "
+                "(REML; random intercept per participant, and random slope on time when "
+                "random_slope)",
+    "se": "Standard error of estimate", "z": "estimate / se",
+    "p": "Two-sided normal p of z",
+    "ci_low": "Lower bound of the 95% (normal) confidence interval",
+    "ci_high": "Upper bound of the 95% (normal) confidence interval",
+    "random_slope": "Whether the model has a random slope on time",
+    "converged": "Whether the REML optimisation converged",
+    "residual_sd": "Residual (within-participant) standard deviation",
+    "participant_sd": "Standard deviation of the random intercept",
+    "family": "term:metric; q values are Benjamini-Hochberg within it",
+    "q": "Benjamini-Hochberg FDR q of p within family",
+    "significant": _KEYS["significant"],
+    "reason": _KEYS["reason"],
+}
+PROGRESSION = {
+    "score": "Annualised change of the progression score (points per year; the "
+             "progression rate), outcome of the model",
+    **{k: _KEYS[k] for k in ("atlas", "region", "hemisphere", "metric", "statistic")},
+    "family": "score:metric; q values are Benjamini-Hochberg within it",
+    **_FIT, "significant": _KEYS["significant"], "reason": _KEYS["reason"],
+}
+HARMONISED_HEAD = {
+    "participant_id": "Participant", "session_id": "Session (n/a when none)",
+}
+for _table in (LONGITUDINAL, PROGRESSION):
+    _table.update(PRIMARY)
+
 ZSCORE_HEAD = {
     "participant_id": INCLUSION["participant_id"],
     "session_id": INCLUSION["session_id"],

@@ -89,3 +89,9 @@ def drop_constant(cov: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, li
         return cov, []
     keep = np.ptp(cov, axis=0) > 0
     return cov[:, keep], [n for n, k in zip(names, keep) if k]
+
+
+def cross_sectional(joined: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """One row per participant (first or last session by label)."""
+    ordered = joined.sort_values(["participant_id", "session_id"], kind="stable")
+    return ordered.drop_duplicates("participant_id", keep=policy)

@@ -10,6 +10,8 @@ Internally a missing session is the empty string ``""``.
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,11 +22,18 @@ import pandas as pd
 from bids_app.bids.outputs import ANAT_STATS, DWI_STATS, STATS_COLUMNS, Output, feature_name
 from bids_app.errors import BadDataError, NoDataError
 from bids_app.group.notes import Notes
+from bids_app.group.spec import AnalysisSpec
 from bids_app.group.values import SILENT_MISSING
 
 KINDS: dict[str, Output] = {"dwi": DWI_STATS, "anat": ANAT_STATS}
 KEYS = ["participant_id", "session_id"]
 NA_VALUES = list(SILENT_MISSING)
+
+
+def glob_files(root: str | Path, pattern: str) -> list[Path]:
+    """``Path(root).glob(pattern)``, sorted, by :func:`glob.glob` on strings (``os.scandir``):
+    several times faster than pathlib's on 10,000 participant directories."""
+    return [Path(p) for p in sorted(glob.glob(os.path.join(glob.escape(str(root)), pattern)))]
 
 
 def _pattern(kind: str) -> re.Pattern[str]:
@@ -53,7 +62,7 @@ def find_participant_outputs(output_dir: str | Path) -> pd.DataFrame:
         name = output.glob()
         for sub_glob in (f"sub-*/{output.datatype}/{name}",
                          f"sub-*/ses-*/{output.datatype}/{name}"):
-            for path in output_dir.glob(sub_glob):
+            for path in glob_files(output_dir, sub_glob):
                 match = pattern.match(path.name)
                 if match is None:
                     continue
@@ -152,15 +161,16 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, Sequence[str]], *
     present: list[tuple[int, str, Path, set[str]]] = []  # row, kind, file, its metric rows
     for sub, session, kind, path in files[[*KEYS, "kind", "path"]].itertuples(index=False):
         try:
-            lines = Path(path).read_text().splitlines()
+            with open(path, encoding="utf-8", newline="") as handle:
+                lines = handle.read().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise BadDataError(f"{path}: cannot read participant metrics ({exc})") from exc
-        if not lines or lines[0].rstrip("\r") != header:
+        if not lines or lines[0] != header:
             raise BadDataError(f"{path}: header must be exactly {list(STATS_COLUMNS)}")
         row = index[(sub, session)]
         start = len(keys)
         for i, line in enumerate(lines[1:], start=2):
-            fields_ = line.rstrip("\r").split("\t")
+            fields_ = line.split("\t")
             if len(fields_) != ncol:
                 if not line.strip():
                     continue
@@ -171,7 +181,12 @@ def load_metrics(files: pd.DataFrame, statistics: Mapping[str, Sequence[str]], *
         present.append((row, kind, Path(path), set(keys[start:])))
         has[kind][row] |= len(keys) > start  # a header-only table holds no metrics
     missing = _missing_rows(present, sessions, notes=notes)
-    uniq, codes = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    # hash-based codes, then the (few) distinct keys sorted: np.unique would sort every row
+    first, found = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+    order = np.argsort(np.asarray(found, dtype=str), kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    uniq, codes = np.asarray(found, dtype=object)[order], rank[first]
     parts = [k.split("\t") for k in uniq]
     keep = np.array(_keep_statistics(parts, statistics), dtype=bool)
     new_code = np.cumsum(keep) - 1
@@ -215,3 +230,62 @@ def _missing_rows(present: list[tuple[int, str, Path, set[str]]], sessions: pd.D
     names = [sorted(lacking.get(i, [])) for i in range(len(sessions))]
     return sessions.assign(n_missing_features=[len(n) for n in names],
                            missing_features=[";".join(n) or np.nan for n in names])
+
+
+def select_outputs(files: pd.DataFrame, output_dir, *, participants: tuple[str, ...] = (),
+                   sessions: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Keep the participant outputs of ``--participant-label``/``--session-label`` (all if none).
+
+    Parameters
+    ----------
+    files
+        :func:`bids_app.group.load.find_participant_outputs`.
+    output_dir
+        Named in messages.
+    participants, sessions
+        Labels without ``sub-``/``ses-``.
+
+    Raises
+    ------
+    NoDataError
+        A requested label has no participant outputs (exit 18, as at the participant level).
+    """
+    for column, prefix, labels in (("participant_id", "sub-", participants),
+                                   ("session_id", "ses-", sessions)):
+        if not labels:
+            continue
+        available = sorted(set(files[column]) - {""})
+        missing = [prefix + label for label in labels if prefix + label not in available]
+        if missing:
+            shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
+            raise NoDataError(f"{output_dir}: no participant outputs for {', '.join(missing)} "
+                              f"(available: {shown or 'none'})")
+        files = files[files[column].isin([prefix + label for label in labels])]
+    return files.reset_index(drop=True)
+
+
+def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
+                                 notes: Notes) -> list[str]:
+    """Warn about spec metrics/regions that no participant output has (their tables are empty).
+
+    Returns the warning messages (also added to ``notes``).
+    """
+    metrics, regions = set(catalogue["metric"]), set(catalogue["region"])
+    messages = []
+    for key, names in (("metrics", spec.metrics),
+                       ("interhemispheric_metrics", spec.interhemispheric_metrics),
+                       ("gm_tract.gm_metric", (spec.gm_tract.gm_metric,)),
+                       ("gm_tract.tract_metric", (spec.gm_tract.tract_metric,))):
+        missing = sorted(set(names) - metrics)
+        if missing:
+            messages.append(f"analysis spec '{key}': {missing} not in any participant metrics "
+                            f"table (metrics present: {sorted(metrics)}); not analysed")
+    pair_regions = {name for pair in spec.gm_tract.all_pairs for name in pair}
+    missing = sorted(pair_regions - regions)
+    if missing:
+        messages.append(f"analysis spec 'gm_tract' (gm_regions x tracts, pairs): region(s) "
+                        f"{missing} not in any participant metrics table; those pairs are "
+                        "skipped")
+    for message in messages:
+        notes.warn(message)
+    return messages

@@ -27,7 +27,8 @@ ANALYSIS_SCALE: Mapping[str, tuple[float, str]] = {
 #: Analysis table key -> columns naming the primary family (after ``primary:``).
 PRIMARY_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "comparisons": (), "clinical": ("score",), "duration": ("score",),
-    "onset": ("subgroup",), "sidescores": ("score", "relation"), "gmtract": ("subset",)}
+    "onset": ("subgroup",), "sidescores": ("score", "relation"), "gmtract": ("subset",),
+    "longitudinal": ("term",), "progression": ("score",)}
 
 
 def to_analysis_units(values: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:

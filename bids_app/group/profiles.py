@@ -33,7 +33,7 @@ from scipy import stats
 from bids_app.bids.outputs import DWI_PROFILES, PROFILE_COLUMNS
 from bids_app.errors import BadDataError
 from bids_app.group.design import CONTROL, PATIENT, covariate_frame, drop_constant, numeric_column
-from bids_app.group.load import KEYS, NA_VALUES
+from bids_app.group.load import KEYS, NA_VALUES, glob_files
 from bids_app.group.notes import LOGGER, Notes
 from bids_app.group.permutation import fit_pointwise, fwe_p, fwe_threshold, max_t_null, segments
 from bids_app.group.spec import AnalysisSpec, ProfileSpec
@@ -121,7 +121,7 @@ def find_profiles(output_dir: str | Path) -> pd.DataFrame:
     rows = []
     for pattern in (f"sub-*/{DWI_PROFILES.datatype}/{DWI_PROFILES.glob()}",
                     f"sub-*/ses-*/{DWI_PROFILES.datatype}/{DWI_PROFILES.glob()}"):
-        for path in Path(output_dir).glob(pattern):
+        for path in glob_files(output_dir, pattern):
             match = _NAME.match(path.name)
             if match:
                 ses = f"ses-{match.group(2)}" if match.group(2) else ""

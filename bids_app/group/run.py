@@ -12,9 +12,24 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from bids_app.errors import NoDataError, UsageError
-from bids_app.group.design import CONTROL, PATIENT, covariate_frame, group_labels, numeric_column
-from bids_app.group.load import find_participant_outputs, load_metrics
+from bids_app.errors import UsageError
+from bids_app.group.cohort_tables import table1, zscore_tables
+from bids_app.group.design import (
+    CONTROL,
+    PATIENT,
+    covariate_frame,
+    cross_sectional,
+    group_labels,
+    numeric_column,
+)
+from bids_app.group.harmonise import Harmonisation, harmonised_joined
+from bids_app.group.load import (
+    find_participant_outputs,
+    load_metrics,
+    select_outputs,
+    warn_unmatched_imaging_names,
+)
+from bids_app.group.longitudinal import analyse_longitudinal
 from bids_app.group.notes import LOGGER, Notes
 from bids_app.group.phenotype import Phenotype, inclusion, join, load_phenotype
 from bids_app.group.primary import (
@@ -34,9 +49,10 @@ from bids_app.group.relations import gm_tract, interhemispheric
 from bids_app.group.seeds import SEED_ANALYSES, Cohort, discover_side_columns
 from bids_app.group.spec import AnalysisSpec, canonical_spec, load_aliases, load_spec
 from bids_app.group.stats import associations, compare_groups
-from bids_app.group.table1 import demographics
-from bids_app.group.zscores import control_zscores, refusal, summarise
 from bids_app.settings import Settings
+
+__all__ = ["GroupInputs", "GroupResults", "analyse", "check_names", "cross_sectional",
+           "load_inputs", "run_group", "select_outputs", "warn_unmatched_imaging_names"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,12 @@ class GroupResults:
     notes: Notes
     profiles: ProfileResults
     """Along-tract profile analyses (``profiles.skipped``: one line when there are none)."""
+    sessions: pd.DataFrame
+    """Timed participant/session rows of the longitudinal analyses (analysis units; empty
+    when there are none): :attr:`bids_app.group.longitudinal.LongitudinalResults.timed`."""
+    harmonisation: Harmonisation
+    """Site harmonisation (:mod:`bids_app.group.harmonise`); ``values`` feed every analysis
+    (``joined`` keeps the values as measured)."""
 
 
 def _phenotype_files(pheno: Phenotype) -> str:
@@ -125,19 +147,23 @@ def check_names(spec: AnalysisSpec, available: set[str], pheno: Phenotype, *,
         onset_subgroups=replace(spec.onset_subgroups, column=onset[0]))
 
 
-def cross_sectional(joined: pd.DataFrame, policy: str) -> pd.DataFrame:
-    """One row per participant (first or last session by label)."""
-    ordered = joined.sort_values(["participant_id", "session_id"], kind="stable")
-    return ordered.drop_duplicates("participant_id", keep=policy)
-
-
 def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     """Run every analysis the data allow; skipped ones are recorded with a reason."""
     spec, joined, catalogue = inputs.spec, inputs.joined, inputs.catalogue
     pheno = inputs.phenotype
     tables: dict[str, pd.DataFrame] = {}
     skipped: dict[str, str] = {}
-    cross = to_analysis_units(cross_sectional(joined, spec.session).reset_index(drop=True),
+    analysed, harmonisation = harmonised_joined(joined, catalogue, spec, pheno.dictionary,
+                                                notes=notes)
+    if harmonisation.skipped:
+        skipped["harmonisation"] = harmonisation.skipped
+    if harmonisation.effects is not None:
+        tables["harmonisation"] = harmonisation.effects
+    longitudinal = analyse_longitudinal(to_analysis_units(analysed, catalogue), catalogue,
+                                        spec, pheno, notes=notes)
+    tables.update(longitudinal.tables)
+    skipped.update(longitudinal.skipped)
+    cross = to_analysis_units(cross_sectional(analysed, spec.session).reset_index(drop=True),
                               catalogue)
     feats = catalogue[catalogue["metric"].isin(spec.metrics)].reset_index(drop=True)
     for metric, stat in spec.statistics.items():
@@ -253,7 +279,7 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
         labels=labels, clinical_rows=clin_rows, tables=tables, skipped=skipped, notes=notes,
         inclusion=with_profile_inclusion(
             included(inputs.inclusion, cross, labels, clin_rows, tables), profiles),
-        profiles=profiles)
+        profiles=profiles, harmonisation=harmonisation, sessions=longitudinal.timed)
 
 
 def profile_units(data: ProfileData) -> ProfileData:
@@ -263,60 +289,6 @@ def profile_units(data: ProfileData) -> ProfileData:
     factor = data.catalogue["metric"].map(
         lambda m: ANALYSIS_SCALE[m][0] if m in ANALYSIS_SCALE else 1.0).to_numpy(dtype=float)
     return replace(data, values=data.values * factor[None, :, None])
-
-
-def table1(cross: pd.DataFrame, labels: pd.Series, spec: AnalysisSpec,
-           dictionary: dict) -> tuple[pd.DataFrame | None, str | None]:
-    """Table 1 of the grouped participants, or the reason it is skipped.
-
-    Variables: ``table1.variables``, the duration column, then the scores (present ones).
-    """
-    if not spec.table1.enabled:
-        return None, "switched off (table1.enabled: false)"
-    if cross.empty:
-        return None, "no participant could be assigned to a group"
-    variables = [*spec.table1.variables,
-                 *((spec.duration_column,) if spec.duration_column else ()), *spec.scores]
-    return demographics(cross, labels, variables, dictionary=dictionary,
-                        normality_alpha=spec.normality_alpha,
-                        fisher_min_expected=spec.table1.fisher_min_expected,
-                        seed=spec.table1.seed, min_n=max(spec.min_n, 2)), None
-
-
-def zscore_tables(cross: pd.DataFrame, labels: pd.Series, feats: pd.DataFrame,
-                  spec: AnalysisSpec, dictionary: dict, *,
-                  notes: Notes) -> tuple[tuple[pd.DataFrame, pd.DataFrame] | None, str | None]:
-    """Per-participant z-scores against the controls (:mod:`bids_app.group.zscores`).
-
-    Returns
-    -------
-    tables : (DataFrame, DataFrame) or None
-        One row per grouped participant (``participant_id, session_id, group_label``, the
-        :func:`~bids_app.group.zscores.summarise` columns, one z column per feature) and
-        one model row per feature; ``None`` when skipped.
-    reason : str or None
-        Why the analysis is skipped (also a warning when there are controls, but too few).
-    """
-    zspec = spec.zscores
-    if not zspec.enabled:
-        return None, "switched off (zscores.enabled: false)"
-    if feats.empty:
-        return None, "no imaging features"
-    is_control = (labels == CONTROL).to_numpy()
-    if not is_control.any():
-        return None, "no controls"
-    cov = covariate_frame(cross, zspec.covariates, dictionary=dictionary, notes=notes)
-    complete = np.isfinite(cov.to_numpy(dtype=float)).all(axis=1) if cov.shape[1] else \
-        np.ones(len(cross), bool)
-    message = refusal(int((complete & is_control).sum()), zspec.min_controls,
-                      zspec.covariates)
-    if message is not None:
-        notes.warn(message)
-        return None, message
-    z, models = control_zscores(cross[feats["feature"]], cov, is_control,
-                                min_controls=zspec.min_controls)
-    head = cross[["participant_id", "session_id"]].assign(group_label=labels.to_numpy())
-    return (pd.concat([head, summarise(z), z], axis=1).reset_index(drop=True), models), None
 
 
 def included(incl: pd.DataFrame, cross: pd.DataFrame, labels: pd.Series,
@@ -375,65 +347,6 @@ def load_inputs(settings: Settings, *, notes: Notes) -> GroupInputs:
     return GroupInputs(spec=spec, joined=joined, catalogue=catalogue,
                        inclusion=inclusion(wide, pheno, missing, notes=notes), phenotype=pheno,
                        profiles=profiles)
-
-
-def select_outputs(files: pd.DataFrame, output_dir, *, participants: tuple[str, ...] = (),
-                   sessions: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Keep the participant outputs of ``--participant-label``/``--session-label`` (all if none).
-
-    Parameters
-    ----------
-    files
-        :func:`bids_app.group.load.find_participant_outputs`.
-    output_dir
-        Named in messages.
-    participants, sessions
-        Labels without ``sub-``/``ses-``.
-
-    Raises
-    ------
-    NoDataError
-        A requested label has no participant outputs (exit 18, as at the participant level).
-    """
-    for column, prefix, labels in (("participant_id", "sub-", participants),
-                                   ("session_id", "ses-", sessions)):
-        if not labels:
-            continue
-        available = sorted(set(files[column]) - {""})
-        missing = [prefix + label for label in labels if prefix + label not in available]
-        if missing:
-            shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
-            raise NoDataError(f"{output_dir}: no participant outputs for {', '.join(missing)} "
-                              f"(available: {shown or 'none'})")
-        files = files[files[column].isin([prefix + label for label in labels])]
-    return files.reset_index(drop=True)
-
-
-def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
-                                 notes: Notes) -> list[str]:
-    """Warn about spec metrics/regions that no participant output has (their tables are empty).
-
-    Returns the warning messages (also added to ``notes``).
-    """
-    metrics, regions = set(catalogue["metric"]), set(catalogue["region"])
-    messages = []
-    for key, names in (("metrics", spec.metrics),
-                       ("interhemispheric_metrics", spec.interhemispheric_metrics),
-                       ("gm_tract.gm_metric", (spec.gm_tract.gm_metric,)),
-                       ("gm_tract.tract_metric", (spec.gm_tract.tract_metric,))):
-        missing = sorted(set(names) - metrics)
-        if missing:
-            messages.append(f"analysis spec '{key}': {missing} not in any participant metrics "
-                            f"table (metrics present: {sorted(metrics)}); not analysed")
-    pair_regions = {name for pair in spec.gm_tract.all_pairs for name in pair}
-    missing = sorted(pair_regions - regions)
-    if missing:
-        messages.append(f"analysis spec 'gm_tract' (gm_regions x tracts, pairs): region(s) "
-                        f"{missing} not in any participant metrics table; those pairs are "
-                        "skipped")
-    for message in messages:
-        notes.warn(message)
-    return messages
 
 
 def run_group(settings: Settings) -> GroupResults:

@@ -23,6 +23,8 @@ from bids_app.group.spec_sections import (
     SECTIONS,
     DurationScatterSpec,
     GmTractSpec,
+    HarmonizeSpec,
+    LongitudinalSpec,
     OnsetSpec,
     PrimarySpec,
     ProfileSpec,
@@ -38,7 +40,8 @@ from bids_app.group.spec_sections import (
 )
 from bids_app.settings import GroupSettings
 
-__all__ = ["AliasTable", "AnalysisSpec", "DurationScatterSpec", "GmTractSpec", "OnsetSpec",
+__all__ = ["AliasTable", "AnalysisSpec", "DurationScatterSpec", "GmTractSpec", "HarmonizeSpec",
+           "LongitudinalSpec", "OnsetSpec",
            "PrimarySpec", "ProfileSpec", "SideScoreSpec", "Table1Spec", "TractCorrelationSpec",
            "ZScoreSpec", "canonical_spec", "load_aliases", "load_spec", "normalise",
            "packaged_spec_path"]
@@ -86,6 +89,8 @@ class AnalysisSpec:
     onset_subgroups: OnsetSpec
     tract_correlations: TractCorrelationSpec
     duration_scatter: DurationScatterSpec
+    harmonize: HarmonizeSpec
+    longitudinal: LongitudinalSpec
     session: str
     max_figure_panels: int
     version: int
@@ -220,6 +225,8 @@ def _cli_overrides(overrides: GroupSettings) -> dict[str, Any]:
     if overrides.fdr_alpha is not None:
         cli["fdr_alpha"] = float(number(overrides.fdr_alpha, "fdr_alpha", "--fdr-alpha",
                                          lo=1e-12, hi=1.0))
+    if overrides.harmonize is not None:
+        cli["harmonize"] = {"enabled": bool(overrides.harmonize)}
     return cli
 
 
@@ -236,7 +243,7 @@ def load_spec(path: str | Path | None = None, *,
         Command-line options; ``None`` attributes leave the spec unchanged. ``covariates``
         sets the covariates of the patient-control comparison and of the gray-matter vs tract
         models (``covariates`` and ``gm_tract.covariates``); ``clinical_covariates`` those of
-        the clinical and duration regressions.
+        the clinical and duration regressions; ``harmonize`` sets ``harmonize.enabled``.
 
     Returns
     -------
@@ -320,4 +327,11 @@ def canonical_spec(spec: AnalysisSpec, aliases: AliasTable) -> AnalysisSpec:
         side_scores=replace(spec.side_scores, scores=many(spec.side_scores.scores)),
         onset_subgroups=replace(spec.onset_subgroups,
                                 column=aliases.canonical(spec.onset_subgroups.column)),
+        harmonize=replace(spec.harmonize, column=aliases.canonical(spec.harmonize.column),
+                          covariates=many(spec.harmonize.covariates)),
+        longitudinal=replace(spec.longitudinal,
+                             time_columns=many(spec.longitudinal.time_columns),
+                             covariates=many(spec.longitudinal.covariates),
+                             progression_score=aliases.canonical(
+                                 spec.longitudinal.progression_score)),
     )

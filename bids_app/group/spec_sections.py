@@ -189,6 +189,34 @@ class DurationScatterSpec:
     regions: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class HarmonizeSpec:
+    """Site harmonisation of the imaging features (ComBat, fitted on the controls)."""
+
+    enabled: bool
+    column: str
+    """Site/scanner column (participants.tsv or sessions.tsv, through the alias table)."""
+    covariates: tuple[str, ...]
+    """Biological covariates whose effects the harmonisation preserves."""
+    empirical_bayes: bool
+    min_controls_per_site: int
+    """A site with fewer controls: harmonisation is refused (skipped, one line)."""
+
+
+@dataclass(frozen=True)
+class LongitudinalSpec:
+    """Change over sessions: annualised change, mixed models, imaging vs score change."""
+
+    enabled: bool
+    time_columns: tuple[str, ...]
+    """Per-session time sources in order of preference (acquisition time, age)."""
+    covariates: tuple[str, ...]
+    """Covariates of the mixed models, taken from each participant's first session."""
+    metrics: tuple[str, ...]
+    progression_score: str
+    random_slope_min_sessions: int
+
+
 #: Section name -> (dataclass, {key: parser(value, key, src)}).
 SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any, str, str], Any]]]] = {
     "gm_tract": (GmTractSpec, {
@@ -215,6 +243,12 @@ SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any, str, str], Any]]]] = {
         "enabled": flag, "metric": name, "regions": names}),
     "duration_scatter": (DurationScatterSpec, {
         "enabled": flag, "metrics": names, "regions": names}),
+    "harmonize": (HarmonizeSpec, {
+        "enabled": flag, "column": name, "covariates": names, "empirical_bayes": flag,
+        "min_controls_per_site": _integer(2, 10**6)}),
+    "longitudinal": (LongitudinalSpec, {
+        "enabled": flag, "time_columns": names, "covariates": names, "metrics": names,
+        "progression_score": name, "random_slope_min_sessions": _integer(3, 10**6)}),
 }
 SECTION_CLASSES = tuple(klass for klass, _ in SECTIONS.values())
 

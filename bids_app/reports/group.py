@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,14 @@ from bids_app.group import columns as C
 from bids_app.group import profiles as PR
 from bids_app.group.columns import OUTPUTS as GROUP_OUTPUTS
 from bids_app.group.design import CONTROL, PATIENT
+from bids_app.group.harmonise import methods_text
 from bids_app.group.primary import ANALYSIS_SCALE, metric_unit
 from bids_app.group.run import GroupResults
 from bids_app.group.seeds import onset_labels
+from bids_app.reports import group_change as GC
 from bids_app.reports import group_matrices as M
 from bids_app.reports import group_sections as S
+from bids_app.reports.drawing import Job, drawing
 from bids_app.reports.group_figures import (
     FIGURE_SEED,
     association_scatter,
@@ -45,17 +49,21 @@ __all__ = ["association_scatter", "group_boxplots", "render_report", "write_outp
 DESCRIPTIONS = {"comparisons": C.COMPARISONS, "clinical": C.CLINICAL, "duration": C.CLINICAL,
                 "gmtract": C.GMTRACT, "interhemispheric": C.INTERHEMISPHERIC}
 #: Tables written only when their analysis ran -> column descriptions.
-OPTIONAL_TABLES = {"sidescores": C.SIDESCORES, "onset": C.ONSET, "tractcorr": C.TRACTCORR}
+OPTIONAL_TABLES = {"sidescores": C.SIDESCORES, "onset": C.ONSET, "tractcorr": C.TRACTCORR,
+                   "harmonisation": C.HARMONISATION, "longitudinal": C.LONGITUDINAL,
+                   "progression": C.PROGRESSION}
 #: Outputs written only when their analysis ran (Table 1, z-scores, the seeds' further
-#: analyses; the profile tables too).
-OPTIONAL_OUTPUTS = ("demographics", "zscores", *OPTIONAL_TABLES)
+#: analyses, harmonisation and longitudinal ones; the profile tables too).
+OPTIONAL_OUTPUTS = ("demographics", "zscores", "change", "harmonised", *OPTIONAL_TABLES)
 
 
-def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any]) -> Path:
+def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any], *,
+              extra: dict[str, Any] | None = None) -> Path:
     """Write ``table`` (``n/a`` for missing) and a sidecar describing every column.
 
     A table with a ``metric`` column also records the units of its values per metric
-    (``MetricUnits``: diffusivities in 10^-3 mm^2/s).
+    (``MetricUnits``: diffusivities in 10^-3 mm^2/s); ``extra`` keys (e.g. ``Method``) are
+    added to the sidecar.
     """
     write_atomic(path, table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n"))
     sidecar = C.sidecar(table.columns, described)
@@ -63,7 +71,7 @@ def write_tsv(table: pd.DataFrame, path: Path, described: dict[str, Any]) -> Pat
     if metric_cols:
         metrics = sorted({m for c in metric_cols for m in table[c].dropna().astype(str)})
         sidecar["MetricUnits"] = {m: metric_unit(m, C.METRIC_UNITS) for m in metrics}
-    write_json(path.with_suffix(".json"), sidecar)
+    write_json(path.with_suffix(".json"), {**sidecar, **(extra or {})})
     return path
 
 
@@ -96,13 +104,28 @@ def _inclusion(results: GroupResults) -> pd.DataFrame:
     return incl
 
 
-def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
+def write_outputs(results: GroupResults, output_dir: Path, *,
+                  processes: int = 1) -> dict[str, Path]:
     """Write every group output under ``output_dir/group``; return their paths by key.
 
     Keys are those of ``GROUP_OUTPUTS`` and of the figures drawn (``GROUP_FIGURES``).
+    ``processes`` > 1 draws the figures in that many worker processes while the tables are
+    written (:func:`bids_app.reports.drawing.drawing`; the command line passes ``--nprocs``,
+    ``settings.nipype.nprocs``).
     """
     out_dir = Path(output_dir) / GROUP_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
+    with drawing(_figure_jobs(results, out_dir), processes=processes) as drawn:
+        written = write_tables(results, out_dir)
+        figures = {k: v for k, v in drawn().items() if v is not None}
+    written.update(figures)
+    written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
+                                     render_report(results, figures, out_dir))
+    return written
+
+
+def write_tables(results: GroupResults, out_dir: Path) -> dict[str, Path]:
+    """Every table (TSV + JSON sidecar) and the spec record; their paths by key."""
     written: dict[str, Path] = {}
     joined, described = _joined(results)
     written["joined"] = write_tsv(joined, out_dir / GROUP_OUTPUTS["joined"], described)
@@ -115,6 +138,8 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
         written[key] = write_tsv(table, out_dir / GROUP_OUTPUTS[key], described)
     spec = results.spec.to_dict()
     spec["skipped"] = results.skipped
+    spec["methods"] = {"harmonisation": methods_text(results.harmonisation,
+                                                     results.spec.harmonize)}
     written["spec"] = write_json(out_dir / GROUP_OUTPUTS["spec"], spec)
     written.update(write_profile_tables(results, out_dir))
     if "demographics" in results.tables:
@@ -123,64 +148,67 @@ def write_outputs(results: GroupResults, output_dir: Path) -> dict[str, Path]:
             out_dir / GROUP_OUTPUTS["demographics"], C.DEMOGRAPHICS)
     if "zscores" in results.tables:
         written["zscores"] = write_zscores(results, out_dir / GROUP_OUTPUTS["zscores"])
+    methods = {"harmonisation": {"Method": spec["methods"]["harmonisation"]}}
     for key, described in OPTIONAL_TABLES.items():
         if key in results.tables:
             written[key] = write_tsv(_ordered(results.tables[key], described),
-                                     out_dir / GROUP_OUTPUTS[key], described)
-    figures = _figures(results, out_dir)
-    written.update(figures)
-    written["report"] = write_atomic(out_dir / GROUP_OUTPUTS["report"],
-                                     render_report(results, figures, out_dir))
+                                     out_dir / GROUP_OUTPUTS[key], described,
+                                     extra=methods.get(key))
+    written.update(write_change_tables(results, out_dir))
     return written
 
 
-def _figures(results: GroupResults, out_dir: Path) -> dict[str, Path]:
-    """Draw every figure the results allow; return their paths by ``GROUP_FIGURES`` key."""
+def _figure_jobs(results: GroupResults, out_dir: Path) -> dict[str, Job]:
+    """A job per figure the results allow, by ``GROUP_FIGURES`` key, costliest first."""
     spec, tables, alpha = results.spec, results.tables, results.spec.fdr_alpha
     fig = {key: out_dir / name for key, name in GROUP_FIGURES.items()}
-    made: dict[str, Path | None] = {}
+    panels = spec.max_figure_panels
+    jobs: dict[str, Job] = {}  # costliest first: handed out in this order
     patients = results.cross.loc[results.clinical_rows]
-    if "comparisons" in tables:
-        made["boxplots"] = group_boxplots(results.cross, results.labels, tables["comparisons"],
-                                          fig["boxplots"], max_panels=spec.max_figure_panels,
-                                          seed=FIGURE_SEED)
-        made["heatmap"] = M.primary_comparison_heatmap(tables["comparisons"], fig["heatmap"],
-                                                       alpha=alpha)
     if "clinical" in tables:
-        made["scatter"] = association_scatter(patients, tables["clinical"], fig["scatter"],
-                                              max_panels=spec.max_figure_panels,
-                                              seed=FIGURE_SEED)
-        made["clinical_heatmap"] = M.primary_clinical_heatmap(
-            tables["clinical"], fig["clinical_heatmap"], alpha=alpha)
-    ds = spec.duration_scatter
-    if "duration" in tables and ds.enabled:
-        made["duration_scatter"] = duration_scatter(
-            patients, tables["duration"], fig["duration_scatter"],
-            column=spec.duration_column, metrics=ds.metrics, regions=ds.regions)
+        jobs["clinical_heatmap"] = partial(M.primary_clinical_heatmap, tables["clinical"],
+                                           fig["clinical_heatmap"], alpha=alpha)
+    jobs["longitudinal_lineplot"] = partial(GC.longitudinal_figure, results,
+                                            fig["longitudinal_lineplot"], max_panels=panels,
+                                            seed=FIGURE_SEED)
     if "gmtract" in tables:
-        made["gmtract_matrix"] = M.gmtract_heatmap(tables["gmtract"], fig["gmtract_matrix"],
-                                                   alpha=alpha)
+        jobs["gmtract_matrix"] = partial(M.gmtract_heatmap, tables["gmtract"],
+                                         fig["gmtract_matrix"], alpha=alpha)
     if "tractcorr" in tables:
-        made["tractcorr"] = M.tractcorr_heatmap(tables["tractcorr"], fig["tractcorr"],
-                                                alpha=alpha, max_panels=spec.max_figure_panels)
-    if "sidescores" in tables:
-        made["sidescores"] = M.sidescore_heatmap(tables["sidescores"], fig["sidescores"],
-                                                 alpha=alpha)
+        jobs["tractcorr"] = partial(M.tractcorr_heatmap, tables["tractcorr"], fig["tractcorr"],
+                                    alpha=alpha, max_panels=panels)
     if "onset" in tables:
         onset = spec.onset_subgroups
-        made["onset_boxplots"] = onset_boxplots(
-            results.cross, results.labels,
+        jobs["onset_boxplots"] = partial(
+            onset_boxplots, results.cross, results.labels,
             onset_labels(results.cross[onset.column], onset.subgroups), tables["onset"],
-            fig["onset_boxplots"], max_panels=spec.max_figure_panels, seed=FIGURE_SEED)
+            fig["onset_boxplots"], max_panels=panels, seed=FIGURE_SEED)
+    ds = spec.duration_scatter
+    if "duration" in tables and ds.enabled:
+        jobs["duration_scatter"] = partial(
+            duration_scatter, patients, tables["duration"], fig["duration_scatter"],
+            column=spec.duration_column, metrics=ds.metrics, regions=ds.regions)
+    if "clinical" in tables:
+        jobs["scatter"] = partial(association_scatter, patients, tables["clinical"],
+                                  fig["scatter"], max_panels=panels, seed=FIGURE_SEED)
+    if "comparisons" in tables:
+        jobs["boxplots"] = partial(group_boxplots, results.cross, results.labels,
+                                   tables["comparisons"], fig["boxplots"], max_panels=panels,
+                                   seed=FIGURE_SEED)
+        jobs["heatmap"] = partial(M.primary_comparison_heatmap, tables["comparisons"],
+                                  fig["heatmap"], alpha=alpha)
+    if "sidescores" in tables:
+        jobs["sidescores"] = partial(M.sidescore_heatmap, tables["sidescores"],
+                                     fig["sidescores"], alpha=alpha)
+    jobs["harmonisation_scatter"] = partial(GC.harmonisation_figure, results,
+                                            fig["harmonisation_scatter"])
     prof = results.profiles
     if prof.skipped is None:
-        made["profiles"] = profile_means_plot(
-            prof.means, prof.stats, prof.segments, fig["profiles"],
-            max_panels=spec.max_figure_panels)
-        made["profile_clinical"] = profile_t_plot(
-            prof.stats, prof.segments, fig["profile_clinical"],
-            max_panels=spec.max_figure_panels)
-    return {k: v for k, v in made.items() if v is not None}
+        jobs["profiles"] = partial(profile_means_plot, prof.means, prof.stats, prof.segments,
+                                   fig["profiles"], max_panels=panels)
+        jobs["profile_clinical"] = partial(profile_t_plot, prof.stats, prof.segments,
+                                           fig["profile_clinical"], max_panels=panels)
+    return jobs
 
 
 # --------------------------------------------------------------------------- tables
@@ -205,6 +233,32 @@ def write_zscores(results: GroupResults, path: Path) -> Path:
                   "controls: the same model fitted without them (leave-one-out)",
         "Covariates": list(zspec.covariates), "MinimumControls": zspec.min_controls})
     return path
+
+
+def write_change_tables(results: GroupResults, out_dir: Path) -> dict[str, Path]:
+    """The harmonised values (as the joined table's features) and the per-participant
+    annualised change, when computed."""
+    written = {}
+    catalogue = results.catalogue.drop_duplicates("feature").set_index("feature")
+    values = results.harmonisation.values
+    if values is not None:
+        table = pd.concat([results.joined[["participant_id", "session_id"]], values], axis=1)
+        table["session_id"] = table["session_id"].replace("", np.nan)
+        described: dict[str, Any] = dict(C.HARMONISED_HEAD)
+        for feature in values.columns:
+            row = catalogue.loc[feature]
+            described[feature] = C.feature_description(row.atlas, row.region, row.hemisphere,
+                                                       row.metric, row.statistic)
+        written["harmonised"] = write_tsv(
+            table, out_dir / GROUP_OUTPUTS["harmonised"], described,
+            extra={"Method": methods_text(results.harmonisation, results.spec.harmonize)})
+    if "change" in results.tables:
+        change = results.tables["change"]
+        described = dict(C.CHANGE)
+        for col in change.columns[len(C.CHANGE):]:
+            described[col] = f"{C.CHANGE_SUFFIX}: {col.removesuffix('_per_year')}"
+        written["change"] = write_tsv(change, out_dir / GROUP_OUTPUTS["change"], described)
+    return written
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -280,9 +334,13 @@ def render_report(results: GroupResults, figures: dict[str, Path], out_dir: Path
     parts.append(S.exploratory_section(results, figures, out_dir))
     parts.append(S.profile_section(results, figures, out_dir))
     parts.append(S.zscore_section(results))
+    parts.append(GC.harmonisation_section(results, figures, out_dir))
+    parts.append(GC.longitudinal_section(results, figures, out_dir))
+    present = {*results.tables, *(("harmonised",) if results.harmonisation.values is not None
+                                  else ())}
     files = [v for k, v in GROUP_OUTPUTS.items()
              if (k not in PROFILE_TABLES or results.profiles.skipped is None)
-             and (k not in OPTIONAL_OUTPUTS or k in results.tables)]
+             and (k not in OPTIONAL_OUTPUTS or k in present)]
     parts.append("<h2>Files</h2><ul>" + "".join(
         f"<li><a href='{v}'>{v}</a></li>" for v in files) + "</ul>")
     parts.append("<h2>Resolved analysis spec</h2><pre>"

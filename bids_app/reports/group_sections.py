@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bids_app.group import columns as C
@@ -155,24 +156,28 @@ def zscore_section(results: GroupResults) -> str:
         f"Table: <a href='{GROUP_OUTPUTS['zscores']}'>{GROUP_OUTPUTS['zscores']}</a>. "
         f"Per patient: the {ZSCORE_TOP} features with the largest |z| "
         f"(|z| &ge; {Z.Z_FLAG:g} in bold).</p>")]
-    catalogue = results.catalogue.set_index("feature")
+    catalogue = results.catalogue.set_index("feature").reindex(features)
+    labels = [[esc(str(v)) for v in catalogue[c]]
+              for c in ("atlas", "region", "hemisphere", "metric", "statistic")]
     patients = table[table["group_label"] == PATIENT]
-    for _, row in patients.iterrows():
-        z = row[features].astype(float)
-        top = z.dropna().abs().sort_values(ascending=False, kind="stable").head(ZSCORE_TOP)
+    z = patients[features].to_numpy(dtype=float)
+    # per patient, the ZSCORE_TOP largest |z| (stable: ties keep the feature order)
+    order = np.argsort(-np.nan_to_num(np.abs(z), nan=-1.0), axis=1, kind="stable")
+    for i, row in enumerate(patients[["participant_id", "session_id", "n_abs_z_ge_2",
+                                      "n_zscores"]].itertuples(index=False)):
         cells = []
-        for feature in top.index:
-            info = catalogue.loc[feature]
-            value = f"{z[feature]:+.2f}"
-            if abs(z[feature]) >= Z.Z_FLAG:
+        for j in order[i, :ZSCORE_TOP]:
+            if not np.isfinite(z[i, j]):
+                break
+            value = f"{z[i, j]:+.2f}"
+            if abs(z[i, j]) >= Z.Z_FLAG:
                 value = f"<b>{value}</b>"
-            cells.append(f"<tr><td>{esc(info['atlas'])}</td><td>{esc(info['region'])}</td>"
-                         f"<td>{esc(info['hemisphere'])}</td><td>{esc(info['metric'])}</td>"
-                         f"<td>{esc(info['statistic'])}</td><td>{value}</td></tr>")
-        label = row["participant_id"] + (f" {row['session_id']}" if row["session_id"] else "")
+            cells.append("<tr>" + "".join(f"<td>{col[j]}</td>" for col in labels)
+                         + f"<td>{value}</td></tr>")
+        label = row.participant_id + (f" {row.session_id}" if row.session_id else "")
         parts.append(
-            f"<details><summary>{esc(label)}: {int(row['n_abs_z_ge_2'])} of "
-            f"{int(row['n_zscores'])}"
+            f"<details><summary>{esc(label)}: {int(row.n_abs_z_ge_2)} of "
+            f"{int(row.n_zscores)}"
             f" feature(s) with |z| &ge; {Z.Z_FLAG:g}</summary>"
             "<table class='results'><tr><th>atlas</th><th>region</th><th>hemisphere</th>"
             "<th>metric</th><th>statistic</th><th>z</th></tr>" + "".join(cells)

@@ -58,6 +58,12 @@ class ParticipantPlan:
     axial_changes: dict[str, float] = field(default_factory=dict)
     #: patients' onset site ("spinal"/"bulbar"; "" when the effects plan none)
     onset_site: str = ""
+    site: str = ""
+    """Acquisition site ("" without sites; effects ``sites``)."""
+    session: str = ""
+    """Session label (``ses-<k>``; "" with a single session)."""
+    years: float = 0.0
+    """Time of the session since the participant's first (years)."""
 
 
 def plan_cohort(effects: dict, *, n_patients: int, n_controls: int, seed: int
@@ -360,7 +366,9 @@ def simulate_participant(base: BaseAnatomy, plan: ParticipantPlan, effects: dict
                             "fa_change_from_source": after["fa"] / tensors.weighted_metrics(
                                 evals, w)["fa"] - 1.0, **own})
     gtab = gradient_table(base.bvals, bvecs=base.bvecs)
-    noise_rng = np.random.default_rng([seed, plan.index, 1])
+    # a later session has its own noise (the first session's stream is the single-session one)
+    noise_rng = np.random.default_rng([seed, plan.index, 1, *(
+        [int(plan.session.removeprefix("ses-"))] if plan.session not in ("", "ses-1") else [])])
     snr = float(effects["snr"]) if effects.get("snr") else None  # None: noise-free (tests)
     synthesize = (tensors.synthesize_multishell if effects["multishell"]["shells"]
                   else tensors.synthesize)

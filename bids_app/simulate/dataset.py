@@ -12,13 +12,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bids_app import __version__
 from bids_app.atlases.api import get_atlas, get_template
 from bids_app.core.seeding import single_threaded
 from bids_app.errors import CannotCreateOutput, UsageError
 from bids_app.settings import TEMPLATE
-from bids_app.simulate import cohort, tensors, writer
+from bids_app.simulate import acquisition, cohort, tensors, writer
 from bids_app.simulate import scores as scores_module
 from bids_app.simulate.base import (
     AtlasInputs,
@@ -160,15 +161,16 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     if any(out_dir.glob("sub-*")):
         raise CannotCreateOutput(f"{out_dir}: already holds participants; use an empty "
                                  "directory")
-    plans = cohort.plan_cohort(effects, n_patients=n_patients, n_controls=n_controls,
-                               seed=seed)
+    plans = acquisition.with_sites(cohort.plan_cohort(
+        effects, n_patients=n_patients, n_controls=n_controls, seed=seed), effects["sites"])
     atlases = atlases or atlas_inputs(effects)
     gm_regions = atlases.gm
     # one ITK thread (child process): the same base gives the same GM map, hence the same cohort
     tissue = single_threaded(cohort.gm_tissue, base, seed=BASE_SEED, regions=gm_regions)
     participants: dict[str, dict] = {}
     timings = []
-    jobs = [(plan, out_dir) for plan in plans]
+    runs = acquisition.session_plans(plans, effects)  # the plans themselves with one session
+    jobs = [(plan, out_dir) for plan in runs]
     if nprocs > 1 and len(plans) > 1:
         context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
         with ProcessPoolExecutor(max_workers=min(nprocs, len(plans)), mp_context=context,
@@ -179,13 +181,22 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
         _init_worker(base, effects, tissue, seed)
         results = [_simulate_one(job) for job in jobs]
         _WORKER.clear()
-    for plan, (record, seconds) in zip(plans, results):
-        participants[plan.participant_id] = record
+    later: dict[str, dict] = {}
+    for plan, (record, seconds) in zip(runs, results):
+        if plan.session in ("", "ses-1"):  # the first session is the cross-sectional truth
+            participants[plan.participant_id] = record
+        if plan.session:
+            later.setdefault(plan.participant_id, {})[plan.session] = {
+                "years": plan.years, **{k: record[k] for k in ("tracts", "gm", "focal", "maps")}}
         timings.append(seconds)
-        LOGGER.info("%s (%s) simulated in %.1f s", plan.participant_id, plan.group, seconds)
+        LOGGER.info("%s%s (%s) simulated in %.1f s", plan.participant_id,
+                    f" {plan.session}" if plan.session else "", plan.group, seconds)
     scores = scores_module.generate_scores(participants, effects, seed=seed)
     for pid, values in scores.items():
         participants[pid]["scores"] = values
+    sessions = _session_rows(runs, participants, effects)
+    for pid, per_session in later.items():
+        participants[pid]["sessions"] = per_session
     truth = {
         "schema_version": TRUTH_SCHEMA_VERSION,
         "generated_by": f"alsmri simulate {__version__}",
@@ -228,9 +239,39 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     truth["sample"] = _sample_statistics(truth)
     writer.write_dataset_files(out_dir, participants=[
         {"participant_id": p.participant_id, "age": p.age, "sex": p.sex, "group": p.group,
-         "onset_site": p.onset_site} for p in plans], scores=scores, effects=effects, truth=truth,
-        source_name="ds-xa30 sub-01")
+         "onset_site": p.onset_site, "site": p.site} for p in plans], scores=scores,
+        effects=effects, truth=truth, source_name="ds-xa30 sub-01", sessions=sessions)
     return truth
+
+
+#: Acquisition date of every participant's first simulated session (sessions.tsv acq_time).
+FIRST_SESSION_DATE = "2025-01-06"
+
+
+def _session_rows(runs: list[cohort.ParticipantPlan], participants: dict,
+                  effects: dict) -> dict[str, list[dict]]:
+    """sessions.tsv rows per participant (several sessions only): acq_time, age and the
+    sessions' score (the first session's score + the change tied to the FA decline, within
+    the score's range), also kept in each participant's truth (``session_scores``)."""
+    spec = effects["sessions"]
+    if spec["n"] == 1:
+        return {}
+    name = spec["score"]
+    limits = effects["scores"][name]
+    rows: dict[str, list[dict]] = {}
+    for plan in runs:
+        base = participants[plan.participant_id].get("scores", {}).get(name)
+        value = None
+        if base is not None and not (isinstance(base, float) and math.isnan(base)):
+            value = float(np.clip(base + acquisition.session_score_change(plan, effects),
+                                  limits.get("min", -np.inf), limits.get("max", np.inf)))
+            value = round(value, int(limits.get("decimals", 3)))
+        when = pd.Timestamp(FIRST_SESSION_DATE) + pd.Timedelta(days=round(plan.years * 365.25))
+        rows.setdefault(plan.participant_id, []).append({
+            "session_id": plan.session, "acq_time": when.strftime("%Y-%m-%dT%H:%M:%S"),
+            "age": round(plan.age + plan.years, 2), name: value})
+        participants[plan.participant_id].setdefault("session_scores", {})[plan.session] = value
+    return rows
 
 
 #: per-process simulation inputs (set once per worker by :func:`_init_worker`)
@@ -251,12 +292,13 @@ def _simulate_one(job: tuple[cohort.ParticipantPlan, Path]) -> tuple[dict, float
     writer.write_participant_images(
         out_dir, plan.participant_id, dwi=sim.dwi, dwi_affine=base.dwi_affine,
         bvals=base.bvals, bvecs=base.bvecs, dwi_sidecar=base.dwi_sidecar, t1w=sim.t1w,
-        t1_affine=base.t1_affine, t1_sidecar=base.t1_sidecar)
+        t1_affine=base.t1_affine, t1_sidecar=base.t1_sidecar, session=plan.session)
     maps = writer.write_truth_maps(out_dir, plan.participant_id, sim.maps,
-                                   affine=base.dwi_affine)
+                                   affine=base.dwi_affine, session=plan.session)
     record = {"group": plan.group, "age": plan.age, "sex": plan.sex,
               "severity": plan.severity, "onset_site": plan.onset_site, "head": sim.head,
-              "tracts": sim.tracts, "gm": sim.gm, "focal": sim.focal, "maps": maps}
+              "tracts": sim.tracts, "gm": sim.gm, "focal": sim.focal, "maps": maps,
+              **({"site": plan.site} if plan.site else {})}
     return record, time.perf_counter() - start
 
 

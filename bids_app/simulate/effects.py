@@ -82,6 +82,19 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     # correlation of that N(0, sd) term with the participant's shared tract-FA variability
     # (a GM-tract relation within groups; the disease adds its own through severity)
     "gm": {"aal/precentral": {"volume_change": -0.15, "sd": 0.04}},
+    # Acquisition sites (default: none, one scanner). Each site: fa_shift, a relative FA change
+    # added to every tract of its participants (additive scanner effect), and fa_scale, a
+    # factor on each participant's own relative FA deviations (variability, disease, focal;
+    # multiplicative scanner effect), both applied to the tensors before the DWI is
+    # synthesised. Participant i (in plan order) goes to site i mod n_sites.
+    "sites": {},
+    # Sessions (default: one). Session k is acquired k * interval_years after the first;
+    # patients' planted tracts (tracts with fa_change) lose fa_decline_per_year x severity
+    # (relative FA) per year on top of their disease change, and their `score` changes by
+    # score_per_fa_change x that relative FA change (a per-year ALSFRS-R decline tied to the
+    # FA decline). Controls do not change.
+    "sessions": {"n": 1, "interval_years": 1.0, "fa_decline_per_year": -0.05,
+                 "score": "alsfrs_r", "score_per_fa_change": 150.0},
     # scores (patients only; column names as in the group level's alias table) generated from
     # a planted driver: "atlas/region/metric", averaged over L and R; r = population Pearson r
     # with the driver; covariate weights are the
@@ -149,7 +162,7 @@ def load_effects(path: Path | None = None, *,
 def _merge(into: dict, override: dict) -> None:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict) and key not in (
-                "tracts", "control_regions", "gm", "scores", "placement", "focal"):
+                "tracts", "control_regions", "gm", "scores", "placement", "focal", "sites"):
             _merge(into[key], value)
         else:
             into[key] = copy.deepcopy(value)
@@ -202,6 +215,21 @@ def validate_effects(effects: dict[str, Any], *, source: str) -> None:
             fail(f"{key}: volume_change must be in (-0.4, 0.4)")
         if not -1 < float(spec.get("fa_coupling", 0)) < 1:
             fail(f"{key}: fa_coupling must be in (-1, 1)")
+    for name, spec in effects["sites"].items():
+        if not (isinstance(name, str) and name.isalnum()) or not isinstance(spec, dict):
+            fail(f"site {name!r}: a site is a letters/digits name mapping to "
+                 "{fa_shift, fa_scale}")
+        if not -0.3 < float(spec.get("fa_shift", 0)) < 0.3 or \
+                not 0.5 <= float(spec.get("fa_scale", 1)) <= 2.0:
+            fail(f"site {name}: need fa_shift in (-0.3, 0.3) and fa_scale in [0.5, 2]")
+    ses = effects["sessions"]
+    if not isinstance(ses.get("n"), int) or not 1 <= ses["n"] <= 10 or \
+            not float(ses.get("interval_years", 0)) > 0:
+        fail("sessions: need an integer n in [1, 10] and interval_years > 0")
+    if not -0.3 < float(ses.get("fa_decline_per_year", 0)) <= 0:
+        fail("sessions: fa_decline_per_year must be in (-0.3, 0]")
+    if ses.get("score") not in effects["scores"]:
+        fail(f"sessions: score {ses.get('score')!r} is not one of {sorted(effects['scores'])}")
     drivers = {f"{k}/fa" for k in effects["tracts"]} | {f"{k}/gmv_pct_tiv" for k in effects["gm"]}
     for name, spec in effects["scores"].items():
         for driver in (spec.get("driver"), *spec.get("extra_drivers", {})):

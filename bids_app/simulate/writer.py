@@ -37,13 +37,22 @@ def _nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, dtype=np.int16) 
     nib.save(img, path)
 
 
+def _session_dir(root: Path, participant_id: str, session: str) -> tuple[Path, str]:
+    """``root/sub-X[/ses-Y]`` and the file-name stem ``sub-X[_ses-Y]``."""
+    if not session:
+        return Path(root) / participant_id, participant_id
+    return Path(root) / participant_id / session, f"{participant_id}_{session}"
+
+
 def write_participant_images(root: Path, participant_id: str, *, dwi: np.ndarray,
                              dwi_affine: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray,
                              dwi_sidecar: dict, t1w: np.ndarray, t1_affine: np.ndarray,
-                             t1_sidecar: dict) -> list[Path]:
-    """Write ``anat/<sub>_T1w`` and ``dwi/<sub>_dwi`` (+ bval/bvec/json); return the paths."""
-    anat = Path(root) / participant_id / "anat" / f"{participant_id}_T1w"
-    dwi_base = Path(root) / participant_id / "dwi" / f"{participant_id}_dwi"
+                             t1_sidecar: dict, session: str = "") -> list[Path]:
+    """Write ``[ses-Y/]anat/<sub>[_ses-Y]_T1w`` and ``.../dwi/..._dwi`` (+ bval/bvec/json);
+    return the paths."""
+    base, stem = _session_dir(root, participant_id, session)
+    anat = base / "anat" / f"{stem}_T1w"
+    dwi_base = base / "dwi" / f"{stem}_dwi"
     _nifti(anat.with_suffix(".nii.gz"), t1w, t1_affine)
     _json(anat.with_suffix(".json"), {k: t1_sidecar[k] for k in T1W_FIELDS if k in t1_sidecar})
     _nifti(dwi_base.with_suffix(".nii.gz"), dwi, dwi_affine)
@@ -57,19 +66,19 @@ def write_participant_images(root: Path, participant_id: str, *, dwi: np.ndarray
     return [anat.with_suffix(".nii.gz"), dwi_base.with_suffix(".nii.gz")]
 
 
-def truth_map_name(participant_id: str, key: str) -> Path:
+def truth_map_name(participant_id: str, key: str, session: str = "") -> Path:
     """Path (relative to the dataset root) of a truth map: ``key`` is ``"tract/<atlas>/
     <region>/<hemi>"`` (``desc-truth``) or ``"focal/..."`` (``desc-focal``)."""
     kind, _atlas, region, hemi = key.split("/")
     label = "".join(ch for ch in region if ch.isalnum())
     hemi_entity = f"_hemi-{hemi}" if hemi in ("L", "R") else ""
     desc = {"tract": "truth", "focal": "focal"}[kind]
-    return (TRUTH_MAPS_DIR / participant_id / "dwi"
-            / f"{participant_id}{hemi_entity}_label-{label}_desc-{desc}_probseg.nii.gz")
+    base, stem = _session_dir(TRUTH_MAPS_DIR, participant_id, session)
+    return base / "dwi" / f"{stem}{hemi_entity}_label-{label}_desc-{desc}_probseg.nii.gz"
 
 
 def write_truth_maps(root: Path, participant_id: str, maps: dict[str, np.ndarray], *,
-                     affine: np.ndarray) -> dict[str, str]:
+                     affine: np.ndarray, session: str = "") -> dict[str, str]:
     """Write a participant's truth weight maps (float32, its DWI grid); return ``key`` ->
     path relative to ``root`` (for truth.json)."""
     root = Path(root)
@@ -84,7 +93,7 @@ def write_truth_maps(root: Path, participant_id: str, maps: dict[str, np.ndarray
                                             "participant's DWI grid"}]})
     out = {}
     for key, data in maps.items():
-        name = truth_map_name(participant_id, key)
+        name = truth_map_name(participant_id, key, session)
         _nifti(root / name, data, affine, dtype=np.float32)
         out[key] = name.as_posix()
     return out
@@ -92,8 +101,10 @@ def write_truth_maps(root: Path, participant_id: str, maps: dict[str, np.ndarray
 
 def write_dataset_files(root: Path, *, participants: list[dict],
                         scores: dict[str, dict[str, float]], effects: dict, truth: dict,
-                        source_name: str) -> None:
-    """dataset_description, README, .bidsignore, participants, phenotype, truth.json."""
+                        source_name: str, sessions: dict[str, list[dict]] | None = None
+                        ) -> None:
+    """dataset_description, README, .bidsignore, participants, phenotype, truth.json, and
+    with several sessions ``sub-*/sub-*_sessions.tsv`` (``sessions``: participant -> rows)."""
     root = Path(root)
     _json(root / "dataset_description.json", {
         "Name": "alsmri simulated ALS/control cohort (known truth)",
@@ -123,11 +134,17 @@ def write_dataset_files(root: Path, *, participants: list[dict],
     onset = any(p.get("onset_site") for p in participants)
     table = pd.DataFrame([{"participant_id": p["participant_id"], "age": p["age"],
                            "sex": p["sex"], "group": p["group"],
-                           **({"onset_site": p.get("onset_site") or None} if onset else {})}
+                           **({"onset_site": p.get("onset_site") or None} if onset else {}),
+                           **({"site": p["site"]} if p.get("site") else {})}
                           for p in participants])
     table.to_csv(root / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    write_sessions_files(root, sessions or {})
     _json(root / "participants.json", {
-        "age": {"Description": "age at scan", "Units": "years"},
+        **({"site": {"Description": "acquisition site (simulated scanner effects: "
+                                    "truth.json effects.sites)"}}
+           if "site" in table.columns else {}),
+        "age": {"Description": "age at the first session" if sessions else "age at scan",
+                "Units": "years"},
         "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
         "group": {"Description": "diagnostic group",
                   "Levels": {PATIENT_LABEL: "amyotrophic lateral sclerosis",
@@ -149,3 +166,26 @@ def write_dataset_files(root: Path, *, participants: list[dict],
                "Units": s.get("units", "")} for n, s in effects["scores"].items()},
     })
     _json(root / TRUTH_FILE, truth)
+
+
+def write_sessions_files(root: Path, sessions: dict[str, list[dict]]) -> None:
+    """``sub-X/sub-X_sessions.tsv`` per participant: ``session_id, acq_time, age`` and the
+    sessions' score (rows from :func:`bids_app.simulate.dataset.simulate_dataset`), with
+    ``sessions.json`` describing them."""
+    if not sessions:
+        return
+    columns = []
+    for pid, rows in sessions.items():
+        table = pd.DataFrame(rows)
+        columns = list(table.columns)
+        (Path(root) / pid).mkdir(parents=True, exist_ok=True)
+        table.to_csv(Path(root) / pid / f"{pid}_sessions.tsv", sep="\t", index=False,
+                     na_rep="n/a")
+    _json(Path(root) / "sessions.json", {
+        "acq_time": {"Description": "acquisition time (simulated: sessions interval_years "
+                                    "apart)"},
+        "age": {"Description": "age at the session", "Units": "years"},
+        **{c: {"Description": "clinical score at the session (simulated: the first "
+                              "session's score plus sessions.score_per_fa_change x the "
+                              "planted relative FA decline)"}
+           for c in columns if c not in ("session_id", "acq_time", "age")}})
