@@ -147,11 +147,11 @@ def simulate_dataset(out_dir: Path, base: BaseAnatomy, effects: dict, *, n_patie
     """
     if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
         raise UsageError("need at least one participant (--n-patients/--n-controls)")
-    acquisition = effects["multishell"]
-    if acquisition["shells"]:
-        bvals, bvecs = tensors.multishell_scheme(acquisition["shells"],
-                                                 directions=int(acquisition["directions"]),
-                                                 b0_volumes=int(acquisition["b0_volumes"]))
+    multishell = effects["multishell"]
+    if multishell["shells"]:
+        bvals, bvecs = tensors.multishell_scheme(multishell["shells"],
+                                                 directions=int(multishell["directions"]),
+                                                 b0_volumes=int(multishell["b0_volumes"]))
         base = dataclasses.replace(base, bvals=bvals, bvecs=bvecs)
     out_dir = Path(out_dir)
     try:
