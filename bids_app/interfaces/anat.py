@@ -155,7 +155,7 @@ class _SegmentOutputSpec(TraitedSpec):
 
 
 class TissueSegmentation(SimpleInterface):
-    """Atropos GM/WM/CSF posteriors and the discrete segmentation."""
+    """Atropos segmentation: GM/WM/CSF partial-volume fractions and the discrete labels."""
 
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec
