@@ -149,8 +149,16 @@ def _segment_default(image, mask, **_):
     return segmentation.segment_tissues(image, mask)
 
 
-#: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)).
-SEGMENTERS = {"default": _segment_default}
+def _segment_posteriors(image, mask, **_):
+    from bids_app.core.anat import segmentation
+
+    return segmentation.segment_tissues(image, mask, partial_volume=False)
+
+
+#: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)):
+#: ``default`` is what the workflow runs, ``posteriors`` the Atropos posteriors as GM map
+#: (the behaviour before partial-volume fractions).
+SEGMENTERS = {"default": _segment_default, "posteriors": _segment_posteriors}
 
 
 def summarise(tables: list[pd.DataFrame], tissues: list[dict[str, float]]) -> pd.DataFrame:
