@@ -14,15 +14,6 @@ Usage::
     python benchmarks/anat_rescan.py [--copies 4] [--atlas aal] [--keep DIR] [--seed 27]
 
 Figures are printed (CV %, per region and hemisphere; min/max WM volume; seconds per copy).
-
-Measured (AAL, 4 copies, seed 27; CV % L/R): before (intensity-Otsu head mask, Atropos
-posteriors) precentral 8.1/5.1, superior frontal 12.6/11.3, middle frontal 11.6/8.3, medial
-superior frontal 2.1/10.0, striatum 32/24, thalamus 42/36, TIV 4.4, WM 379-447 cm^3; after
-(log-Otsu head mask, partial-volume fractions) precentral 1.9/4.5, superior frontal 9.8/2.9,
-middle frontal 6.7/1.4, medial superior frontal 7.1/4.9, striatum 3.7/2.7, thalamus 2.7/1.9,
-TIV 0.6, WM 369-374 cm^3. The frontal left outliers come from one copy whose atlas labels
-landed differently (superior frontal L: 3223 voxels vs ~4000 in the other three): label
-placement by the registration, not the segmentation.
 Needs ``$ALSMRI_SHARED`` and a built data dir (``$ALSMRI_DATA``). Run with one thread:
 ``OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1``.
 """
