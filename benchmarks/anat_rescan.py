@@ -149,16 +149,8 @@ def _segment_default(image, mask, **_):
     return segmentation.segment_tissues(image, mask)
 
 
-def _segment_posteriors(image, mask, **_):
-    from bids_app.core.anat import segmentation
-
-    return segmentation.segment_tissues(image, mask, partial_volume=False)
-
-
-#: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)):
-#: ``default`` is what the workflow runs, ``posteriors`` the Atropos posteriors as GM map
-#: (the behaviour before partial-volume fractions).
-SEGMENTERS = {"default": _segment_default, "posteriors": _segment_posteriors}
+#: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)).
+SEGMENTERS = {"default": _segment_default}
 
 
 def summarise(tables: list[pd.DataFrame], tissues: list[dict[str, float]]) -> pd.DataFrame:
