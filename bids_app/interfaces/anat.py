@@ -155,7 +155,7 @@ class _SegmentOutputSpec(TraitedSpec):
 
 
 class TissueSegmentation(SimpleInterface):
-    """Atropos segmentation: GM/WM/CSF partial-volume fractions and the discrete labels."""
+    """Atropos GM/WM/CSF posteriors and the discrete segmentation."""
 
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec
