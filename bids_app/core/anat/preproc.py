@@ -8,23 +8,9 @@ from scipy import ndimage
 
 
 def head_mask(image: ants.ANTsImage) -> ants.ANTsImage:
-    """Rough foreground (head) mask: Otsu threshold of log intensity, largest component,
-    holes filled.
-
-    The threshold is computed on ``log(1 + I)``: on a T1w the intensity Otsu threshold falls
-    between gray and white matter (ds-xa30: 310 with GM ~250, WM ~500, air < 60), so the mask
-    relied on hole filling to get the dark tissue back, and one simulated re-scan of ds-xa30
-    (bias field +-15 %) lost 127 cm^3 of brain. On the log scale the threshold separates air
-    from tissue (ds-xa30: 107, below 4 % of brain voxels, which the hole filling restores);
-    it is raised to the air class's mean + 5 SD so that noise tails never join the head.
-    """
+    """Rough foreground (head) mask: Otsu threshold, largest component, holes filled."""
     arr = image.numpy()
-    positive = np.clip(arr, 0, None)
-    thr = ants.threshold_image(image.new_image_like(np.log1p(positive).astype(np.float32)),
-                               "Otsu", 1).numpy() > 0
-    air = positive[~thr]
-    if air.size > 1:  # noise tails of the air class stay out
-        thr &= positive > air.mean() + 5 * air.std()
+    thr = ants.threshold_image(image, "Otsu", 1).numpy() > 0
     if not thr.any():
         thr = arr > np.percentile(arr, 50)
     lab, n = ndimage.label(thr)
