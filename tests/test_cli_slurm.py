@@ -359,8 +359,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="not yet verified end to end on a clean clone "
-                   "(issue #22 open); must pass before #22 is resolved")
 def test_cohort_on_slurm_equals_local_run_and_resubmits_only_the_cancelled(
         slurm, cohort, tmp_path):
     """Submit 4 participants in 2 tasks, cancel task 1 mid-run, re-submit: only task 1's
