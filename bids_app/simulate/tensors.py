@@ -68,6 +68,17 @@ def weighted_metrics(evals: np.ndarray, weights: np.ndarray) -> dict[str, float]
             for name, values in metrics(evals).items()}
 
 
+def regional_factor(k: dict[str, float], effects: dict[str, np.ndarray], *,
+                    prior: np.ndarray, skip: str | None = None) -> np.ndarray:
+    """Per-voxel factor ``prior * prod_r (1 + (k_r - 1) effect_r)`` over the regions (all but
+    ``skip``)."""
+    factor = np.array(prior, dtype=np.float64, copy=True)
+    for key, value in k.items():
+        if key != skip:
+            factor *= 1.0 + (value - 1.0) * effects[key]
+    return factor
+
+
 def radial_factors_for_fa(evals: np.ndarray, weights: dict[str, np.ndarray],
                           effects: dict[str, np.ndarray], changes: dict[str, float], *,
                           prior: np.ndarray | None = None, sweeps: int = 4,
@@ -85,11 +96,7 @@ def radial_factors_for_fa(evals: np.ndarray, weights: dict[str, np.ndarray],
     k = {key: 1.0 for key in changes}
 
     def voxel_factor(skip: str | None = None) -> np.ndarray:
-        factor = prior.copy()
-        for key, value in k.items():
-            if key != skip:
-                factor *= 1.0 + (value - 1.0) * effects[key]
-        return factor
+        return regional_factor(k, effects, prior=prior, skip=skip)
 
     for _ in range(sweeps):
         for key, change in changes.items():
@@ -123,11 +130,7 @@ def axial_factors_for_ad(evals: np.ndarray, weights: dict[str, np.ndarray],
     k = {key: 1.0 + change for key, change in changes.items()}
 
     def others(skip: str) -> np.ndarray:
-        factor = np.ones(len(axial))
-        for key, value in k.items():
-            if key != skip:
-                factor *= 1.0 + (value - 1.0) * effects[key]
-        return factor
+        return regional_factor(k, effects, prior=np.ones(len(axial)), skip=skip)
 
     for _ in range(sweeps):
         for key, change in changes.items():
