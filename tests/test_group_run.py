@@ -454,3 +454,45 @@ def test_incomplete_participant_tables_are_named_and_listed(tmp_path, warnings_l
     assert complete["missing_features"].isna().all()
     sidecar = json.loads((group_dir / OUTPUTS["inclusion"]).with_suffix(".json").read_text())
     assert "missing_features" in sidecar
+
+
+def test_model_maps_enter_the_analyses_without_wiring(tmp_path, warnings_log):
+    """Kurtosis and free-water rows in the participant tables are analysed by the packaged
+    spec (no spec naming them); tensor-only data leave the absent models out silently."""
+    bids, out, spec = small_cohort(tmp_path)
+    spec.write_text("scores: [alsfrs_r]\n")
+    run(settings(bids, out, analysis_spec=spec))
+    assert not [r for r in warnings_log.records
+                if r.levelname == "WARNING" and ("mk" in r.message or "dki" in r.message)]
+    assert set(read(out, "comparisons").family) == {"fa", "md", "ad", "rd", "gmv_pct_tiv"}
+    rng = np.random.default_rng(7)
+    planted = {}
+    for path in sorted(out.glob("sub-*/dwi/*_desc-tracts_dwistats.tsv")):
+        pid = path.name.split("_")[0]
+        als = pid in set(pd.read_csv(bids / "participants.tsv", sep="\t")
+                         .query("group == 'ALS'").participant_id)
+        lines = []
+        for metric, mean in (("mk", 1.0), ("kfa", 0.45), ("fw", 0.12), ("fwfa", 0.60)):
+            for hemi in "LR":
+                value = mean * (0.9 if als and metric == "mk" else 1.0) + rng.normal(0, 0.02)
+                planted[(pid, metric, hemi)] = value
+                lines.append(f"hcp842\tcst\t{hemi}\t{metric}\twmean\t{value:.8g}\t1000")
+        path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    warnings_log.clear()
+    run(settings(bids, out, analysis_spec=spec))
+    comp = read(out, "comparisons")
+    assert {"mk", "kfa", "fw", "fwfa"} <= set(comp.family)
+    truth = pd.Series(planted).rename_axis(["pid", "metric", "hemi"]).reset_index(name="v")
+    groups = pd.read_csv(bids / "participants.tsv", sep="\t").set_index("participant_id").group
+    truth["group"] = truth.pid.map(groups)
+    for (metric, hemi), rows in truth.groupby(["metric", "hemi"]):
+        row = comp[(comp.metric == metric) & (comp.hemisphere == hemi)].iloc[0]
+        np.testing.assert_allclose(row.mean_patient, rows[rows.group == "ALS"].v.mean(),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(row.mean_control, rows[rows.group == "control"].v.mean(),
+                                   rtol=1e-6)
+    mk = comp[comp.metric == "mk"]
+    assert (mk.mean_patient < mk.mean_control).all()
+    # partial models (some maps of a model absent) are still named
+    assert any("['ak', 'fwad', 'fwmd', 'fwrd', 'mkt', 'rk']" in r.message
+               for r in warnings_log.records if r.levelname == "WARNING")

@@ -143,3 +143,26 @@ def test_alias_conflict_is_rejected(tmp_path):
 def test_packaged_files_exist():
     data = Path(__file__).resolve().parents[1] / "bids_app" / "data"
     assert (data / "analysis_spec.yaml").is_file() and (data / "column_aliases.yaml").is_file()
+
+
+def test_model_names_expand_to_the_declared_maps(tmp_path):
+    """A diffusion model's name stands for its declared tract/ROI maps wherever metrics are
+    listed; a map named itself wins over its model's statistics."""
+    from bids_app.bids.models import DWI_MODELS
+
+    declared = {m: [k for k, v in DWI_MODELS[m].items() if v.level is not None]
+                for m in DWI_MODELS}
+    spec = load_spec()
+    every = [k for m in DWI_MODELS for k in declared[m]]
+    assert list(spec.metrics) == [*every, "gmv_pct_tiv"]
+    assert list(spec.profiles.metrics) == every
+    assert list(spec.longitudinal.metrics) == list(spec.interhemispheric_metrics) == \
+        [*every, "gmv_pct_tiv"]
+    assert all(spec.statistics[k] == ("wmean", "bundle") for k in every)
+    assert spec.primary.tract_metrics == ("fa", "md", "ad", "rd")   # the seeds' hypotheses
+    user = tmp_path / "spec.yaml"
+    user.write_text("metrics: [dki, fa, mk]\nstatistics: {fa: bundle, tensor: mean}\n")
+    spec = load_spec(user)
+    assert list(spec.metrics) == [*declared["dki"], "fa"]
+    assert spec.statistics["fa"] == ("bundle",) and spec.statistics["md"] == ("mean",)
+    assert "mk" not in spec.statistics   # the user's mapping replaces the packaged one

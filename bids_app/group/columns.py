@@ -14,7 +14,10 @@ OUTPUTS: Mapping[str, str] = GROUP_OUTPUTS
 METRIC_UNITS = {**{param: spec.units for maps in DWI_MODELS.values()
                    for param, spec in maps.items() if spec.level is not None},
                 "gmv": "mm^3", "gmv_pct_tiv": "percent", "tiv": "mm^3"}
-METRIC_NAMES = {"fa": "fractional anisotropy", "md": "mean diffusivity",
+METRIC_NAMES = {**{param: spec.description[:1].lower() + spec.description[1:]
+                   for maps in DWI_MODELS.values() for param, spec in maps.items()
+                   if spec.level is not None},
+                "fa": "fractional anisotropy", "md": "mean diffusivity",
                 "ad": "axial diffusivity", "rd": "radial diffusivity",
                 "gmv": "gray-matter volume", "gmv_pct_tiv": "gray-matter volume (% of TIV)"}
 STATISTIC_NAMES = {"wmean": "tract-probability-weighted mean", "mean": "mean within mask",
@@ -24,7 +27,7 @@ _KEYS = {
     "atlas": "Atlas of the region (hcp842, jhu, aal, ...)",
     "region": "Canonical region name",
     "hemisphere": "L, R or bilateral",
-    "metric": "Imaging metric (fa, md, ad, rd, gmv, gmv_pct_tiv)",
+    "metric": "Imaging metric (" + ", ".join(METRIC_UNITS) + ")",
     "statistic": "Statistic of the participant metrics table used (wmean, mean, sum, ratio)",
     "family": "Multiple-comparison family: q values are Benjamini-Hochberg within it",
     "reason": "Why statistics are missing (too few observations, constant values ...); "

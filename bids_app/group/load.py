@@ -21,8 +21,9 @@ import pandas as pd
 
 from bids_app.bids.outputs import ANAT_STATS, DWI_STATS, STATS_COLUMNS, Output, feature_name
 from bids_app.errors import BadDataError, NoDataError
-from bids_app.group.notes import Notes
+from bids_app.group.notes import LOGGER, Notes
 from bids_app.group.spec import AnalysisSpec
+from bids_app.group.spec_sections import absent_models
 from bids_app.group.values import SILENT_MISSING
 
 KINDS: dict[str, Output] = {"dwi": DWI_STATS, "anat": ANAT_STATS}
@@ -276,7 +277,11 @@ def warn_unmatched_imaging_names(spec: AnalysisSpec, catalogue: pd.DataFrame, *,
                        ("interhemispheric_metrics", spec.interhemispheric_metrics),
                        ("gm_tract.gm_metric", (spec.gm_tract.gm_metric,)),
                        ("gm_tract.tract_metric", (spec.gm_tract.tract_metric,))):
-        missing = sorted(set(names) - metrics)
+        models, missing = absent_models(set(names) - metrics)
+        if models:
+            LOGGER.info("analysis spec '%s': no participant has the maps of the %s model(s) "
+                        "(not fitted: see the participant logs); not analysed", key,
+                        ", ".join(models))
         if missing:
             messages.append(f"analysis spec '{key}': {missing} not in any participant metrics "
                             f"table (metrics present: {sorted(metrics)}); not analysed")

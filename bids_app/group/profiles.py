@@ -37,6 +37,7 @@ from bids_app.group.load import KEYS, NA_VALUES, glob_files
 from bids_app.group.notes import LOGGER, Notes
 from bids_app.group.permutation import fit_pointwise, fwe_p, fwe_threshold, max_t_null, segments
 from bids_app.group.spec import AnalysisSpec, ProfileSpec
+from bids_app.group.spec_sections import absent_models
 
 PROFILE = ["atlas", "region", "hemisphere", "metric"]
 #: Level of the pointwise confidence intervals and of the group-mean bands.
@@ -200,7 +201,7 @@ def load_profiles(output_dir: str | Path, selected: pd.DataFrame, spec: ProfileS
     files = find_profiles(output_dir).merge(selected[KEYS].drop_duplicates(), on=KEYS)
     table, owner = _read(list(files["path"]))
     present = sorted(set(table["metric"]))
-    absent = sorted(set(spec.metrics) - set(present))
+    _, absent = absent_models(set(spec.metrics) - set(present))
     if len(files) and absent:
         notes.warn(f"analysis spec 'profiles.metrics': {absent} not in any along-tract profile "
                    f"table (metrics present: {present}); not analysed")

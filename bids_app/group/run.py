@@ -166,8 +166,11 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     cross = to_analysis_units(cross_sectional(analysed, spec.session).reset_index(drop=True),
                               catalogue)
     feats = catalogue[catalogue["metric"].isin(spec.metrics)].reset_index(drop=True)
+    # metrics absent altogether were named by warn_unmatched_imaging_names (whole models
+    # silently); here: metrics present only with other statistics than the spec's
     for metric, stat in spec.statistics.items():
-        if metric in spec.metrics and not (feats["metric"] == metric).any():
+        if metric in spec.metrics and (catalogue["metric"] == metric).any() \
+                and not (feats["metric"] == metric).any():
             notes.warn(f"no participant rows for metric {metric!r} with statistic(s) "
                        f"{', '.join(stat)}")
     dictionary = pheno.dictionary

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from bids_app.bids.outputs import DWI_MODELS, summarised_maps
 from bids_app.errors import UsageError
 from bids_app.group.spec_sections import (
     SECTION_CLASSES,
@@ -32,6 +33,7 @@ from bids_app.group.spec_sections import (
     Table1Spec,
     TractCorrelationSpec,
     ZScoreSpec,
+    metric_names,
     names,
     number,
     parse_section,
@@ -138,8 +140,10 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
         raise UsageError(f"{src}: unknown key(s) {sorted(unknown)}; known: {sorted(SPEC_KEYS)}")
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("patient_label", "control_label", "covariates", "clinical_covariates",
-                   "scores", "metrics", "interhemispheric_metrics"):
+        if key in ("metrics", "interhemispheric_metrics"):
+            out[key] = metric_names(value, key, src)
+        elif key in ("patient_label", "control_label", "covariates", "clinical_covariates",
+                     "scores"):
             out[key] = names([] if value is None else value, key, src)
         elif key in ("group_column", "duration_column"):
             if value is not None and not isinstance(value, str):
@@ -160,6 +164,10 @@ def _parse(raw: Mapping[str, Any], src: str) -> dict[str, Any]:
                     raise UsageError(f"{src}: 'statistics' must map metric -> statistic or "
                                      f"a list of statistics (got {metric!r}: {value[metric]!r})")
                 out[key][metric] = tuple(stats)
+            # a model's name sets its maps' statistics; a map named itself wins
+            out[key] = {**{m: out[key][model] for model in out[key] if model in DWI_MODELS
+                           for m in summarised_maps(model)},
+                        **{m: v for m, v in out[key].items() if m not in DWI_MODELS}}
         elif key in NESTED:
             out[key] = parse_section(value, key, src)
         elif key == "session":

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from bids_app.bids.outputs import DWI_MODELS, summarised_maps
 from bids_app.errors import UsageError
 
 HEMISPHERES = ("L", "R")
@@ -24,6 +25,25 @@ def names(value: Any, key: str, src: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise UsageError(f"{src}: '{key}' must be a name or a list of names")
     return tuple(value)
+
+
+def metric_names(value: Any, key: str, src: str) -> tuple[str, ...]:
+    """Metric names; a diffusion model's name (``tensor``, ``dki``, ``fwdti``: the
+    declarations of :data:`~bids_app.bids.models.DWI_MODELS`) stands for every map of it
+    that enters the tract/ROI tables, in declaration order (duplicates dropped)."""
+    out: list[str] = []
+    for item in names(value, key, src):
+        out.extend(summarised_maps(item) if item in DWI_MODELS else (item,))
+    return tuple(dict.fromkeys(out))
+
+
+def absent_models(missing: set[str]) -> tuple[list[str], list[str]]:
+    """Split metric names absent from the data into the diffusion models none of whose
+    summarised maps is present (the acquisition did not allow the model: the participant
+    level logged why) and the remaining names."""
+    models = [m for m in DWI_MODELS if summarised_maps(m) and set(summarised_maps(m)) <= missing]
+    covered = {metric for m in models for metric in summarised_maps(m)}
+    return models, sorted(missing - covered)
 
 
 def number(value: Any, key: str, src: str, *, lo: float, hi: float, integer: bool = False):
@@ -224,7 +244,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any, str, str], Any]]]] = {
         "tracts": names,
         "pairs": _records(("gm", "tract"), "{gm: REGION, tract: REGION} (gm_tract pair)")}),
     "profiles": (ProfileSpec, {
-        "metrics": names, "n_permutations": _integer(1, 10**7),
+        "metrics": metric_names, "n_permutations": _integer(1, 10**7),
         "seed": _integer(0, 2**63 - 1), "fwe_alpha": _real(1e-12, 1.0)}),
     "table1": (Table1Spec, {
         "enabled": flag, "variables": names, "fisher_min_expected": _real(0, 1e6),
@@ -232,22 +252,22 @@ SECTIONS: dict[str, tuple[type, dict[str, Callable[[Any, str, str], Any]]]] = {
     "zscores": (ZScoreSpec, {
         "enabled": flag, "covariates": names, "min_controls": _integer(3, 10**6)}),
     "primary": (PrimarySpec, {
-        "tracts": names, "tract_metrics": names, "gm_regions": names, "gm_metrics": names}),
+        "tracts": names, "tract_metrics": metric_names, "gm_regions": names, "gm_metrics": names}),
     "side_scores": (SideScoreSpec, {
         "enabled": flag, "scores": names, "left_words": names, "right_words": names,
         "columns": _records(("score", "left", "right"), "{score: NAME, left: COLUMN, "
                                                         "right: COLUMN}"),
-        "tracts": names, "metrics": names}),
+        "tracts": names, "metrics": metric_names}),
     "onset_subgroups": (OnsetSpec, {"enabled": flag, "column": name, "subgroups": levels}),
     "tract_correlations": (TractCorrelationSpec, {
         "enabled": flag, "metric": name, "regions": names}),
     "duration_scatter": (DurationScatterSpec, {
-        "enabled": flag, "metrics": names, "regions": names}),
+        "enabled": flag, "metrics": metric_names, "regions": names}),
     "harmonize": (HarmonizeSpec, {
         "enabled": flag, "column": name, "covariates": names, "empirical_bayes": flag,
         "min_controls_per_site": _integer(2, 10**6)}),
     "longitudinal": (LongitudinalSpec, {
-        "enabled": flag, "time_columns": names, "covariates": names, "metrics": names,
+        "enabled": flag, "time_columns": names, "covariates": names, "metrics": metric_names,
         "progression_score": name, "random_slope_min_sessions": _integer(3, 10**6)}),
 }
 SECTION_CLASSES = tuple(klass for klass, _ in SECTIONS.values())
