@@ -24,14 +24,24 @@ from synthetic_group import (
     SCORE_FEATURE,
     SCORE_SLOPE,
     simulate_sessions,
+    simulate_table,
+    write_cohort,
     write_sessions_cohort,
 )
+from test_group_profiles import PLANTED as PLANTED_NODES
+from test_group_profiles import simulate_profiles, write_profiles
 
 from bids_app.bids.outputs import GROUP_DIR
 from bids_app.bids.outputs import GROUP_OUTPUTS as OUTPUTS
 from bids_app.cli.parser import build_parser
-from bids_app.group.harmonise import SWITCHED_OFF, methods_text
+from bids_app.group.harmonise import (
+    SWITCHED_OFF,
+    harmonise_profiles,
+    methods_text,
+    site_f_test,
+)
 from bids_app.group.notes import Notes
+from bids_app.group.profiles import load_profiles
 from bids_app.group.run import analyse, load_inputs
 from bids_app.group.spec import load_spec
 from bids_app.reports.group import write_outputs
@@ -234,3 +244,74 @@ def test_no_harmonize_reports_site_effects_and_says_so(cohort, unharmonised):
     assert "switched off" in methods_text(off.harmonisation, spec.harmonize)
     written = json.loads((group_dir / OUTPUTS["spec"]).read_text())
     assert written["methods"]["harmonisation"] == ran
+
+
+def test_profiles_are_harmonised_node_by_node(tmp_path):
+    """Along-tract profiles with planted site effects: the group level harmonises them with
+    the features' fit rows and covariates; equal to neuroHarmonize run directly on the
+    written profile files, site effect gone at every node, the patients' planted CST segment
+    kept."""
+
+    table = simulate_table(18, 30, seed=11)
+    table["site"] = np.array(["A", "B", "C"])[np.arange(len(table)) % 3]
+    profiles = simulate_profiles(table, seed=11, cst_drop=0.06)
+    shift = {"A": 0.0, "B": 0.1, "C": -0.1}   # FA; participant SD 0.03 (0.06 at the ends)
+    scale = {"A": 1.0, "B": 1.4, "C": 0.7}
+    for pid, frame in profiles.items():
+        site = table.set_index("participant_id").at[pid, "site"]
+        fa = frame["metric"] == "fa"
+        frame.loc[fa, "value"] = 0.55 + scale[site] * (frame.loc[fa, "value"] - 0.55) \
+            + shift[site]
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    write_cohort(table, bids, out)
+    write_profiles(profiles, out)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("metrics: [fa]\nscores: [alsfrs_r]\ninterhemispheric_metrics: [fa]\n"
+                    "profiles: {metrics: [fa], n_permutations: 200}\n"
+                    "harmonize: {min_controls_per_site: 5}\n")
+    settings = Settings(execution=ExecutionSettings(bids_dir=bids, output_dir=out,
+                                                    analysis_level="group", work_dir=out / "w"),
+                        group=GroupSettings(analysis_spec=spec))
+    inputs = load_inputs(settings, notes=Notes())
+    results = analyse(inputs, notes=Notes())
+    assert results.harmonisation.skipped is None
+    assert "along-tract profiles node by node" in methods_text(
+        results.harmonisation, results.spec.harmonize)
+
+    # independent: the profile files and participants.tsv as written, neuroHarmonize directly
+    long = pd.concat([pd.read_csv(p, sep="\t").assign(participant_id=p.name.split("_")[0])
+                      for p in sorted(out.glob("sub-*/dwi/*_desc-profiles_dwistats.tsv"))])
+    long = long[long["metric"] == "fa"]
+    wide = long.pivot_table(index="participant_id", columns=["region", "hemisphere", "node"],
+                            values="value").sort_index(axis=1)
+    people = pd.read_csv(bids / "participants.tsv", sep="\t").set_index("participant_id")
+    people = people.loc[wide.index]
+    covars = pd.DataFrame({"SITE": people["site"].to_numpy(), "age": people["age"].to_numpy(),
+                           "sex": (people["sex"] == "M").astype(float).to_numpy()})
+    fit = (people["group"] == "control").to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = harmonizationLearn(wide.to_numpy()[fit], covars[fit].reset_index(drop=True))
+        direct = harmonizationApply(wide.to_numpy(), covars, model)
+
+    data = load_profiles(out, inputs.profiles.files, results.spec.profiles, notes=Notes())
+    ours = harmonise_profiles(data.values, data.files[["participant_id", "session_id"]],
+                              inputs.joined, results.harmonisation, notes=Notes())
+    order = [list(data.files["participant_id"]).index(pid) for pid in wide.index]
+    cat = data.catalogue.reset_index(drop=True)
+    for j, (region, hemi) in enumerate(zip(cat["region"], cat["hemisphere"])):
+        cols = [k for k, c in enumerate(wide.columns) if c[:2] == (region, hemi)]
+        np.testing.assert_allclose(ours[order, j, :100], direct[:, cols], rtol=1e-10,
+                                   atol=1e-12)
+    # site effect at every node of the left CST: present before, gone after (controls)
+    j = int(np.flatnonzero((cat["region"] == "cst") & (cat["hemisphere"] == "L"))[0])
+    ctrl = np.flatnonzero(fit)
+    cov = covars[["age", "sex"]].to_numpy()[ctrl]
+    site = covars["SITE"].to_numpy()[ctrl]
+    _, p_before, _ = site_f_test(data.values[order][ctrl, j, :100], site, cov)
+    _, p_after, _ = site_f_test(ours[order][ctrl, j, :100], site, cov)
+    assert (p_before < 1e-3).all() and (p_after > 0.05).all()
+    # the planted patient segment survives: patients - controls at the planted nodes
+    segment = ours[order][:, j, PLANTED_NODES]
+    drop = segment[~fit].mean() - segment[fit].mean()
+    assert drop == pytest.approx(-0.06, abs=0.02)

@@ -59,6 +59,12 @@ class Harmonisation:
     fit_rows: np.ndarray | None = None
     """Rows that entered (or would have entered) the fit: the controls' cross-sectional rows
     with a site and complete covariates."""
+    covariates: pd.DataFrame | None = None
+    """Numeric covariate columns of every input row (the fit's preserved covariates)."""
+    empirical_bayes: bool = True
+    minimum: int = 2
+    """The spec's ``harmonize.empirical_bayes`` and ``min_controls_per_site`` (the profiles
+    are harmonised with the same settings: :func:`harmonise_profiles`)."""
 
 
 def site_labels(table: pd.DataFrame, column: str) -> pd.Series | None:
@@ -224,7 +230,57 @@ def harmonise(joined: pd.DataFrame, features: list[str], covariates: pd.DataFram
     after = site_f_test(values[fit], site[fit].to_numpy(dtype=str), cov[fit])
     return Harmonisation(values=pd.DataFrame(values, columns=features, index=joined.index),
                          effects=_effects(features, before, after, counts), skipped=None,
-                         sites=sites, site=site, fit_rows=fit)
+                         sites=sites, site=site, fit_rows=fit, covariates=covariates,
+                         empirical_bayes=spec.empirical_bayes,
+                         minimum=spec.min_controls_per_site)
+
+
+def harmonise_profiles(values: np.ndarray, keys: pd.DataFrame, joined: pd.DataFrame,
+                       result: Harmonisation, *, notes: Notes) -> np.ndarray | None:
+    """Along-tract profiles harmonised like the features: every node of every profile is a
+    ComBat feature, fitted on the same control rows with the same covariates and applied to
+    every profile row.
+
+    Parameters
+    ----------
+    values
+        ``(rows, profiles, nodes)`` (:attr:`bids_app.group.profiles.ProfileData.values`).
+    keys
+        ``participant_id, session_id`` of each row of ``values``.
+    joined
+        The joined table :func:`harmonise` was given (its index is the result's).
+    result
+        :func:`harmonise`'s outcome.
+
+    Returns
+    -------
+    ndarray or None
+        Same shape (rows without a site, a covariate or a joined row become NaN); ``None``
+        when the features were not harmonised.
+    """
+    if result.values is None or result.site is None or result.covariates is None \
+            or not values.size:
+        return None
+    where = {k: i for i, k in enumerate(joined[list(keys.columns)].itertuples(
+        index=False, name=None))}
+    rows = np.array([where.get(k, -1) for k in keys.itertuples(index=False, name=None)])
+    cov = result.covariates.to_numpy(dtype=float)
+    site = result.site.to_numpy(dtype=object)
+    usable = rows >= 0
+    usable[usable] = pd.notna(site[rows[usable]]) & np.isfinite(cov[rows[usable]]).all(axis=1)
+    picked = rows[usable]
+    covars = pd.concat([pd.Series(site[picked], name=SITE).astype(str),
+                        result.covariates.iloc[picked].reset_index(drop=True)], axis=1)
+    flat = values.reshape(len(values), -1)
+    out = np.full(flat.shape, np.nan)
+    harmonised, messages = combat(flat[usable], covars, result.fit_rows[picked],
+                                  empirical_bayes=result.empirical_bayes,
+                                  minimum=result.minimum)
+    out[usable] = harmonised
+    for line in messages:
+        notes.warn("site harmonisation of the along-tract profiles: "
+                   + line.replace("feature(s)", "profile node(s)"))
+    return out.reshape(values.shape)
 
 
 def _effects(features: list[str], before, after, counts: pd.Series) -> pd.DataFrame:
@@ -308,7 +364,8 @@ def methods_text(result: Harmonisation, spec: HarmonizeSpec) -> str:
             f"neuroHarmonize {_version('neuroHarmonize')}, linear covariate model, {eb} "
             f"empirical Bayes), fitted on the controls' cross-sectional sessions with "
             f"{_names(spec.covariates)} as preserved covariates and applied to every "
-            "participant and session; every analysis used the harmonised values.")
+            "participant and session (along-tract profiles node by node, with the same fit "
+            "rows and covariates); every analysis used the harmonised values.")
 
 
 def _names(names: tuple[str, ...]) -> str:

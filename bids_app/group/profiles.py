@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,22 @@ def _read(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray]:
     return table, owner
 
 
+def _complete(values: np.ndarray, n_nodes: np.ndarray) -> np.ndarray:
+    """``(rows, profiles)``: every node of the profile (up to its length) finite."""
+    in_range = np.arange(values.shape[2])[None, None, :] < n_nodes[None, :, None]
+    return (np.isfinite(values) | ~in_range).all(axis=2)
+
+
+def with_profile_values(data: ProfileData, values: np.ndarray) -> ProfileData:
+    """``data`` with other values of the same shape (e.g. harmonised); ``complete`` follows
+    them (a profile with a node made missing is left out, as an incomplete one is)."""
+    if values.shape != data.values.shape:
+        raise ValueError(f"profile values of shape {values.shape}, expected "
+                         f"{data.values.shape}")
+    return replace(data, values=values,
+                   complete=_complete(values, data.catalogue["n_nodes"].to_numpy()))
+
+
 def load_profiles(output_dir: str | Path, selected: pd.DataFrame, spec: ProfileSpec, *,
                   notes: Notes) -> ProfileData:
     """Read the profile tables of the ``selected`` participants/sessions.
@@ -224,8 +240,7 @@ def load_profiles(output_dir: str | Path, selected: pd.DataFrame, spec: ProfileS
                            f"{catalogue['profile'][where[1]]} appears more than once")
     values = np.full(shape, np.nan)
     values[owner, code, node] = table["value"].to_numpy(dtype=float)
-    in_range = np.arange(width)[None, None, :] < catalogue["n_nodes"].to_numpy()[None, :, None]
-    complete = (np.isfinite(values) | ~in_range).all(axis=2)
+    complete = _complete(values, catalogue["n_nodes"].to_numpy())
     missing = []
     for i, path in enumerate(files["path"]):
         lacking = [(name, int((~np.isfinite(values[i, j, :n])).sum()), n) for j, (name, n)

@@ -22,8 +22,9 @@ from bids_app.group.design import (
     group_labels,
     numeric_column,
 )
-from bids_app.group.harmonise import Harmonisation, harmonised_joined
+from bids_app.group.harmonise import Harmonisation, harmonise_profiles, harmonised_joined
 from bids_app.group.load import (
+    KEYS,
     find_participant_outputs,
     load_metrics,
     select_outputs,
@@ -44,6 +45,7 @@ from bids_app.group.profiles import (
     analyse_profiles,
     load_profiles,
     with_profile_inclusion,
+    with_profile_values,
 )
 from bids_app.group.relations import gm_tract, interhemispheric
 from bids_app.group.seeds import SEED_ANALYSES, Cohort, discover_side_columns
@@ -275,7 +277,12 @@ def analyse(inputs: GroupInputs, *, notes: Notes) -> GroupResults:
     for key in PRIMARY_FAMILIES:
         if key in tables:
             tables[key] = mark_primary(tables[key], key, spec.primary, alpha=spec.fdr_alpha)
-    profiles = analyse_profiles(profile_units(inputs.profiles), cross, labels, clin_rows,
+    profile_data = inputs.profiles
+    harmonised = harmonise_profiles(profile_data.values, profile_data.files[KEYS], joined,
+                                    harmonisation, notes=notes)
+    if harmonised is not None:
+        profile_data = with_profile_values(profile_data, harmonised)
+    profiles = analyse_profiles(profile_units(profile_data), cross, labels, clin_rows,
                                 spec, dictionary=dictionary, notes=notes)
     return GroupResults(
         spec=spec, joined=joined, catalogue=catalogue, phenotype=pheno, cross=cross,
