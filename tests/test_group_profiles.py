@@ -495,7 +495,10 @@ def test_profiles_without_phenotype_still_describe_the_cohort(tmp_path):
 # ----------------------------------------------------------------------------- spec
 def test_profile_spec_defaults_overrides_and_validation(tmp_path, monkeypatch):
     spec = load_spec()
-    assert spec.profiles == ProfileSpec(metrics=("fa", "md", "ad", "rd"), n_permutations=5000,
+    # `profiles.metrics: [tensor, dki, fwdti]` names the models; the spec expands them to their maps.
+    assert spec.profiles == ProfileSpec(metrics=("fa", "md", "ad", "rd", "mk", "ak", "rk", "kfa",
+                                                 "mkt", "fw", "fwfa", "fwmd", "fwad", "fwrd"),
+                                        n_permutations=5000,
                                         seed=20261122, fwe_alpha=0.05)
     for f in fields(ProfileSpec):
         assert f.default is MISSING and f.default_factory is MISSING
@@ -504,7 +507,7 @@ def test_profile_spec_defaults_overrides_and_validation(tmp_path, monkeypatch):
     merged = load_spec(user)
     assert merged.profiles.n_permutations == 10000 and merged.profiles.seed == 20261122
     assert merged.user_keys == frozenset({"profiles.n_permutations"})
-    assert merged.to_dict()["profiles"]["metrics"] == ["fa", "md", "ad", "rd"]
+    assert merged.to_dict()["profiles"]["metrics"] == list(spec.profiles.metrics)
     for text, message in (("profiles: {n_permutations: 0}\n", "n_permutations"),
                           ("profiles: {seed: -1}\n", "seed"),
                           ("profiles: {alpha: 0.1}\n", "unknown key"),
