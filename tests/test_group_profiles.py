@@ -495,7 +495,7 @@ def test_profiles_without_phenotype_still_describe_the_cohort(tmp_path):
 # ----------------------------------------------------------------------------- spec
 def test_profile_spec_defaults_overrides_and_validation(tmp_path, monkeypatch):
     spec = load_spec()
-    # `profiles.metrics: [tensor, dki, fwdti]` names the models; the spec expands them to their maps.
+    # `profiles.metrics: [tensor, dki, fwdti]` names models; the spec expands them to maps.
     assert spec.profiles == ProfileSpec(metrics=("fa", "md", "ad", "rd", "mk", "ak", "rk", "kfa",
                                                  "mkt", "fw", "fwfa", "fwmd", "fwad", "fwrd"),
                                         n_permutations=5000,
