@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from synthetic_group import TRUE_SLOPES, simulate_table, write_cohort
 
-from bids_app.bids.outputs import GROUP_DIR
+from bids_app.bids.outputs import GROUP_DIR, GROUP_FIGURES
 from bids_app.bids.outputs import GROUP_OUTPUTS as OUTPUTS
 from bids_app.cli.run import main
 from bids_app.errors import EXIT_NO_DATA, BadDataError, NoDataError, UsageError
@@ -461,10 +461,12 @@ def test_model_maps_enter_the_analyses_without_wiring(tmp_path, warnings_log):
     spec (no spec naming them); tensor-only data leave the absent models out silently."""
     bids, out, spec = small_cohort(tmp_path)
     spec.write_text("scores: [alsfrs_r]\n")
-    run(settings(bids, out, analysis_spec=spec))
+    group = run(settings(bids, out, analysis_spec=spec))
     assert not [r for r in warnings_log.records
                 if r.levelname == "WARNING" and ("mk" in r.message or "dki" in r.message)]
     assert set(read(out, "comparisons").family) == {"fa", "md", "ad", "rd", "gmv_pct_tiv"}
+    model_figure = group / GROUP_FIGURES["model_heatmap"]
+    assert not model_figure.exists()  # tensor-only data: no kurtosis / free-water figure
     rng = np.random.default_rng(7)
     planted = {}
     for path in sorted(out.glob("sub-*/dwi/*_desc-tracts_dwistats.tsv")):
@@ -493,6 +495,11 @@ def test_model_maps_enter_the_analyses_without_wiring(tmp_path, warnings_log):
                                    rtol=1e-6)
     mk = comp[comp.metric == "mk"]
     assert (mk.mean_patient < mk.mean_control).all()
+    # the model maps get their own figure (one column per map), listed in the report
+    assert model_figure.is_file()
+    width, height = struct.unpack(">II", model_figure.read_bytes()[16:24])
+    assert width > 300 and height > 200
+    assert GROUP_FIGURES["model_heatmap"] in (group / OUTPUTS["report"]).read_text()
     # partial models (some maps of a model absent) are still named
     assert any("['ak', 'fwad', 'fwmd', 'fwrd', 'mkt', 'rk']" in r.message
                for r in warnings_log.records if r.levelname == "WARNING")

@@ -302,6 +302,7 @@ GROUP_OUTPUTS: Mapping[str, str] = MappingProxyType({
 GROUP_FIGURES: Mapping[str, str] = MappingProxyType({
     "boxplots": "figures/group_desc-comparisons_boxplot.png",
     "heatmap": "figures/group_desc-comparisons_heatmap.png",
+    "model_heatmap": "figures/group_desc-modelcomparisons_heatmap.png",
     "scatter": "figures/group_desc-clinical_scatter.png",
     "clinical_heatmap": "figures/group_desc-clinical_heatmap.png",
     "profiles": "figures/group_desc-profiles_lineplot.png",

@@ -197,6 +197,8 @@ def _figure_jobs(results: GroupResults, out_dir: Path) -> dict[str, Job]:
                                    seed=FIGURE_SEED)
         jobs["heatmap"] = partial(M.primary_comparison_heatmap, tables["comparisons"],
                                   fig["heatmap"], alpha=alpha)
+        jobs["model_heatmap"] = partial(M.model_comparison_heatmap, tables["comparisons"],
+                                        fig["model_heatmap"], alpha=alpha)
     if "sidescores" in tables:
         jobs["sidescores"] = partial(M.sidescore_heatmap, tables["sidescores"],
                                      fig["sidescores"], alpha=alpha)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bids_app.bids.outputs import DWI_MODELS, summarised_maps
 from bids_app.reports.group_figures import save_figure
 
 #: Cell size (inches) and the widest figure (inches; report page width / DPI).
@@ -142,6 +143,35 @@ def primary_comparison_heatmap(comp: pd.DataFrame, path: Path, *,
                          colour_label="signed -log10 p (+: patients higher)",
                          title=f"Patients vs controls, primary family: effect size in cells, "
                                f"* primary q < {alpha:g}")
+
+
+def model_maps() -> tuple[str, ...]:
+    """The summarised maps of every declared diffusion model other than the tensor."""
+    return tuple(m for model in DWI_MODELS if model != "tensor" for m in summarised_maps(model))
+
+
+def model_comparison_heatmap(comp: pd.DataFrame, path: Path, *,
+                             alpha: float) -> Path | None:
+    """Patients vs controls in the kurtosis / free-water maps (one column per map), drawn as
+    :func:`primary_comparison_heatmap`; * = q < alpha within the map's own family. None when
+    no participant has a map of these models (single-shell data)."""
+    if "effect_size" not in comp:
+        return None
+    maps = model_maps()
+    rows = comp[comp["metric"].isin(maps) & comp["p"].notna()]
+    if rows.empty:
+        return None
+    order = {m: k for k, m in enumerate(maps)}
+    rows = rows.sort_values("metric", key=lambda m: m.map(order), kind="stable")
+    rows = rows.assign(row=rows["region"] + " " + rows["hemisphere"],
+                       col=rows["metric"] + " " + rows["statistic"],
+                       v=_signed_logp(rows["p"], rows["effect_size"]))
+    panels = _panels(rows, "atlas", "row", "col", "v", rows["effect_size"].map(_fmt("+.2f")),
+                     rows["q"] < alpha)
+    return matrix_figure(panels, path, limit=_limit(rows["v"], 3.0),
+                         colour_label="signed -log10 p (+: patients higher)",
+                         title=f"Patients vs controls, kurtosis and free-water maps: effect "
+                               f"size in cells, * q < {alpha:g} (each map's family)")
 
 
 def primary_clinical_heatmap(clin: pd.DataFrame, path: Path, *, alpha: float) -> Path | None:

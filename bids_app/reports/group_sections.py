@@ -37,7 +37,7 @@ RESULT_TABLES = {
     "comparisons": ("Patients vs controls", [
         *_KEY, "n_patient", "n_control", "mean_patient", "mean_control", "test",
         "effect_size", "adj_beta", "p", "q", "primary_q"],
-        ["heatmap"], ["boxplots"]),
+        ["heatmap"], ["boxplots", "model_heatmap"]),
     "clinical": ("Clinical scores (patients)", [
         "score", *_KEY, "n", "pearson_r", "spearman_rho", "beta", "ci_low", "ci_high",
         "std_beta", "p", "q", "primary_q"], ["clinical_heatmap"], ["scatter"]),
