@@ -117,11 +117,52 @@ def test_file_and_sidecar_get_their_names_together(tmp_path):
 
 # --- the real pipeline -----------------------------------------------------------------
 
-def _start(ds_xa30: Path, out: Path, work: Path, built_data_dir: Path) -> subprocess.Popen:
+def _start(ds_xa30: Path, out: Path, work: Path, built_data_dir: Path,
+           *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [ALSMRI, str(ds_xa30), str(out), "participant", *FAST, "-w", str(work),
-         "--data-dir", str(built_data_dir)],
+         "--data-dir", str(built_data_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_signal_stops_a_one_process_run(ds_xa30, built_data_dir, tmp_path):
+    """--nprocs 1: SIGTERM while a step computes ends the run at once (exit 143, one line).
+
+    The steps run in a forked worker; in nipype's serial plugin they ran in the main process,
+    whose interface runner recorded the interruption as that step's crash and went on with
+    the next steps until the whole graph was done.
+    """
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = _start(ds_xa30, out, work, built_data_dir, "--nprocs", "1")
+    try:
+        for line in proc.stdout:
+            if "t1w_preproc done (" in line:  # the registration to the template runs next
+                break
+        else:
+            pytest.fail(f"no step finished: {proc.stderr.read()[-2000:]}")
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(timeout=60)
+        took = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = session_processes(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    err = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alsmri: terminated by SIGTERM "), err
+    assert left == [], f"processes of the run still running: {left}"
+    assert took < 10, took
+    assert_nothing_half_written(out)
 
 
 @pytest.mark.slow

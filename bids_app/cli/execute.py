@@ -19,6 +19,7 @@ from bids_app.cli.faults import (
     Interrupted,
     first_no_space,
     no_space_in_traceback,
+    raise_if_interrupted,
     stop_process_tree,
 )
 from bids_app.errors import AlsmriError, BadDataError, CannotCreateOutput
@@ -43,6 +44,9 @@ class _Progress:
         self.started: dict[str, float] = {}
 
     def __call__(self, node, status: str) -> None:
+        # A node run in this process (nipype's run_without_submitting) swallows a stop signal
+        # that arrived while it ran; it is raised here, between nodes.
+        raise_if_interrupted()
         name = node.fullname
         if status == "start":
             self.started[name] = time.monotonic()
@@ -250,15 +254,14 @@ def execute_workflow(workflow, *, settings: Settings, log_dir: Path) -> None:
     if ex.write_graph:
         write_workflow_graph(workflow, log_dir)
     progress = _Progress()
+    # MultiProc also for --nprocs 1: nodes then run in forked workers, which a stop signal
+    # ends at once. nipype's serial plugin runs them in this process, where its interface
+    # runner catches every exception (Interrupted too) and goes on with the next node.
     plugin_args = {"status_callback": progress, "raise_insufficient": False,
-                   "maxtasksperchild": 1}
-    if ny.nprocs > 1:
-        plugin_args["n_procs"] = ny.nprocs
-        if ny.mem_mb:
-            plugin_args["memory_gb"] = ny.mem_mb / 1024
-        plugin = _MultiProcPlugin(plugin_args=plugin_args)
-    else:
-        plugin = "Linear"
+                   "maxtasksperchild": 1, "n_procs": ny.nprocs}
+    if ny.mem_mb:
+        plugin_args["memory_gb"] = ny.mem_mb / 1024
+    plugin = _MultiProcPlugin(plugin_args=plugin_args)
     try:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
     except Interrupted as exc:

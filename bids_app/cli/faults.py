@@ -42,6 +42,20 @@ class Interrupted(BaseException):
         return f"terminated by {name}" + (f" {self.what}" if self.what else "")
 
 
+#: The stop signal this process received inside :func:`interrupt_on_signals` (at most one).
+_received: list[int] = []
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` again for a stop signal that arrived earlier.
+
+    nipype runs an interface inside a context that records every exception, ``BaseException``
+    included, as a node failure; code between nodes calls this so the run still stops.
+    """
+    if _received:
+        raise Interrupted(_received[0])
+
+
 @contextmanager
 def interrupt_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGINT into :class:`Interrupted` in this process while in the block.
@@ -64,6 +78,7 @@ def interrupt_on_signals() -> Iterator[None]:
             return
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        _received.append(signum)
         raise Interrupted(signum)
 
     handler.alsmri_interrupt = True
@@ -71,6 +86,7 @@ def interrupt_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        _received.clear()
         for sig, old in previous.items():
             signal.signal(sig, old)
 
