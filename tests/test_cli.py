@@ -221,14 +221,20 @@ def test_work_dir_help_matches_default(ds114, tmp_path):
     assert settings.execution.work_dir == Path(tempfile.gettempdir()) / "alsmri-work"
 
 
+def _double(x):
+    return 2 * x
+
+
 def _tiny_workflow():
-    from nipype.interfaces.utility import IdentityInterface
+    from nipype.interfaces.utility import Function, IdentityInterface
     from nipype.pipeline import engine as pe
 
     inner = pe.Workflow(name="sub_01_wf")
     inputnode = pe.Node(IdentityInterface(fields=["x"]), name="inputnode")
     inputnode.inputs.x = 1
-    step = pe.Node(IdentityInterface(fields=["x"]), name="step")
+    # a node that computes (nipype drops identity-only graphs before running them)
+    step = pe.Node(Function(input_names=["x"], output_names=["y"], function=_double),
+                   name="step")
     inner.connect(inputnode, "x", step, "x")
     outer = pe.Workflow(name="alsmri_wf")
     outer.add_nodes([inner])
