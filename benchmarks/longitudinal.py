@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if harm.is_file():
             h = pd.read_csv(harm, sep="\t", na_values=["n/a"])
             fa = h[h["feature"].str.contains("_fa_wmean")]
+            if fa.p_after.isna().all():
+                print("site harmonisation was skipped (see the group log): no after figures")
             print(f"site F-test on controls, {len(fa)} FA wmean features: p < 0.05 in "
                   f"{int((fa.p_before < 0.05).sum())} before, {int((fa.p_after < 0.05).sum())} "
                   f"after harmonisation (median p {fa.p_before.median():.3g} -> "

@@ -378,7 +378,9 @@ def test_sites_add_a_shift_and_scale_the_deviations():
     plans = plan_cohort(eff, n_patients=4, n_controls=4, seed=3)
     sites = {"A": {"fa_shift": 0.05, "fa_scale": 1.0}, "B": {"fa_shift": -0.02, "fa_scale": 1.5}}
     sited = with_sites(plans, sites)
-    assert [p.site for p in sited] == ["A", "B"] * 4
+    # balanced within each group (the plans interleave patients and controls)
+    for group in ("ALS", "control"):
+        assert [p.site for p in sited if p.group == group] == ["A", "B"] * 2
     for before, after in zip(plans, sited):
         shift, scale = sites[after.site]["fa_shift"], sites[after.site]["fa_scale"]
         for key, value in before.tract_changes.items():

@@ -16,15 +16,20 @@ from bids_app.simulate.cohort import ParticipantPlan
 
 
 def with_sites(plans: list[ParticipantPlan], sites: dict) -> list[ParticipantPlan]:
-    """Plant the site effects (effects ``sites``): participant ``i`` goes to site ``i mod
-    n_sites``; its relative FA deviations are multiplied by the site's ``fa_scale`` and the
-    site's ``fa_shift`` is added to every tract change. No sites: the plans unchanged."""
+    """Plant the site effects (effects ``sites``): within each group, the ``k``-th
+    participant (plan order) goes to site ``k mod n_sites``, so every site holds as many
+    patients and as many controls as the others (to one), as in a balanced multi-centre
+    design and as ComBat's per-site fit needs; its relative FA deviations are multiplied by
+    the site's ``fa_scale`` and the site's ``fa_shift`` is added to every tract change. No
+    sites: the plans unchanged."""
     if not sites:
         return plans
     names = list(sites)
+    seen: dict[str, int] = {}
     out = []
-    for i, plan in enumerate(plans):
-        name = names[i % len(names)]
+    for plan in plans:
+        k = seen[plan.group] = seen.get(plan.group, -1) + 1
+        name = names[k % len(names)]
         shift = float(sites[name].get("fa_shift", 0.0))
         scale = float(sites[name].get("fa_scale", 1.0))
         out.append(replace(

@@ -86,7 +86,7 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     # added to every tract of its participants (additive scanner effect), and fa_scale, a
     # factor on each participant's own relative FA deviations (variability, disease, focal;
     # multiplicative scanner effect), both applied to the tensors before the DWI is
-    # synthesised. Participant i (in plan order) goes to site i mod n_sites.
+    # synthesised. Within each group the k-th participant goes to site k mod n_sites (balanced).
     "sites": {},
     # Sessions (default: one). Session k is acquired k * interval_years after the first;
     # patients' planted tracts (tracts with fa_change) lose fa_decline_per_year x severity
