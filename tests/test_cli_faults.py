@@ -125,6 +125,20 @@ def _start(ds_xa30: Path, out: Path, work: Path, built_data_dir: Path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _signal_and_wait(proc: subprocess.Popen, signum: int, *,
+                     timeout: float) -> tuple[float, list]:
+    """Send ``signum`` to the run; return how long it took to exit and the processes of its
+    session still running 5 s later (none expected)."""
+    os.kill(proc.pid, signum)
+    started = time.monotonic()
+    proc.wait(timeout=timeout)
+    took = time.monotonic() - started
+    deadline = time.monotonic() + 5
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return took, session_processes(proc.pid)
+
+
 @pytest.mark.slow
 def test_signal_stops_a_one_process_run(ds_xa30, built_data_dir, tmp_path):
     """--nprocs 1: SIGTERM while a step computes ends the run at once (exit 143, one line).
@@ -142,14 +156,7 @@ def test_signal_stops_a_one_process_run(ds_xa30, built_data_dir, tmp_path):
         else:
             pytest.fail(f"no step finished: {proc.stderr.read()[-2000:]}")
         time.sleep(1.0)
-        os.kill(proc.pid, signal.SIGTERM)
-        started = time.monotonic()
-        proc.wait(timeout=60)
-        took = time.monotonic() - started
-        deadline = time.monotonic() + 5
-        while session_processes(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = session_processes(proc.pid)
+        took, left = _signal_and_wait(proc, signal.SIGTERM, timeout=60)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -182,14 +189,7 @@ def test_signal_stops_the_whole_run(ds_xa30, built_data_dir, tmp_path, signum, c
         time.sleep(1.0)
         running = session_processes(proc.pid)
         assert len(running) >= 3, running  # alsmri and its two MultiProc workers
-        os.kill(proc.pid, signum)
-        started = time.monotonic()
-        proc.wait(timeout=30)
-        took = time.monotonic() - started
-        deadline = time.monotonic() + 5
-        while session_processes(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = session_processes(proc.pid)
+        took, left = _signal_and_wait(proc, signum, timeout=30)
         killpg_error = None
         try:
             os.killpg(proc.pid, 0)

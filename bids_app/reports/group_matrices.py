@@ -125,24 +125,31 @@ def _panels(rows: pd.DataFrame, by: str, index: str, columns: str, value: str,
     return out
 
 
+def _comparison_heatmap(rows: pd.DataFrame, star: pd.Series, path: Path, *,
+                        title: str) -> Path | None:
+    """Patient-control rows as panels per atlas: colour = signed -log10 p (red: patients
+    higher), text = effect size (Hedges g or rank-biserial), * where ``star``."""
+    rows = rows.assign(row=rows["region"] + " " + rows["hemisphere"],
+                       col=rows["metric"] + " " + rows["statistic"],
+                       v=_signed_logp(rows["p"], rows["effect_size"]))
+    panels = _panels(rows, "atlas", "row", "col", "v", rows["effect_size"].map(_fmt("+.2f")),
+                     star.loc[rows.index])
+    return matrix_figure(panels, path, limit=_limit(rows["v"], 3.0),
+                         colour_label="signed -log10 p (+: patients higher)", title=title)
+
+
 def primary_comparison_heatmap(comp: pd.DataFrame, path: Path, *,
                                alpha: float) -> Path | None:
-    """Patients vs controls in the primary family: colour = signed -log10 p (red: patients
-    higher), text = effect size (Hedges g or rank-biserial), * = primary q < alpha."""
+    """Patients vs controls in the primary family (:func:`_comparison_heatmap`);
+    * = primary q < alpha."""
     if "effect_size" not in comp:
         return None
     rows = comp[comp["primary"].astype(bool) & comp["p"].notna()]
     if rows.empty:
         return None
-    rows = rows.assign(row=rows["region"] + " " + rows["hemisphere"],
-                       col=rows["metric"] + " " + rows["statistic"],
-                       v=_signed_logp(rows["p"], rows["effect_size"]))
-    panels = _panels(rows, "atlas", "row", "col", "v", rows["effect_size"].map(_fmt("+.2f")),
-                     rows["primary_q"] < alpha)
-    return matrix_figure(panels, path, limit=_limit(rows["v"], 3.0),
-                         colour_label="signed -log10 p (+: patients higher)",
-                         title=f"Patients vs controls, primary family: effect size in cells, "
-                               f"* primary q < {alpha:g}")
+    return _comparison_heatmap(rows, rows["primary_q"] < alpha, path,
+                               title=f"Patients vs controls, primary family: effect size in "
+                                     f"cells, * primary q < {alpha:g}")
 
 
 def model_maps() -> tuple[str, ...]:
@@ -152,9 +159,9 @@ def model_maps() -> tuple[str, ...]:
 
 def model_comparison_heatmap(comp: pd.DataFrame, path: Path, *,
                              alpha: float) -> Path | None:
-    """Patients vs controls in the kurtosis / free-water maps (one column per map), drawn as
-    :func:`primary_comparison_heatmap`; * = q < alpha within the map's own family. None when
-    no participant has a map of these models (single-shell data)."""
+    """Patients vs controls in the kurtosis / free-water maps, one column per map in
+    declaration order (:func:`_comparison_heatmap`); * = q < alpha within the map's own
+    family. None when no participant has a map of these models (single-shell data)."""
     if "effect_size" not in comp:
         return None
     maps = model_maps()
@@ -163,15 +170,10 @@ def model_comparison_heatmap(comp: pd.DataFrame, path: Path, *,
         return None
     order = {m: k for k, m in enumerate(maps)}
     rows = rows.sort_values("metric", key=lambda m: m.map(order), kind="stable")
-    rows = rows.assign(row=rows["region"] + " " + rows["hemisphere"],
-                       col=rows["metric"] + " " + rows["statistic"],
-                       v=_signed_logp(rows["p"], rows["effect_size"]))
-    panels = _panels(rows, "atlas", "row", "col", "v", rows["effect_size"].map(_fmt("+.2f")),
-                     rows["q"] < alpha)
-    return matrix_figure(panels, path, limit=_limit(rows["v"], 3.0),
-                         colour_label="signed -log10 p (+: patients higher)",
-                         title=f"Patients vs controls, kurtosis and free-water maps: effect "
-                               f"size in cells, * q < {alpha:g} (each map's family)")
+    return _comparison_heatmap(rows, rows["q"] < alpha, path,
+                               title=f"Patients vs controls, kurtosis and free-water maps: "
+                                     f"effect size in cells, * q < {alpha:g} (each map's "
+                                     "family)")
 
 
 def primary_clinical_heatmap(clin: pd.DataFrame, path: Path, *, alpha: float) -> Path | None:
