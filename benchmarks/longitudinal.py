@@ -117,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         if harm.is_file():
             h = pd.read_csv(harm, sep="\t", na_values=["n/a"])
             fa = h[h["feature"].str.contains("_fa_wmean")]
+            before = (f"site F-test on controls, {len(fa)} FA wmean features: p < 0.05 in "
+                      f"{int((fa.p_before < 0.05).sum())} before")
             if fa.p_after.isna().all():
-                print("site harmonisation was skipped (see the group log): no after figures")
-            print(f"site F-test on controls, {len(fa)} FA wmean features: p < 0.05 in "
-                  f"{int((fa.p_before < 0.05).sum())} before, {int((fa.p_after < 0.05).sum())} "
-                  f"after harmonisation (median p {fa.p_before.median():.3g} -> "
-                  f"{fa.p_after.median():.3g})")
+                print(f"{before} (median p {fa.p_before.median():.3g}); harmonisation was "
+                      "skipped (see the group log)")
+            else:
+                print(f"{before}, {int((fa.p_after < 0.05).sum())} after harmonisation "
+                      f"(median p {fa.p_before.median():.3g} -> {fa.p_after.median():.3g})")
     print(f"longitudinal validation: {path}; wall times {times}")
     planted = {key for key, spec in truth["effects"]["tracts"].items() if spec.get("fa_change")}
     graded = table[[f"{a}/{r}" in planted for a, r in zip(table.atlas, table.region)]]
