@@ -26,6 +26,8 @@ ANAT_TEMPLATE_RES = 2
 DWI_TEMPLATE_RES = 2
 #: Resolution (mm) the GM label atlases are warped from (finer boundaries in T1w space).
 GM_ATLAS_RES = 1
+#: Resolution (mm) the GM/WM/CSF tissue priors are warped from for the T1w segmentation.
+TISSUE_PRIOR_RES = 1
 #: Resolution (mm) of the tract/ROI atlases warped to DWI space.
 DWI_ATLAS_RES = 2
 #: Diffusion model fitted to every DWI unit, whose FA drives registration, tracking and QC

@@ -113,6 +113,29 @@ class Atlas:
     license: str
 
 
+#: Tissue classes of :func:`get_tissue_priors`, in the order of the T1w segmentation.
+PRIOR_TISSUES = ("GM", "WM", "CSF")
+
+
+def get_tissue_priors(space: str = TEMPLATE, *, res: int,
+                      data_dir: Path | str | None = None) -> dict[str, Path]:
+    """Paths of the GM/WM/CSF prior probability maps in ``space`` at ``res`` mm.
+
+    Built by ``alsmri fetch-data`` (resource ``tissue-priors``).
+
+    Raises
+    ------
+    MissingInputError
+        A map is absent (the message says to run ``alsmri fetch-data``).
+    """
+    root = _data_dir(data_dir)
+    paths = {t: root / layout.tissue_prior_path(space, int(res), t) for t in PRIOR_TISSUES}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise MissingInputError(f"tissue priors {', '.join(missing)} not found; {FETCH_HINT}")
+    return paths
+
+
 def _resource(manifest: Manifest, name: str):
     if name not in manifest.resources or manifest.resources[name].kind == "template":
         known = [n for n, r in manifest.resources.items() if r.kind != "template"]
