@@ -68,15 +68,14 @@ def test_plant_atrophy_rejects_empty_region():
 
 def _slabs(h: float = 1.0):
     """CSF | GM (6 mm) | WM slabs along x, voxel edge ``h`` mm, a smooth bias along y."""
-    n = int(round(30 / h))
+    n = round(30 / h)
     x = (np.arange(n) + 0.5) * h
     depth_in_gm = x - 8.0  # the outer GM surface at x = 8 mm, WM from x = 14 mm
     gm = np.clip(np.minimum(depth_in_gm, 14.0 - x) / h + 0.5, 0, 1)
     csf = np.clip(0.5 - depth_in_gm / h, 0, 1)
     wm = 1 - gm - csf
     shape = (n, 12, 12)
-    as3 = lambda v: np.broadcast_to(v[:, None, None], shape).copy()  # noqa: E731
-    gm, csf, wm = as3(gm), as3(csf), as3(wm)
+    gm, csf, wm = (np.broadcast_to(v[:, None, None], shape).copy() for v in (gm, csf, wm))
     bias = np.linspace(0.95, 1.05, 12)[None, :, None]
     image = (20 * csf + 60 * gm + 100 * wm) * bias
     return image, gm, csf, wm

@@ -369,7 +369,8 @@ def build_tissue_priors(resource, sources, grids, *, space) -> Iterator[tuple[st
         out = ants.registration(
             fixed=fixed * fixed_mask, moving=moving, type_of_transform="SyN",
             aff_metric="mattes", aff_random_sampling_rate=1.0,
-            syn_metric="CC", syn_sampling=2, reg_iterations=tuple(reg["syn_iterations"]))
+            syn_metric=str(reg["metric"]), syn_sampling=int(reg["sampling"]),
+            reg_iterations=tuple(reg["syn_iterations"]))
     scale = float(spec["scale"])
     for res, grid in grids.items():
         ref = ants.image_read(str(get_template(space, res=res, suffix="T1w")))

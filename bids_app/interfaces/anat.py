@@ -157,8 +157,8 @@ class _SegmentOutputSpec(TraitedSpec):
 
 
 class TissueSegmentation(SimpleInterface):
-    """Atropos GM/WM/CSF segmentation (with template priors when given): partial-volume
-    fractions and the discrete segmentation."""
+    """Atropos GM/WM/CSF posteriors (with template priors when given) and the discrete
+    segmentation."""
 
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec

@@ -158,8 +158,8 @@ def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
     """Thin the cortex of ``region`` from its outer (CSF) surface, as atrophy looks.
 
     Each GM voxel's depth below the outer surface is the Euclidean distance (mm) from the
-    nearest CSF voxel (``csf >= pure``) minus one voxel edge (the depth of its outer face). A layer of
-    thickness ``t`` is removed: a voxel whose outer face lies at depth ``d`` loses the
+    nearest CSF voxel (``csf >= pure``) minus one voxel edge (the depth of its outer face).
+    A layer of thickness ``t`` is removed: a voxel whose outer face lies at depth ``d`` loses the
     fraction ``clip((t - d) / h, 0, 1)`` of its GM (``h`` the voxel's mean edge), and its
     intensity moves by that fraction of its GM from the local GM intensity to the CSF
     intensity (a partial-volume mixture). ``t`` is found by bisection so that the region's GM

@@ -12,6 +12,8 @@ from bids_app.core.scratch import ants_scratch
 #: Labels of the discrete segmentation (``dseg``), as in sMRIPrep/fMRIPrep.
 DSEG_LABELS: dict[int, str] = {1: "GM", 2: "WM", 3: "CSF"}
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
+#: Atropos weight of the template tissue priors (0 = initialisation only, 1 = priors alone).
+PRIOR_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class Segmentation:
 
 def segment_tissues(image: ants.ANTsImage, mask: ants.ANTsImage, *,
                     priors: dict[str, ants.ANTsImage] | None = None,
-                    prior_weight: float = 0.25, mrf: float = 0.1,
+                    prior_weight: float = PRIOR_WEIGHT, mrf: float = 0.1,
                     iterations: int = 5) -> Segmentation:
     """Three-class Atropos segmentation [@avants2011] of a bias-corrected T1w.
 
