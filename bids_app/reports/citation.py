@@ -144,6 +144,7 @@ def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
         "bundles_text": _bundles_text(dwi.bundles, label.get(BUNDLE_ATLAS, BUNDLE_ATLAS),
                                       cite.get(BUNDLE_ATLAS, "")),
         "mni_cite": cite.get(TEMPLATE, ""),
+        "priors_cite": cite.get(TISSUE_PRIORS, ""),
         "anat_template_res": str(ANAT_TEMPLATE_RES),
         "prior_weight": f"{PRIOR_WEIGHT:g}",
     }
