@@ -2,7 +2,7 @@
 smooth deformation) on the real ds-xa30 T1w.
 
 The truth is placed without the pipeline's registration: the region is the atlas label carried
-onto the T1w by a *reference* registration (ANTs' standard ``antsRegistrationSyN`` preset:
+onto the T1w by a *reference* registration (ANTs' standard ``antsRegistrationSyNQuick`` preset:
 rigid + affine + SyN, Mattes then CC, every level down to full resolution, brain-extracted
 T1w to the brain-extracted 1 mm template), and the tissue maps that define where the cortex is
 come from a three-class Atropos K-means of the N4-corrected T1w inside that registration's
@@ -89,7 +89,7 @@ def reference_truth(t1w: Path, work: Path, *, atlas: str) -> dict:
                                       interpolator="nearestNeighbor")
         mask0 = ants.iMath(mask0, "MD", 3)
         reg = ants.registration(fixed=tpl * tpl_mask, moving=corrected * mask0,
-                                type_of_transform="antsRegistrationSyN[s]",
+                                type_of_transform="antsRegistrationSyNQuick[s]",
                                 outprefix=str(work / "ref_"), write_composite_transform=True)
         assert Path(reg["invtransforms"]) == inverse, reg["invtransforms"]
     seconds = time.perf_counter() - t0

@@ -17,7 +17,13 @@ import yaml
 from bids_app.atlases import layout
 from bids_app.atlases.manifest import Manifest, load_manifest
 from bids_app.errors import MissingInputError, UsageError
-from bids_app.settings import TEMPLATE
+from bids_app.settings import (
+    DWI_ATLAS_RES,
+    DWI_TEMPLATE_RES,
+    GM_ATLAS_RES,
+    TEMPLATE,
+    TISSUE_PRIOR_RES,
+)
 
 FETCH_HINT = "run `alsmri fetch-data`"
 TEMPLATEFLOW_SUFFIXES = ("T1w", "mask")
@@ -134,6 +140,22 @@ def get_tissue_priors(space: str = TEMPLATE, *, res: int,
     if missing:
         raise MissingInputError(f"tissue priors {', '.join(missing)} not found; {FETCH_HINT}")
     return paths
+
+
+def require_participant_data(*, tract_atlas: str, roi_atlas: str, gm_atlas: str,
+                             data_dir: Path | str | None = None) -> None:
+    """Check that everything a participant run reads from the data directory is built.
+
+    Raises
+    ------
+    MissingInputError
+        Something is missing (the message names it and says to run ``alsmri fetch-data``).
+    """
+    for name, res in ((tract_atlas, DWI_ATLAS_RES), (roi_atlas, DWI_ATLAS_RES),
+                      (gm_atlas, GM_ATLAS_RES)):
+        get_atlas(name, res=res, data_dir=data_dir)
+    get_template(TEMPLATE, res=DWI_TEMPLATE_RES, suffix="FA", data_dir=data_dir)
+    get_tissue_priors(TEMPLATE, res=TISSUE_PRIOR_RES, data_dir=data_dir)
 
 
 def _resource(manifest: Manifest, name: str):
