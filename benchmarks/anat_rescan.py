@@ -149,10 +149,18 @@ def run_chain(t1w: Path, work: Path, *, atlas: str, seed: int, data_dir: Path | 
     return table, {**tissue, **{f"t_{k}": v for k, v in timings.items()}}
 
 
-def _segment_default(image, mask, **_):
-    from bids_app.core.anat import segmentation
+def _segment_default(image, mask, *, inverse, data_dir, **_):
+    """The workflow's segmentation: Atropos with the template tissue priors in T1w space."""
+    import ants
 
-    return segmentation.segment_tissues(image, mask)
+    from bids_app.atlases.api import get_tissue_priors
+    from bids_app.core.anat import registration, segmentation
+    from bids_app.settings import TEMPLATE, TISSUE_PRIOR_RES
+
+    paths = get_tissue_priors(TEMPLATE, res=TISSUE_PRIOR_RES, data_dir=data_dir)
+    priors = {t: registration.warp_image(ants.image_read(str(paths[t])), image, inverse)
+              for t in segmentation.TISSUES}
+    return segmentation.segment_tissues(image, mask, priors=priors)
 
 
 #: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)).
