@@ -3,8 +3,9 @@ smooth deformation) on the real ds-xa30 T1w.
 
 The truth is placed without the pipeline's registration: the region is the atlas label carried
 onto the T1w by a *reference* registration (ANTs' standard ``antsRegistrationSyNQuick`` preset:
-rigid + affine + SyN, Mattes then CC, every level down to full resolution, brain-extracted
-T1w to the brain-extracted 1 mm template), and the tissue maps that define where the cortex is
+rigid + affine + SyN with Mattes mutual information at every level down to full resolution,
+to the 1 mm template; alsmri registers to the 2 mm template with cross-correlation SyN whose
+finest level is skipped), and the tissue maps that define where the cortex is
 come from a three-class Atropos K-means of the N4-corrected T1w inside that registration's
 brain mask (no MRF, no partial-volume step). Two kinds of loss are planted in the raw T1w:
 
@@ -60,7 +61,7 @@ def run_workflow(t1w: Path, root: Path, *, gm_atlas: str) -> pd.DataFrame:
     out = root / "out"
     if not (out / MORPH).is_file():
         wf = init_anat_wf(t1w=t1w, settings=AnatSettings(gm_atlas=gm_atlas), output_dir=out,
-                          omp_nthreads=1)
+                          data_dir=None, omp_nthreads=1)
         wf.base_dir = str(root / "work")
         wf.run(plugin="MultiProc", plugin_args={"n_procs": 2, "mp_context": "spawn"})
     return pd.read_csv(out / MORPH, sep="\t")
@@ -82,13 +83,7 @@ def reference_truth(t1w: Path, work: Path, *, atlas: str) -> dict:
     inverse = work / "ref_InverseComposite.h5"
     t0 = time.perf_counter()
     if not inverse.is_file():
-        # brain mask of the T1w from an affine-only first pass (no SyN of our own involved)
-        aff = ants.registration(fixed=tpl, moving=corrected, type_of_transform="Affine",
-                                aff_random_sampling_rate=1.0)
-        mask0 = ants.apply_transforms(corrected, tpl_mask, aff["invtransforms"],
-                                      interpolator="nearestNeighbor")
-        mask0 = ants.iMath(mask0, "MD", 3)
-        reg = ants.registration(fixed=tpl * tpl_mask, moving=corrected * mask0,
+        reg = ants.registration(fixed=tpl, moving=corrected,
                                 type_of_transform="antsRegistrationSyNQuick[s]",
                                 outprefix=str(work / "ref_"), write_composite_transform=True)
         assert Path(reg["invtransforms"]) == inverse, reg["invtransforms"]
@@ -105,7 +100,7 @@ def reference_truth(t1w: Path, work: Path, *, atlas: str) -> dict:
     labels = ants.apply_transforms(corrected, ants.image_read(str(at.images[("all",
                                                                            "bilateral")])),
                                    [str(inverse)], interpolator="nearestNeighbor").numpy()
-    return {"gm": post["GM"], "csf": post["CSF"], "labels": labels.astype(int),
+    return {"gm": post["GM"], "csf": post["CSF"], "brain": ~outside, "labels": labels.astype(int),
             "label_table": at.labels, "seconds": seconds}
 
 
@@ -127,7 +122,7 @@ def plant(kind: str, raw: nib.Nifti1Image, truth: dict, region: np.ndarray, loss
     gm_region = float((truth["gm"] * region).sum()) * float(np.prod(zooms))
     if kind == "thinning":
         out = plant_thinning(data, region=region, gm=truth["gm"], csf=truth["csf"],
-                             voxel_size=zooms, loss=loss)
+                             brain=truth["brain"], voxel_size=zooms, loss=loss)
     else:
         out = plant_atrophy(data, region=region, gm=truth["gm"], loss=loss)
     return out.image, out.planted_loss * gm_region
@@ -165,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         base = run_workflow(T1W, root / "baseline", gm_atlas=args.atlas)
         print(f"baseline workflow {time.perf_counter() - t0:.0f} s", flush=True)
+        pipeline_labels = np.asarray(nib.load(
+            root / "baseline" / "out" / "sub-01" / "anat"
+            / f"sub-01_atlas-{args.atlas.replace('-', '')}_dseg.nii.gz").dataobj).astype(int)
+        measured_region = region_mask(pipeline_labels, truth["label_table"], args.region,
+                                      args.hemisphere)
+        dice = 2 * (region & measured_region).sum() / (region.sum() + measured_region.sum())
+        print(f"Dice of the truth region with the pipeline's region: {dice:.2f}", flush=True)
         other = "R" if args.hemisphere == "L" else "L"
         watch = [(args.region, other)] + [(r, args.hemisphere) for r in NEIGHBOURS]
         rows = []

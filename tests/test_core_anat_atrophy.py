@@ -112,3 +112,21 @@ def test_plant_thinning_rejects_bad_input():
                        voxel_size=(1, 1, 1))
     with pytest.raises(ValueError, match="outside"):
         plant_thinning(image, region=gm > 0, gm=gm, csf=csf, voxel_size=(1, 1, 1), loss=1.5)
+
+
+def test_plant_thinning_reads_csf_intensity_inside_the_brain():
+    # bright scalp outside the brain counted as "CSF" (the outer surface) must not set the
+    # CSF intensity the thinned cortex takes
+    image, gm, csf, _ = _slabs()
+    brain = np.ones(gm.shape, bool)
+    brain[:3] = False
+    image = image.copy()
+    image[:3] = 150.0
+    region = np.zeros(gm.shape, bool)
+    region[:, :, :6] = True
+    out = plant_thinning(image, region=region, gm=gm, csf=csf, brain=brain,
+                         voxel_size=(1, 1, 1), loss=0.25)
+    changed = out.removed > 0
+    # GM (60) turned into CSF (20): intensities drop, by 40 per unit of GM removed (+-bias)
+    drop = (image - out.image)[changed] / out.removed[changed]
+    assert np.all((drop > 40 * 0.94) & (drop < 40 * 1.06))

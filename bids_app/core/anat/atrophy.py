@@ -154,7 +154,8 @@ class PlantedThinning:
 
 def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
                    csf: np.ndarray, voxel_size: tuple[float, float, float],
-                   loss: float = 0.10, pure: float = 0.5) -> PlantedThinning:
+                   loss: float = 0.10, pure: float = 0.5,
+                   brain: np.ndarray | None = None) -> PlantedThinning:
     """Thin the cortex of ``region`` from its outer (CSF) surface, as atrophy looks.
 
     Each GM voxel's depth below the outer surface is the Euclidean distance (mm) from the
@@ -181,6 +182,10 @@ def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
     pure
         Probability above which a voxel counts as CSF (the outer surface) or as pure GM
         (whose mean intensity is the GM intensity).
+    brain
+        Optional brain mask: the CSF intensity is then read inside it only (``csf`` may count
+        everything outside the brain as CSF, so that the brain's outline is a surface, while
+        skull and scalp do not look like CSF on a T1w).
 
     Returns
     -------
@@ -218,7 +223,8 @@ def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
     # local tissue intensities (the raw image may carry a bias field): pure voxels within
     # 10 mm of the region
     near = ndimage.distance_transform_edt(~region, sampling=spacing) <= 10.0
-    i_csf = _pure_median(data, np.asarray(csf) * near, pure)
+    inside = near if brain is None else near & np.asarray(brain, bool)
+    i_csf = _pure_median(data, np.asarray(csf) * inside, pure)
     i_gm = _pure_median(data, gm * near, pure)
     out = data + frac * (i_csf - i_gm)
     return PlantedThinning(image=out.astype(np.float32), removed=frac.astype(np.float32),
