@@ -123,6 +123,7 @@ def plant(kind: str, raw: nib.Nifti1Image, truth: dict, region: np.ndarray, loss
     if kind == "thinning":
         out = plant_thinning(data, region=region, gm=truth["gm"], csf=truth["csf"],
                              brain=truth["brain"], voxel_size=zooms, loss=loss)
+        return out.image, float(out.removed.sum()) * float(np.prod(zooms))
     else:
         out = plant_atrophy(data, region=region, gm=truth["gm"], loss=loss)
     return out.image, out.planted_loss * gm_region

@@ -149,7 +149,8 @@ class PlantedThinning:
     thickness_mm: float
     """Depth of cortex removed from the outer surface."""
     planted_loss: float
-    """Fractional GM loss of the region: ``sum(removed) / sum(gm)`` over the region."""
+    """Fractional GM loss of the region's cortex: ``sum(removed) / sum(gm)`` over its voxels
+    below the surface (CSF-dominant voxels excluded)."""
 
 
 def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
@@ -204,8 +205,11 @@ def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
     h = float(spacing.mean())
     # distance between voxel centres minus one edge: the depth of the voxel's outer face
     depth = ndimage.distance_transform_edt(~surface, sampling=spacing) - h
-    target = gm * region
+    # CSF-dominant voxels are the surface itself, not cortex below it: they keep their GM
+    target = gm * (region & ~surface)
     total = target.sum()
+    if total <= 0:
+        raise ValueError("empty region")
 
     def removed(t: float) -> np.ndarray:
         return target * np.clip((t - depth) / h, 0, 1)
