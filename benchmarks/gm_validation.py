@@ -27,9 +27,10 @@ Usage::
         [--losses 0.05 0.1 0.2] [--truth-atlas aal] [--keep DIR]
 
 Measured (2026-12-07, left precentral, AAL, losses 5/10/20 %; truth region vs alsmri's region
-Dice 0.86): deformation ratio 0.60/0.56/0.63, slope 0.61, leakage up to 0.13 (middle frontal
-at 5 %, postcentral 0.12 at 20 %); thinning ratio -0.40/-0.36/-0.37, slope -0.37 (the GM/WM
-mixed voxels of a one-voxel-thick cortex look like more GM when darkened; see README).
+Dice 0.86), priors as Atropos initialisation only: deformation ratio 0.85/0.88/0.94, slope
+0.92; thinning -0.37/-0.31/-0.21, slope -0.24 (the GM/WM mixed voxels of a one-voxel-thick
+cortex look like more GM when darkened; see README). With Atropos prior weight 0.25:
+deformation 0.60/0.56/0.63 (slope 0.61); without priors 0.98/1.01/1.10.
 
 Needs ``$ALSMRI_SHARED`` and a built data dir (``$ALSMRI_DATA``). ITK runs with one thread so
 that repeated runs differ only by the planted change.
