@@ -20,10 +20,12 @@ superior frontal 12.6/11.3, middle frontal 11.6/8.3, medial superior frontal 2.1
 striatum 32/24, thalamus 42/36, TIV 4.4, WM 379-447 cm^3 (the issue's own run: 9.0/6.5,
 27/21, 36/20, TIV 3.5). One copy's brain mask lost 127 cm^3: the head-mask Otsu threshold of
 ``preproc.head_mask`` falls between GM and WM on this T1w (see issue #27 notes).
-With the tissue priors and the tissue-foreground brain mask (2026-12-07, same copies): precentral
-1.6/3.6, superior frontal 4.6/3.0, middle frontal 4.0/2.0, medial superior frontal 1.1/3.0,
-striatum 3.7/2.4, thalamus 3.7/3.7, TIV 0.57, GM 1.0, WM 509-517 cm^3 (CV 0.7). What varies
-now is mostly where the registration puts the cortical labels.
+With the tissue-foreground brain mask and the tissue priors initialising Atropos (2026-12-07,
+same copies): precentral 3.7/3.6, superior frontal 7.2/4.9, middle frontal 6.6/3.9, medial
+superior frontal 1.7/4.7, striatum 15/9.3, thalamus 17/12, TIV 0.57, WM 511-525 cm^3. With
+the posteriors weighted towards the priors (Atropos prior weight 0.25): 1.6/3.6, 4.6/3.0,
+4.0/2.0, 1.1/3.0, 3.7/2.4, 3.7/3.7 — but that weight fills planted atrophy back in
+(``benchmarks/gm_validation.py``).
 Needs ``$ALSMRI_SHARED`` and a built data dir (``$ALSMRI_DATA``). Run with one thread:
 ``OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1``.
 """
