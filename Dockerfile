@@ -43,7 +43,8 @@ COPY bids_app/__init__.py bids_app/errors.py bids_app/settings.py /opt/build/bid
 COPY bids_app/cli/__init__.py bids_app/cli/fetch_data.py /opt/build/bids_app/cli/
 COPY bids_app/atlases /opt/build/bids_app/atlases
 # the model-bundle builder orients bundles with the profiles' own functions (one definition)
-COPY bids_app/core/__init__.py bids_app/core/tables.py /opt/build/bids_app/core/
+# the tissue-prior builder registers two templates with the seeded antspyx call
+COPY bids_app/core/__init__.py bids_app/core/tables.py bids_app/core/seeding.py /opt/build/bids_app/core/
 COPY bids_app/core/dwi/__init__.py bids_app/core/dwi/profiles.py /opt/build/bids_app/core/dwi/
 COPY bids_app/data /opt/build/bids_app/data
 RUN set -eu; \

@@ -20,6 +20,12 @@ superior frontal 12.6/11.3, middle frontal 11.6/8.3, medial superior frontal 2.1
 striatum 32/24, thalamus 42/36, TIV 4.4, WM 379-447 cm^3 (the issue's own run: 9.0/6.5,
 27/21, 36/20, TIV 3.5). One copy's brain mask lost 127 cm^3: the head-mask Otsu threshold of
 ``preproc.head_mask`` falls between GM and WM on this T1w (see issue #27 notes).
+With the tissue-foreground brain mask and the tissue priors initialising Atropos (2026-12-07,
+same copies): precentral 3.7/3.6, superior frontal 7.2/4.9, middle frontal 6.6/3.9, medial
+superior frontal 1.7/4.7, striatum 15/9.3, thalamus 17/12, TIV 0.57, WM 511-525 cm^3. With
+the posteriors weighted towards the priors (Atropos prior weight 0.25): 1.6/3.6, 4.6/3.0,
+4.0/2.0, 1.1/3.0, 3.7/2.4, 3.7/3.7 — but that weight fills planted atrophy back in
+(``benchmarks/gm_validation.py``).
 Needs ``$ALSMRI_SHARED`` and a built data dir (``$ALSMRI_DATA``). Run with one thread:
 ``OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1``.
 """
@@ -149,10 +155,18 @@ def run_chain(t1w: Path, work: Path, *, atlas: str, seed: int, data_dir: Path | 
     return table, {**tissue, **{f"t_{k}": v for k, v in timings.items()}}
 
 
-def _segment_default(image, mask, **_):
-    from bids_app.core.anat import segmentation
+def _segment_default(image, mask, *, inverse, data_dir, **_):
+    """The workflow's segmentation: Atropos with the template tissue priors in T1w space."""
+    import ants
 
-    return segmentation.segment_tissues(image, mask)
+    from bids_app.atlases.api import get_tissue_priors
+    from bids_app.core.anat import registration, segmentation
+    from bids_app.settings import TEMPLATE, TISSUE_PRIOR_RES
+
+    paths = get_tissue_priors(TEMPLATE, res=TISSUE_PRIOR_RES, data_dir=data_dir)
+    priors = {t: registration.warp_image(ants.image_read(str(paths[t])), image, inverse)
+              for t in segmentation.TISSUES}
+    return segmentation.segment_tissues(image, mask, priors=priors)
 
 
 #: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)).

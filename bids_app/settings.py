@@ -26,6 +26,10 @@ ANAT_TEMPLATE_RES = 2
 DWI_TEMPLATE_RES = 2
 #: Resolution (mm) the GM label atlases are warped from (finer boundaries in T1w space).
 GM_ATLAS_RES = 1
+#: Data-manager resource of the GM/WM/CSF tissue priors of the T1w segmentation, and the
+#: resolution (mm) they are warped from.
+TISSUE_PRIORS = "tissue-priors"
+TISSUE_PRIOR_RES = 1
 #: Resolution (mm) of the tract/ROI atlases warped to DWI space.
 DWI_ATLAS_RES = 2
 #: Diffusion model fitted to every DWI unit, whose FA drives registration, tracking and QC

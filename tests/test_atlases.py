@@ -27,7 +27,7 @@ def manifest():
 
 
 def test_manifest_lists_every_atlas_with_licence_and_citation(manifest):
-    for name in ATLASES + ("MNI152NLin6Asym", "fa-template"):
+    for name in ATLASES + ("MNI152NLin6Asym", "fa-template", "tissue-priors"):
         res = manifest.resources[name]
         assert res.license and res.citation and res.commercial_use, name
     assert manifest.space == "MNI152NLin6Asym" and manifest.resolutions == (1, 2)
@@ -41,8 +41,11 @@ def test_manifest_checksums_match_shared_sha256sums(manifest, shared_data):
         sums[rel.lstrip("*")] = digest
     for res in manifest.resources.values():
         for src in res.sources:
-            assert sums[f"sources/{src.path}"] == src.sha256, (res.name, src.path)
             assert src.url or (src.origin and src.origin.pypi), f"{src.path} has no origin"
+            if f"sources/{src.path}" not in sums:  # a wheel member the pack does not hold
+                assert src.origin.pypi and src.origin.version, (res.name, src.path)
+                continue
+            assert sums[f"sources/{src.path}"] == src.sha256, (res.name, src.path)
 
 
 @pytest.mark.parametrize(
@@ -217,3 +220,32 @@ def test_rebuilds_only_a_tampered_resource(shared_data, tmp_path):
     assert fetch_main(args) == 0
     assert nib.load(jhu).shape == (91, 109, 91)  # rebuilt
     assert aal.stat().st_mtime_ns == aal_mtime  # untouched
+
+
+def test_mirror_then_online_fetches_only_missing_wheel_members(shared_data, tmp_path):
+    """Wheel members absent from the mirror come from the online transport; anything else
+    still comes from the mirror (or fails there)."""
+    from bids_app.atlases.transport import MirrorThenOnline
+
+    asked = []
+
+    class Online:
+        def fetch(self, resource, source):
+            asked.append(source.path)
+            path = tmp_path / source.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            return path
+
+    mirror = MirrorTransport(shared_data / "sources")
+    chain = MirrorThenOnline(mirror, Online())
+    wheel = Origin(name="w", pypi="pkg", version="1.0")
+    url = Origin(name="u", url="https://example.invalid/")
+    res = Resource(name="t", kind="template", builder="x", sources=(), spec={})
+    held = SourceFile(path="neuroparc/JHU.csv", sha256="0" * 64, origin=wheel, member="m")
+    assert chain.fetch(res, held) == shared_data / "sources" / "neuroparc/JHU.csv"
+    absent = SourceFile(path="pkg/absent.nii.gz", sha256="0" * 64, origin=wheel, member="m")
+    assert chain.fetch(res, absent) == tmp_path / "pkg/absent.nii.gz"
+    with pytest.raises(MissingInputError, match="not found in mirror"):
+        chain.fetch(res, SourceFile(path="x/absent.csv", sha256="0" * 64, origin=url))
+    assert asked == ["pkg/absent.nii.gz"]

@@ -208,3 +208,38 @@ def test_dseg_hemispheres_match_geometry(data_dir, name):
     xs = nib.affines.apply_affine(img.affine, np.array(coms))[:, 0]
     assert np.all((xs < 0) == (lateral.hemisphere.to_numpy() == "L"))
     assert set(np.unique(data)) - {0} == set(atlas.labels["index"])
+
+
+@pytest.mark.parametrize("res", RES)
+def test_tissue_priors_match_the_templates_own_tissues(data_dir, res):
+    """The ICBM 2009a priors carried onto MNI152NLin6Asym overlap the template's own tissue
+    classes (Atropos K-means of the template T1w, an independent reading of its anatomy)
+    better than the same maps placed by world coordinates alone."""
+    import ants
+
+    priors = api.get_tissue_priors(res=res, data_dir=data_dir)
+    ref = nib.load(api.get_template(res=res))
+    maps = {t: nib.load(p) for t, p in priors.items()}
+    assert all(m.shape == ref.shape and np.allclose(m.affine, ref.affine) for m in maps.values())
+    mask = np.asarray(nib.load(api.get_template(res=res, suffix="mask", desc="brain")
+                               ).dataobj) > 0
+    data = {t: m.get_fdata(dtype=F32) for t, m in maps.items()}
+    total = data["GM"] + data["WM"] + data["CSF"]
+    np.testing.assert_allclose(total[mask], 1.0, atol=1e-5)
+    assert np.all(total[~mask] == 0)
+    t1 = ants.image_read(str(api.get_template(res=res)))
+    seg = ants.atropos(a=t1, x=ants.image_read(str(api.get_template(res=res, suffix="mask",
+                                                                     desc="brain"))),
+                       i="kmeans[3]", m="[0.1,1x1x1]", c="[5,0]", r=0)["segmentation"].numpy()
+    source = load_manifest().resources["tissue-priors"]
+    download = data_dir / ".downloads"
+    for label, tissue in ((2, "GM"), (3, "WM")):
+        own = seg == label
+        placed = data[tissue] > 0.5
+        dice = 2 * (own & placed).sum() / (own.sum() + placed.sum())
+        raw = nib.load(download / source.spec[tissue.lower()])
+        world = resample_from_to(raw, ref, order=1).get_fdata(dtype=F32) / 255 > 0.5
+        dice_world = 2 * (own & world).sum() / (own.sum() + world.sum())
+        # measured (2 mm): GM 0.70 -> 0.77, WM 0.79 -> 0.85
+        assert dice > dice_world + 0.03, (tissue, dice, dice_world)
+        assert dice > {"GM": 0.72, "WM": 0.8}[tissue], (tissue, dice)

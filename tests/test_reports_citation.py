@@ -16,6 +16,7 @@ from bids_app.reports import citation
 from bids_app.settings import (
     ANAT_TEMPLATE_RES,
     BUNDLE_ATLAS,
+    TISSUE_PRIORS,
     DwiSettings,
     ExecutionSettings,
     Settings,
@@ -214,7 +215,7 @@ def test_every_used_resource_has_its_references_and_licence(options):
     refs, resources = _section(text, "References"), _section(text, "Templates and atlases")
     names = citation.used_resources(settings, has_dwi=True, has_anat=True)
     assert {"MNI152NLin6Asym", "fa-template", "jhu", settings.dwi.tract_atlas,
-            settings.anat.gm_atlas, BUNDLE_ATLAS} == set(names)
+            settings.anat.gm_atlas, BUNDLE_ATLAS, TISSUE_PRIORS} == set(names)
     for credit in api.credits(names):
         for ref in credit.references:
             assert refs.count(ref) == 1, ref  # Lawrence 2021 is shared by jhu/harvard-oxford

@@ -17,7 +17,13 @@ import yaml
 from bids_app.atlases import layout
 from bids_app.atlases.manifest import Manifest, load_manifest
 from bids_app.errors import MissingInputError, UsageError
-from bids_app.settings import TEMPLATE
+from bids_app.settings import (
+    DWI_ATLAS_RES,
+    DWI_TEMPLATE_RES,
+    GM_ATLAS_RES,
+    TEMPLATE,
+    TISSUE_PRIOR_RES,
+)
 
 FETCH_HINT = "run `alsmri fetch-data`"
 TEMPLATEFLOW_SUFFIXES = ("T1w", "mask")
@@ -111,6 +117,45 @@ class Atlas:
     groups: dict[str, list[str]]
     citation: str
     license: str
+
+
+#: Tissue classes of :func:`get_tissue_priors`, in the order of the T1w segmentation.
+PRIOR_TISSUES = ("GM", "WM", "CSF")
+
+
+def get_tissue_priors(space: str = TEMPLATE, *, res: int,
+                      data_dir: Path | str | None = None) -> dict[str, Path]:
+    """Paths of the GM/WM/CSF prior probability maps in ``space`` at ``res`` mm.
+
+    Built by ``alsmri fetch-data`` (resource ``tissue-priors``).
+
+    Raises
+    ------
+    MissingInputError
+        A map is absent (the message says to run ``alsmri fetch-data``).
+    """
+    root = _data_dir(data_dir)
+    paths = {t: root / layout.tissue_prior_path(space, int(res), t) for t in PRIOR_TISSUES}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise MissingInputError(f"tissue priors {', '.join(missing)} not found; {FETCH_HINT}")
+    return paths
+
+
+def require_participant_data(*, tract_atlas: str, roi_atlas: str, gm_atlas: str,
+                             data_dir: Path | str | None = None) -> None:
+    """Check that everything a participant run reads from the data directory is built.
+
+    Raises
+    ------
+    MissingInputError
+        Something is missing (the message names it and says to run ``alsmri fetch-data``).
+    """
+    for name, res in ((tract_atlas, DWI_ATLAS_RES), (roi_atlas, DWI_ATLAS_RES),
+                      (gm_atlas, GM_ATLAS_RES)):
+        get_atlas(name, res=res, data_dir=data_dir)
+    get_template(TEMPLATE, res=DWI_TEMPLATE_RES, suffix="FA", data_dir=data_dir)
+    get_tissue_priors(TEMPLATE, res=TISSUE_PRIOR_RES, data_dir=data_dir)
 
 
 def _resource(manifest: Manifest, name: str):

@@ -345,12 +345,61 @@ def build_label_atlas(resource, sources, grids, *, space) -> Iterator[tuple[str,
         yield layout.dseg_path(resource.name, space, res, ".tsv"), table
 
 
+def build_tissue_priors(resource, sources, grids, *, space) -> Iterator[tuple[str, Payload]]:
+    """GM/WM/CSF prior probability maps carried onto the template by one registration.
+
+    The source maps (GM and WM, and the brain-only T1w they belong to) are drawn in another
+    MNI152 space (ICBM 2009a). That T1w is registered (affine + SyN, ``spec["registration"]``)
+    to the template's brain-extracted T1w at ``registration_res`` mm, and the GM and WM maps
+    follow (linear interpolation) onto every grid. CSF is the rest of the template's brain
+    mask: ``clip(mask - GM - WM, 0, 1)``; outside the mask all three are 0.
+    """
+    import ants
+
+    from bids_app.core.seeding import ants_seed
+
+    spec = resource.spec
+    reg = spec["registration"]
+    res0 = int(reg["res"])
+    fixed = ants.image_read(str(get_template(space, res=res0, suffix="T1w")))
+    fixed_mask = ants.image_read(str(get_template(space, res=res0, suffix="mask",
+                                                  desc="brain")))
+    moving = ants.image_read(str(_local(sources, spec["t1w"], resource)))
+    with ants_seed(int(reg["seed"])):
+        out = ants.registration(
+            fixed=fixed * fixed_mask, moving=moving, type_of_transform="SyN",
+            aff_metric="mattes", aff_random_sampling_rate=1.0,
+            syn_metric=str(reg["metric"]), syn_sampling=int(reg["sampling"]),
+            reg_iterations=tuple(reg["syn_iterations"]))
+    scale = float(spec["scale"])
+    for res, grid in grids.items():
+        ref = ants.image_read(str(get_template(space, res=res, suffix="T1w")))
+        mask = nib.load(get_template(space, res=res, suffix="mask", desc="brain"))
+        inside = np.asarray(mask.dataobj) > 0
+        maps = {}
+        for tissue in ("GM", "WM"):
+            img = ants.image_read(str(_local(sources, spec[tissue.lower()], resource)))
+            warped = ants.apply_transforms(fixed=ref, moving=img,
+                                           transformlist=out["fwdtransforms"],
+                                           interpolator="linear")
+            maps[tissue] = np.clip(warped.numpy() / scale, 0, 1) * inside
+        total = maps["GM"] + maps["WM"]
+        over = total > 1  # interpolation can push the sum above 1: renormalise
+        for tissue in ("GM", "WM"):
+            maps[tissue] = np.where(over, maps[tissue] / np.maximum(total, 1e-6), maps[tissue])
+        maps["CSF"] = np.clip(inside - maps["GM"] - maps["WM"], 0, 1)
+        for tissue, data in maps.items():
+            yield layout.tissue_prior_path(space, res, tissue), make_image(data, grid,
+                                                                           np.float32)
+
+
 BUILDERS: dict[str, Callable[..., Iterator[tuple[str, Payload]]]] = {
     "templateflow": build_templateflow,
     "fa_template": build_fa_template,
     "trk_density": build_trk_density,
     "prob_maps": build_prob_maps,
     "label_atlas": build_label_atlas,
+    "tissue_priors": build_tissue_priors,
 }
 
 

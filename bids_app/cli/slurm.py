@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bids_app.atlases.api import get_atlas, get_template
+from bids_app.atlases.api import require_participant_data
 from bids_app.bids.completeness import missing_outputs
 from bids_app.bids.derivatives import write_atomic, write_json
 from bids_app.bids.layout import build_layout
@@ -45,7 +45,7 @@ from bids_app.cli.sbatch import (
     submit_script,
 )
 from bids_app.errors import AlsmriError, MissingInputError, UsageError
-from bids_app.settings import DWI_ATLAS_RES, DWI_TEMPLATE_RES, GM_ATLAS_RES, TEMPLATE, DwiSettings
+from bids_app.settings import DwiSettings
 
 #: Under OUTPUT_DIR: the dataset index the tasks read, and the scripts/logs of submissions.
 DATABASE_DIR = Path("logs") / "bids_db"
@@ -254,11 +254,8 @@ def active_jobs(slurm_dir: Path) -> list[str]:
 
 def check_data(run_opts: argparse.Namespace) -> None:
     """The atlases and templates the tasks read exist (prefetched on the login node)."""
-    data_dir = run_opts.data_dir
-    for name, res in ((run_opts.tract_atlas, DWI_ATLAS_RES), (run_opts.roi_atlas, DWI_ATLAS_RES),
-                      (run_opts.gm_atlas, GM_ATLAS_RES)):
-        get_atlas(name, res=res, data_dir=data_dir)
-    get_template(TEMPLATE, res=DWI_TEMPLATE_RES, suffix="FA", data_dir=data_dir)
+    require_participant_data(tract_atlas=run_opts.tract_atlas, roi_atlas=run_opts.roi_atlas,
+                             gm_atlas=run_opts.gm_atlas, data_dir=run_opts.data_dir)
 
 
 def _job(opts: argparse.Namespace, run_opts: argparse.Namespace, options: list[str],

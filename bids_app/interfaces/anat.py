@@ -145,6 +145,8 @@ class RefineBrainMask(SimpleInterface):
 class _SegmentInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w")
     mask = File(exists=True, mandatory=True, desc="brain mask")
+    priors = traits.List(File(exists=True), minlen=3, maxlen=3,
+                         desc="GM, WM, CSF prior probability maps in T1w space")
 
 
 class _SegmentOutputSpec(TraitedSpec):
@@ -155,14 +157,19 @@ class _SegmentOutputSpec(TraitedSpec):
 
 
 class TissueSegmentation(SimpleInterface):
-    """Atropos GM/WM/CSF posteriors and the discrete segmentation."""
+    """Atropos GM/WM/CSF posteriors (with template priors when given) and the discrete
+    segmentation."""
 
     input_spec = _SegmentInputSpec
     output_spec = _SegmentOutputSpec
 
     def _run_interface(self, runtime):
+        priors = None
+        if isdefined(self.inputs.priors):
+            priors = {t: ants.image_read(f) for t, f in zip(segmentation.TISSUES,
+                                                            self.inputs.priors, strict=True)}
         seg = segmentation.segment_tissues(ants.image_read(self.inputs.in_file),
-                                           ants.image_read(self.inputs.mask))
+                                           ants.image_read(self.inputs.mask), priors=priors)
         for tissue, img in seg.probseg.items():
             key = tissue.lower()
             self._results[key] = out_path(runtime, f"probseg_{tissue}.nii.gz")

@@ -20,11 +20,19 @@ from bids_app.bids.plan import (
     ParticipantPlan,
     SdcPlan,
 )
+from bids_app.core.anat.segmentation import PRIOR_WEIGHT
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
 from bids_app.core.dwi.motion import MOTION_MIN_DISPLACEMENT, MOTION_TRANSFORM
 from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
 from bids_app.core.dwi.tractometry import PROFILE_NODES
-from bids_app.settings import ANAT_TEMPLATE_RES, BUNDLE_ATLAS, DENOISE_AUTO, TEMPLATE, Settings
+from bids_app.settings import (
+    ANAT_TEMPLATE_RES,
+    BUNDLE_ATLAS,
+    DENOISE_AUTO,
+    TEMPLATE,
+    TISSUE_PRIORS,
+    Settings,
+)
 
 _CITE = re.compile(r"@([A-Za-z0-9_]+)")
 _ENTRY = re.compile(r"@(\w+)\{([^,]+),(.*?)\n\}", re.DOTALL)
@@ -82,7 +90,7 @@ def used_resources(settings: Settings, *, has_dwi: bool, has_anat: bool) -> list
         if settings.dwi.bundles:
             names.append(BUNDLE_ATLAS)
     if has_anat:
-        names += [TEMPLATE, settings.anat.gm_atlas]
+        names += [TEMPLATE, TISSUE_PRIORS, settings.anat.gm_atlas]
     return list(dict.fromkeys(names))
 
 
@@ -136,7 +144,9 @@ def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
         "bundles_text": _bundles_text(dwi.bundles, label.get(BUNDLE_ATLAS, BUNDLE_ATLAS),
                                       cite.get(BUNDLE_ATLAS, "")),
         "mni_cite": cite.get(TEMPLATE, ""),
+        "priors_cite": cite.get(TISSUE_PRIORS, ""),
         "anat_template_res": str(ANAT_TEMPLATE_RES),
+        "prior_weight": f"{PRIOR_WEIGHT:g}",
     }
     for field, name in (("fa_template", FA_TEMPLATE), ("tract_atlas", dwi.tract_atlas),
                         ("roi_atlas", dwi.roi_atlas), ("gm_atlas", anat.gm_atlas)):

@@ -8,14 +8,21 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_app.atlases.api import get_atlas, get_template
+from bids_app.atlases.api import get_atlas, get_template, get_tissue_priors
 from bids_app.atlases.manifest import atlas_choices
 from bids_app.bids.outputs import ANAT_OUTPUTS
 from bids_app.core.anat import io
+from bids_app.core.anat.segmentation import TISSUES
 from bids_app.errors import UsageError
 from bids_app.interfaces import anat as ia
 from bids_app.interfaces.bids import DerivativesDataSink
-from bids_app.settings import ANAT_TEMPLATE_RES, GM_ATLAS_RES, TEMPLATE, AnatSettings
+from bids_app.settings import (
+    ANAT_TEMPLATE_RES,
+    GM_ATLAS_RES,
+    TEMPLATE,
+    TISSUE_PRIOR_RES,
+    AnatSettings,
+)
 
 LOGGER = logging.getLogger("nipype.workflow")
 
@@ -78,6 +85,7 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
     template = get_template(TEMPLATE, res=ANAT_TEMPLATE_RES, suffix="T1w", data_dir=data_dir)
     template_mask = get_template(TEMPLATE, res=ANAT_TEMPLATE_RES, suffix="mask", desc="brain",
                                  data_dir=data_dir)
+    priors = get_tissue_priors(TEMPLATE, res=TISSUE_PRIOR_RES, data_dir=data_dir)
     atlas = get_atlas(settings.gm_atlas, res=GM_ATLAS_RES, data_dir=data_dir)
     if atlas.kind != "dseg" or atlas.labels is None:
         raise UsageError(f"GM atlas {settings.gm_atlas!r} is not a label (dseg) atlas")
@@ -97,6 +105,9 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
     mask_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(template_mask),
                                             interpolation="linear"), name="mask_to_t1w")
     brain_mask = pe.Node(ia.RefineBrainMask(), name="brain_mask")
+    priors_to_t1w = pe.MapNode(ia.ApplyTransform(interpolation="linear"),
+                               iterfield=["in_file"], name="priors_to_t1w")
+    priors_to_t1w.inputs.in_file = [str(priors[t]) for t in TISSUES]  # the order `segment` reads
     segment = pe.Node(ia.TissueSegmentation(), name="segment",
                       n_procs=omp_nthreads)
     atlas_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(atlas.images[("all", "bilateral")]),
@@ -116,6 +127,9 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
         (mask_to_t1w, brain_mask, [("out_file", "prior")]),
         (t1w_preproc, segment, [("out_file", "in_file")]),
         (brain_mask, segment, [("out_file", "mask")]),
+        (t1w_preproc, priors_to_t1w, [("out_file", "reference")]),
+        (register, priors_to_t1w, [("inverse_xfm", "transform")]),
+        (priors_to_t1w, segment, [("out_file", "priors")]),
         (t1w_preproc, atlas_to_t1w, [("out_file", "reference")]),
         (register, atlas_to_t1w, [("inverse_xfm", "transform")]),
         (segment, gm_volumes, [("gm", "gm"), ("wm", "wm"), ("csf", "csf")]),

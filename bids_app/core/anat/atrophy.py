@@ -137,3 +137,108 @@ def plant_atrophy(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
     deformed = np.clip(deformed, image.min(), image.max())
     return PlantedAtrophy(image=deformed.astype(np.float32),
                           displacement=field.astype(np.float32), planted_loss=losses[-1])
+
+
+@dataclass(frozen=True)
+class PlantedThinning:
+    """Thinned image, the removed GM fraction per voxel and the truth."""
+
+    image: np.ndarray
+    removed: np.ndarray
+    """Fraction of each voxel turned from GM into CSF (0-1)."""
+    thickness_mm: float
+    """Depth of cortex removed from the outer surface."""
+    planted_loss: float
+    """Fractional GM loss of the region's cortex: ``sum(removed) / sum(gm)`` over its voxels
+    below the surface (CSF-dominant voxels excluded)."""
+
+
+def plant_thinning(image: np.ndarray, *, region: np.ndarray, gm: np.ndarray,
+                   csf: np.ndarray, voxel_size: tuple[float, float, float],
+                   loss: float = 0.10, pure: float = 0.5,
+                   brain: np.ndarray | None = None) -> PlantedThinning:
+    """Thin the cortex of ``region`` from its outer (CSF) surface, as atrophy looks.
+
+    Each GM voxel's depth below the outer surface is the Euclidean distance (mm) from the
+    nearest CSF voxel (``csf >= pure``) minus one voxel edge (the depth of its outer face).
+    A layer of thickness ``t`` is removed: a voxel whose outer face lies at depth ``d`` loses the
+    fraction ``clip((t - d) / h, 0, 1)`` of its GM (``h`` the voxel's mean edge), and its
+    intensity moves by that fraction of its GM from the local GM intensity to the CSF
+    intensity (a partial-volume mixture). ``t`` is found by bisection so that the region's GM
+    loss ``sum(removed) / sum(gm)`` equals ``loss``. Unlike :func:`plant_atrophy`, nothing
+    moves: the brain surface stays, the sulcal CSF widens, and WM is untouched.
+
+    Parameters
+    ----------
+    image
+        T1w data (3D; CSF < GM < WM).
+    region
+        Boolean region mask on the same grid; only its voxels change.
+    gm, csf
+        GM and CSF probability maps (same grid) of ``image``.
+    voxel_size
+        Voxel edges in mm.
+    loss
+        Target fractional GM volume loss of the region (0-0.9).
+    pure
+        Probability above which a voxel counts as CSF (the outer surface) or as pure GM
+        (whose mean intensity is the GM intensity).
+    brain
+        Optional brain mask: the CSF intensity is then read inside it only (``csf`` may count
+        everything outside the brain as CSF, so that the brain's outline is a surface, while
+        skull and scalp do not look like CSF on a T1w).
+
+    Returns
+    -------
+    PlantedThinning
+    """
+    region = np.asarray(region, bool)
+    gm = np.clip(np.asarray(gm, np.float64), 0, 1)
+    if not region.any() or not (gm[region] > 0).any():
+        raise ValueError("empty region")
+    if not 0 <= loss <= 0.9:
+        raise ValueError(f"loss {loss} outside [0, 0.9]")
+    surface = np.asarray(csf) >= pure
+    if not surface.any():
+        raise ValueError("no CSF voxel: the outer surface is undefined")
+    spacing = np.asarray(voxel_size, float)
+    h = float(spacing.mean())
+    # distance between voxel centres minus one edge: the depth of the voxel's outer face
+    depth = ndimage.distance_transform_edt(~surface, sampling=spacing) - h
+    # CSF-dominant voxels are the surface itself, not cortex below it: they keep their GM
+    target = gm * (region & ~surface)
+    total = target.sum()
+    if total <= 0:
+        raise ValueError("empty region")
+
+    def removed(t: float) -> np.ndarray:
+        return target * np.clip((t - depth) / h, 0, 1)
+
+    lo, hi = 0.0, float(depth[region].max()) + h
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if removed(mid).sum() / total < loss:
+            lo = mid
+        else:
+            hi = mid
+    t = 0.5 * (lo + hi)
+    frac = removed(t)
+    data = np.asarray(image, np.float64)
+    # local tissue intensities (the raw image may carry a bias field): pure voxels within
+    # 10 mm of the region
+    near = ndimage.distance_transform_edt(~region, sampling=spacing) <= 10.0
+    inside = near if brain is None else near & np.asarray(brain, bool)
+    i_csf = _pure_median(data, np.asarray(csf) * inside, pure)
+    i_gm = _pure_median(data, gm * near, pure)
+    out = data + frac * (i_csf - i_gm)
+    return PlantedThinning(image=out.astype(np.float32), removed=frac.astype(np.float32),
+                           thickness_mm=t, planted_loss=float(frac.sum() / total))
+
+
+def _pure_median(data: np.ndarray, probability: np.ndarray, pure: float) -> float:
+    """Median intensity of the purest voxels of a class (probability >= 0.9, else >= pure)."""
+    for level in (0.9, pure):
+        sel = probability >= level
+        if sel.any():
+            return float(np.median(data[sel]))
+    raise ValueError("no voxel of the class near the region")
