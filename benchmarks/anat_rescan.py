@@ -155,7 +155,7 @@ def run_chain(t1w: Path, work: Path, *, atlas: str, seed: int, data_dir: Path | 
     return table, {**tissue, **{f"t_{k}": v for k, v in timings.items()}}
 
 
-def _segment_default(image, mask, *, inverse, data_dir, **_):
+def _segment_default(image, mask, *, inverse, data_dir, partial_volume=None, **_):
     """The workflow's segmentation: Atropos with the template tissue priors in T1w space."""
     import ants
 
@@ -166,11 +166,17 @@ def _segment_default(image, mask, *, inverse, data_dir, **_):
     paths = get_tissue_priors(TEMPLATE, res=TISSUE_PRIOR_RES, data_dir=data_dir)
     priors = {t: registration.warp_image(ants.image_read(str(paths[t])), image, inverse)
               for t in segmentation.TISSUES}
-    return segmentation.segment_tissues(image, mask, priors=priors)
+    kwargs = {} if partial_volume is None else {"partial_volume": partial_volume}
+    return segmentation.segment_tissues(image, mask, priors=priors, **kwargs)
+
+
+def _segment_posteriors(image, mask, **ctx):
+    """As the workflow, but GM read from Atropos's posteriors instead of partial volumes."""
+    return _segment_default(image, mask, partial_volume=False, **ctx)
 
 
 #: Segmentation variants compared by the benchmark (name -> function(image, mask, **ctx)).
-SEGMENTERS = {"default": _segment_default}
+SEGMENTERS = {"default": _segment_default, "posteriors": _segment_posteriors}
 
 
 def summarise(tables: list[pd.DataFrame], tissues: list[dict[str, float]]) -> pd.DataFrame:
