@@ -152,7 +152,17 @@ def run_chain(t1w: Path, work: Path, *, atlas: str, seed: int, data_dir: Path | 
     table = volumes.gm_volumes(probs["GM"], labels.numpy(), label_table=at.labels,
                                voxel_volume=vox, tiv=tissue["TIV"], atlas=atlas,
                                groups=dict(at.groups), brain_mask=mask.numpy() > 0)
-    return table, {**tissue, **{f"t_{k}": v for k, v in timings.items()}}
+    # the alternative read-out: Jacobian-modulated GM summed in the template-space labels
+    atlas_img = ants.image_read(str(at.images[("all", "bilateral")]))
+    modulated = registration.modulate(seg.probseg["GM"], atlas_img,
+                                      work / "t1w2tpl_Composite.h5")
+    table_mod = volumes.gm_volumes(modulated.numpy(), atlas_img.numpy(), label_table=at.labels,
+                                   voxel_volume=float(np.prod(atlas_img.spacing)),
+                                   tiv=tissue["TIV"], atlas=atlas, groups=dict(at.groups))
+    table["modulated"] = False
+    table_mod["modulated"] = True
+    return (pd.concat([table, table_mod], ignore_index=True),
+            {**tissue, **{f"t_{k}": v for k, v in timings.items()}})
 
 
 def _segment_default(image, mask, *, inverse, data_dir, partial_volume=None, **_):
@@ -184,16 +194,22 @@ def summarise(tables: list[pd.DataFrame], tissues: list[dict[str, float]]) -> pd
     rows = []
     for region in REGIONS:
         for hemi in ("L", "R"):
-            vals = np.array([t.loc[(t.region == region) & (t.hemisphere == hemi)
-                                   & (t.metric == "gmv_pct_tiv"), "value"].iloc[0]
-                             for t in tables])
-            rows.append((region, hemi, vals.mean(), 100 * vals.std(ddof=1) / vals.mean(),
-                         vals.min(), vals.max()))
+            cvs = []
+            for modulated in (False, True):
+                vals = np.array([t.loc[(t.region == region) & (t.hemisphere == hemi)
+                                       & (t.metric == "gmv_pct_tiv")
+                                       & (t.modulated == modulated), "value"].iloc[0]
+                                 for t in tables])
+                cvs.append(100 * vals.std(ddof=1) / vals.mean())
+                if not modulated:
+                    stats = (vals.mean(), vals.min(), vals.max())
+            rows.append((region, hemi, stats[0], cvs[0], stats[1], stats[2], cvs[1]))
     for key in ("TIV", "GM", "WM"):
         vals = np.array([t[key] / 1000 for t in tissues])
         rows.append((key + "_cm3", "", vals.mean(), 100 * vals.std(ddof=1) / vals.mean(),
-                     vals.min(), vals.max()))
-    return pd.DataFrame(rows, columns=["region", "hemi", "mean", "cv_pct", "min", "max"])
+                     vals.min(), vals.max(), np.nan))
+    return pd.DataFrame(rows, columns=["region", "hemi", "mean", "cv_pct", "min", "max",
+                                       "cv_pct_modulated"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -290,3 +290,28 @@ def test_partial_volume_fractions_reject_a_non_t1w_contrast():
              "WM": (img >= 80).astype(float)}
     with pytest.raises(ValueError, match="not ordered"):
         segmentation.partial_volume_fractions(-img, probs, np.ones(img.shape))
+
+
+def test_modulate_conserves_the_amount_under_a_known_scaling(tmp_path):
+    """A map carried by an affine with known scale: the Jacobian-modulated sum keeps the
+    native amount (volume), the plain resampled sum changes by the scale's determinant."""
+    from bids_app.core.anat import registration
+
+    grid = np.indices((40, 40, 40)) - 19.5
+    ball = (np.sqrt((grid**2).sum(0)) < 10).astype(np.float32)
+    image = ants.from_numpy(ball, spacing=(2.0, 2.0, 2.0))
+    reference = ants.from_numpy(np.zeros((80, 80, 80), np.float32), spacing=(1.0, 1.0, 1.0))
+    # reference point y -> image point 1.25 * y (about the common centre): the image's
+    # ball appears 1.25 times smaller in reference space, i.e. 1/1.25^3 of its volume
+    centre = np.array(reference.spacing) * (np.array(reference.shape) - 1) / 2
+    tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                    matrix=np.eye(3) * 1.25, center=list(centre),
+                                    translation=list(np.array(image.spacing)
+                                                     * (np.array(image.shape) - 1) / 2 - centre))
+    path = tmp_path / "scale.mat"
+    ants.write_transform(tx, str(path))
+    native = ball.sum() * 8.0
+    plain = registration.warp_image(image, reference, path).numpy().sum() * 1.0
+    modulated = registration.modulate(image, reference, path).numpy().sum() * 1.0
+    assert plain == pytest.approx(native / 1.25**3, rel=0.03)
+    assert modulated == pytest.approx(native, rel=0.02)

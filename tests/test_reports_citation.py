@@ -91,6 +91,16 @@ def test_anat_template_resolution_is_the_settings_one():
     assert f"] at {ANAT_TEMPLATE_RES} mm with an affine" in _methods(_render(has_dwi=False))
 
 
+def test_gm_volume_wording_follows_the_segmentation_setting():
+    """The methods say partial-volume fractions exactly when the segmentation reports them."""
+    from bids_app.core.anat import segmentation
+
+    text = _methods(_render(has_dwi=False))
+    assert segmentation.PARTIAL_VOLUME and citation.PARTIAL_VOLUME is segmentation.PARTIAL_VOLUME
+    assert "partial-volume fraction times the voxel volume" in text
+    assert "probability times the voxel volume" not in text
+
+
 def test_disabled_steps_are_not_claimed():
     text = _render(_settings(denoise="none", unringing=False, motion_correction=False,
                              sdc="none"))

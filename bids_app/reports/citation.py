@@ -20,7 +20,7 @@ from bids_app.bids.plan import (
     ParticipantPlan,
     SdcPlan,
 )
-from bids_app.core.anat.segmentation import PRIOR_WEIGHT
+from bids_app.core.anat.segmentation import PARTIAL_VOLUME, PRIOR_WEIGHT
 from bids_app.core.dwi.bundles import RECOGNITION_DEFAULTS
 from bids_app.core.dwi.motion import MOTION_MIN_DISPLACEMENT, MOTION_TRANSFORM
 from bids_app.core.dwi.tractography import CSD_MIN_DIRECTIONS, TRACKING_DEFAULTS
@@ -147,6 +147,7 @@ def render_citation(settings: Settings, plans: Sequence[ParticipantPlan], *,
         "priors_cite": cite.get(TISSUE_PRIORS, ""),
         "anat_template_res": str(ANAT_TEMPLATE_RES),
         "prior_weight": f"{PRIOR_WEIGHT:g}",
+        "volume_text": _volume_text(PARTIAL_VOLUME),
     }
     for field, name in (("fa_template", FA_TEMPLATE), ("tract_atlas", dwi.tract_atlas),
                         ("roi_atlas", dwi.roi_atlas), ("gm_atlas", anat.gm_atlas)):
@@ -301,6 +302,16 @@ def _denoise_text(denoise: str, plans: Sequence[DenoisePlan | None]) -> str:
     n = sum(p.method == "mppca" for p in resolved)
     return rule + (f" {n} of {len(resolved)} series reached it and were denoised with "
                    f"MP-PCA{span}.")
+
+
+def _volume_text(partial_volume: bool) -> str:
+    if partial_volume:
+        return ("the sum of the gray-matter partial-volume fraction times the voxel volume. A "
+                "voxel whose neighbours all had its own tissue label counted as pure; any other "
+                "voxel as a two-tissue mixture, CSF/GM when darker than the gray-matter "
+                "intensity and GM/WM when brighter, its fraction interpolated linearly between "
+                "the class intensities (medians of the pure voxels)")
+    return "the sum of the gray-matter probability times the voxel volume"
 
 
 def _unringing_text(enabled: bool) -> str:
