@@ -141,7 +141,8 @@ def run_chain(t1w: Path, work: Path, *, atlas: str, seed: int, data_dir: Path | 
     mask = preproc.refine_brain_mask(corrected, prior)
     timings["mask"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    seg = SEGMENTERS[variant](corrected, mask, inverse=inverse, data_dir=data_dir)
+    refined = preproc.n4_correct(corrected, mask=mask)  # the workflow's brain_n4 node
+    seg = SEGMENTERS[variant](refined, mask, inverse=inverse, data_dir=data_dir)
     timings["segmentation"] = time.perf_counter() - t0
     at = get_atlas(atlas, res=GM_ATLAS_RES, data_dir=data_dir)
     labels = registration.warp_image(ants.image_read(str(at.images[("all", "bilateral")])),

@@ -59,6 +59,29 @@ class T1wPreproc(SimpleInterface):
         return runtime
 
 
+class _BrainBiasInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="bias-corrected T1w (head N4)")
+    mask = File(exists=True, mandatory=True, desc="brain mask")
+
+
+class _BrainBiasOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="T1w with the residual bias inside the brain removed")
+
+
+class BrainBiasCorrect(SimpleInterface):
+    """A second N4 pass fitted inside the brain mask only (the input of the segmentation)."""
+
+    input_spec = _BrainBiasInputSpec
+    output_spec = _BrainBiasOutputSpec
+
+    def _run_interface(self, runtime):
+        corrected = preproc.n4_correct(ants.image_read(self.inputs.in_file),
+                                       mask=ants.image_read(self.inputs.mask))
+        self._results["out_file"] = out_path(runtime, "t1w_brain_n4.nii.gz")
+        ants.image_write(corrected, self._results["out_file"])
+        return runtime
+
+
 class _RegisterInputSpec(BaseInterfaceInputSpec):
     moving = File(exists=True, mandatory=True, desc="bias-corrected T1w")
     template = File(exists=True, mandatory=True, desc="template T1w")

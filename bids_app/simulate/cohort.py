@@ -170,8 +170,8 @@ class GmTissue:
 def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) -> GmTissue:
     """GM posterior of the source T1w from the anatomical workflow's own steps.
 
-    N4, registration to MNI152NLin6Asym, template brain mask refined on the image, and
-    3-class Atropos (:mod:`bids_app.core.anat`), so the atrophy is planted in the tissue the
+    N4, registration to MNI152NLin6Asym, template brain mask refined on the image, N4 again
+    inside that mask, and 3-class Atropos (:mod:`bids_app.core.anat`), so the atrophy is planted in the tissue the
     participant level measures (a K-means segmentation inside the looser DWI mask takes
     scalp into account and mistakes WM for GM).
     """
@@ -188,7 +188,7 @@ def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) 
         prior = registration.warp_image(template_mask, corrected, reg.inverse,
                                         interpolator="linear")
         brain = preproc.refine_brain_mask(corrected, prior)
-        seg = segment_tissues(corrected, brain)
+        seg = segment_tissues(preproc.n4_correct(corrected, mask=brain), brain)
         masks = {}
         for key, region in (regions or {}).items():  # label atlases (RegionSource.labels)
             labels = registration.warp_image(ants.image_read(str(region.path)), corrected,

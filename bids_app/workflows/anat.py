@@ -108,6 +108,7 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
     priors_to_t1w = pe.MapNode(ia.ApplyTransform(interpolation="linear"),
                                iterfield=["in_file"], name="priors_to_t1w")
     priors_to_t1w.inputs.in_file = [str(priors[t]) for t in TISSUES]  # the order `segment` reads
+    brain_n4 = pe.Node(ia.BrainBiasCorrect(), name="brain_n4", n_procs=omp_nthreads)
     segment = pe.Node(ia.TissueSegmentation(), name="segment",
                       n_procs=omp_nthreads)
     atlas_to_t1w = pe.Node(ia.ApplyTransform(in_file=str(atlas.images[("all", "bilateral")]),
@@ -125,7 +126,9 @@ def init_anat_wf(*, t1w: Path, settings: AnatSettings, output_dir: Path,
         (register, mask_to_t1w, [("inverse_xfm", "transform")]),
         (t1w_preproc, brain_mask, [("out_file", "in_file")]),
         (mask_to_t1w, brain_mask, [("out_file", "prior")]),
-        (t1w_preproc, segment, [("out_file", "in_file")]),
+        (t1w_preproc, brain_n4, [("out_file", "in_file")]),
+        (brain_mask, brain_n4, [("out_file", "mask")]),
+        (brain_n4, segment, [("out_file", "in_file")]),
         (brain_mask, segment, [("out_file", "mask")]),
         (t1w_preproc, priors_to_t1w, [("out_file", "reference")]),
         (register, priors_to_t1w, [("inverse_xfm", "transform")]),
