@@ -25,7 +25,11 @@ same copies): precentral 3.7/3.6, superior frontal 7.2/4.9, middle frontal 6.6/3
 superior frontal 1.7/4.7, striatum 15/9.3, thalamus 17/12, TIV 0.57, WM 511-525 cm^3. With
 the posteriors weighted towards the priors (Atropos prior weight 0.25): 1.6/3.6, 4.6/3.0,
 4.0/2.0, 1.1/3.0, 3.7/2.4, 3.7/3.7 — but that weight fills planted atrophy back in
-(``benchmarks/gm_validation.py``).
+(``benchmarks/gm_validation.py``). Then GM read as partial-volume fractions: 2.5/4.0,
+7.5/5.7, 5.9/3.8, 1.9/5.5, 16/11, 18/13; and with the second N4 pass inside the brain mask
+(2026-12-07): 4.2/2.0, 2.6/2.8, 2.7/3.3, 2.4/3.0, 6.1/3.5, 6.4/7.6, TIV 0.57; the
+Jacobian-modulated read-out (``cv_pct_modulated``) 4.4/1.6, 0.9/3.4, 3.3/2.6, 1.3/4.3,
+5.3/3.7, 6.7/7.6.
 Needs ``$ALSMRI_SHARED`` and a built data dir (``$ALSMRI_DATA``). Run with one thread:
 ``OMP_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1``.
 """

@@ -69,7 +69,13 @@ class _BrainBiasOutputSpec(TraitedSpec):
 
 
 class BrainBiasCorrect(SimpleInterface):
-    """A second N4 pass fitted inside the brain mask only (the input of the segmentation)."""
+    """A second N4 pass fitted inside the brain mask only (the input of the segmentation).
+
+    The first pass fits the whole head (scalp and fat included); the bias it leaves inside
+    the brain decided whether the interior of the thalamus and striatum was labelled GM or WM:
+    over four simulated re-scans of ds-xa30 the deep-GM volumes varied by 10-18 % (CV) with
+    one pass and by 3.5-7.6 % with this one (``benchmarks/anat_rescan.py``).
+    """
 
     input_spec = _BrainBiasInputSpec
     output_spec = _BrainBiasOutputSpec
