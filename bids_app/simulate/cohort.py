@@ -171,8 +171,8 @@ def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) 
     """GM posterior of the source T1w from the anatomical workflow's own steps.
 
     N4, registration to MNI152NLin6Asym, template brain mask refined on the image, N4 again
-    inside that mask, and 3-class Atropos (:mod:`bids_app.core.anat`), so the atrophy is planted in the tissue the
-    participant level measures (a K-means segmentation inside the looser DWI mask takes
+    inside that mask, and 3-class Atropos (:mod:`bids_app.core.anat`), so the atrophy is
+    planted in the tissue the participant level measures (a K-means segmentation inside the looser DWI mask takes
     scalp into account and mistakes WM for GM).
     """
     with tempfile.TemporaryDirectory(prefix="alsmri-sim-seg-") as tmp:
