@@ -168,12 +168,12 @@ class GmTissue:
 
 
 def gm_tissue(base: BaseAnatomy, *, seed: int = 1, regions: dict | None = None) -> GmTissue:
-    """GM posterior of the source T1w from the anatomical workflow's own steps.
+    """GM fractions of the source T1w from the anatomical workflow's own steps.
 
     N4, registration to MNI152NLin6Asym, template brain mask refined on the image, N4 again
-    inside that mask, and 3-class Atropos (:mod:`bids_app.core.anat`), so the atrophy is
-    planted in the tissue the participant level measures (a K-means segmentation inside the looser DWI mask takes
-    scalp into account and mistakes WM for GM).
+    inside that mask, and 3-class Atropos read as partial volumes (:mod:`bids_app.core.anat`),
+    so the atrophy is planted in the tissue the participant level measures (a K-means
+    segmentation inside the looser DWI mask takes scalp into account and mistakes WM for GM).
     """
     with tempfile.TemporaryDirectory(prefix="alsmri-sim-seg-") as tmp:
         path = Path(tmp) / "t1w.nii.gz"
