@@ -30,7 +30,11 @@ Measured (2026-12-07, left precentral, AAL, losses 5/10/20 %; truth region vs al
 Dice 0.86), priors as Atropos initialisation only: deformation ratio 0.85/0.88/0.94, slope
 0.92; thinning -0.37/-0.31/-0.21, slope -0.24 (the GM/WM mixed voxels of a one-voxel-thick
 cortex look like more GM when darkened; see README). With Atropos prior weight 0.25:
-deformation 0.60/0.56/0.63 (slope 0.61); without priors 0.98/1.01/1.10.
+deformation 0.60/0.56/0.63 (slope 0.61); without priors 0.98/1.01/1.10. With GM read as
+partial-volume fractions: deformation 0.92/0.92/1.03 (slope 1.00), thinning -0.22/-0.16/-0.04
+(slope -0.07); and with the second N4 pass inside the brain mask (the shipped chain):
+deformation 0.60/0.83/0.89 (slope 0.87; Jacobian-modulated in template labels 0.68/0.87/0.90,
+slope 0.89), thinning -0.16/-0.05/+0.06 (slope 0.03; modulated 0.06); leakage at most 0.12.
 
 Needs ``$ALSMRI_SHARED`` and a built data dir (``$ALSMRI_DATA``). ITK runs with one thread so
 that repeated runs differ only by the planted change.
