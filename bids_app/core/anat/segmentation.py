@@ -23,9 +23,9 @@ PRIOR_WEIGHT = 0.0
 
 #: GM/WM/CSF volumes (``probseg``) are partial-volume fractions of each voxel
 #: (:func:`partial_volume_fractions`), not Atropos posteriors. Measured on the 2 mm ds-xa30 T1w
-#: (benchmarks/gm_validation.py, anat_rescan.py): a smooth deformation's true precentral loss
-#: is followed 0.94/0.90/1.02 (posteriors 0.85/0.88/0.94); cortical thinning -0.19/-0.14/-0.05
-#: (posteriors -0.37/-0.31/-0.21); scan-rescan CV of precentral GM 2.8/3.3 % (3.7/3.6).
+#: (benchmarks/gm_validation.py, same chain otherwise): a smooth deformation's true precentral
+#: loss is followed 0.92/0.92/1.03 (posteriors 0.85/0.88/0.94); cortical thinning
+#: -0.22/-0.16/-0.04 (posteriors -0.37/-0.31/-0.21); GM 40 % of TIV (34 %).
 PARTIAL_VOLUME = True
 #: Fewest pure (neighbourhood-interior) voxels from which a class intensity is read.
 MIN_PURE_VOXELS = 50
