@@ -16,11 +16,12 @@ Steps (each reused when its output exists, so an interrupted run resumes):
    by side and written to ``OUT/tract_validation.tsv`` (+ ``.json``).
 
 A measure is ``NAME=FEATURE``: ``FEATURE`` a feature-name template of the participant tract
-tables, e.g. ``hcp842={atlas}_{region}_{hemisphere}_{metric}_wmean`` (the default: today's
-atlas-based metric) or ``bundle=hcp842bundle_{region}_{hemisphere}_{metric}_wmean``; the
-measure ``simweights`` (added by default) is alsmri's own FA map under the simulator's tract
-weights (what a perfectly placed atlas would measure: isolates preprocessing, fit and mask
-from atlas placement).  Prints wall times; exit 0 when the table was made.
+tables, e.g. ``hcp842={atlas}_{region}_{hemisphere}_{metric}_wmean`` (today's atlas-based
+metric) or ``bundle={atlas}_{region}_{hemisphere}_{metric}_bundle`` (both by default, the bundle
+rows with their placement coverage); the measure ``simweights`` (added by default) is
+alsmri's own FA map under the simulator's tract weights (what a perfectly placed atlas would
+measure: isolates preprocessing, fit and mask from atlas placement).  Prints wall times;
+exit 0 when the table was made.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from bids_app.simulate.dataset import simulate
 from bids_app.simulate.effects import load_effects
 from bids_app.simulate.validation import (
     ATLAS_FEATURE,
+    BUNDLE_FEATURE,
     format_side_by_side,
     validation_from_outputs,
     write_validation,
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="planted-effect YAML (default: alsmri simulate's defaults)")
     parser.add_argument("--measure", type=_measure, action="append", default=None,
                         metavar="NAME=FEATURE",
-                        help=f"measured feature template (default: hcp842={ATLAS_FEATURE})")
+                        help=f"measured feature template (default: hcp842={ATLAS_FEATURE} and "
+                             f"bundle={BUNDLE_FEATURE})")
     parser.add_argument("--participant-arg", action="append", default=[], metavar="ARG",
                         help="extra 'alsmri participant' argument (repeat; e.g. "
                              "--participant-arg=--no-unringing)")
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     times["participants_run"] = len(labels)
 
     start = time.perf_counter()
-    measures = opts.measure or [("hcp842", ATLAS_FEATURE)]
+    measures = opts.measure or [("hcp842", ATLAS_FEATURE), ("bundle", BUNDLE_FEATURE)]
     table = validation_from_outputs(bids, derivatives, dict(measures))
     times["validation_s"] = round(time.perf_counter() - start, 1)
     path = write_validation(table, out / "tract_validation.tsv", meta={

@@ -113,3 +113,12 @@ def test_profiles_of_several_maps_and_a_failed_bundle():
     with pytest.raises(ValueError, match="orientation reference"):
         prof.tract_profiles({("cst", "L"): bundle}, maps, AFFINE, references={},
         n_nodes=N, atlas="hcp842")
+
+
+def test_node_distances_equal_dipy_mahalanobis():
+    rng = np.random.default_rng(5)
+    bundle = Streamlines([line + rng.normal(0, 0.3, line.shape)
+                          for line in _vertical_bundle(30, seed=2, reverse_every=10**6)])
+    ours = prof.node_distances(bundle, n_nodes=N)
+    theirs = gaussian_weights(bundle, n_points=N, return_mahalnobis=True)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)

@@ -308,3 +308,50 @@ def test_recognition_survives_a_model_longer_than_the_field_of_view(phantom, tra
     uncropped_mam = bun.recognise_bundles(streamlines, {("arc", "L"): long_model},
                                           field_of_view=np.ones(SHAPE, bool), **mam)[("arc", "L")]
     assert uncropped_mam.recognised
+
+
+def test_a_partial_region_is_pruned_by_mam(phantom, tracked):
+    """Regions in ``partial_regions`` (the CST by default) use MAM pruning whatever the
+    default distance: the uncropped long model, missed by MDF, is then found."""
+    from dataclasses import replace
+
+    _, streamlines = tracked
+    long_model = []
+    for line in _arc_model():
+        below = np.linspace(line[0] - [0, 0, 30.0], line[0], 30, endpoint=False)
+        long_model.append(np.vstack([below, line]))
+    long_model = [np.asarray(s) for s in set_number_of_points(long_model, nb_points=100)]
+    kwargs = {"field_of_view": np.ones(SHAPE, bool), "affine": phantom["affine"], "seed": 1,
+              "nthreads": 1}
+    params = replace(bun.RECOGNITION_DEFAULTS, partial_regions=())
+    mdf = bun.recognise_bundles(streamlines, {("arc", "L"): long_model}, params=params,
+                                **kwargs)[("arc", "L")]
+    partial = bun.recognise_bundles(streamlines, {("arc", "L"): long_model},
+                                    params=replace(params, partial_regions=("arc",)),
+                                    **kwargs)[("arc", "L")]
+    assert partial.recognised and partial.count > 2 * mdf.count
+    assert "cst" in bun.RECOGNITION_DEFAULTS.partial_regions
+
+
+def test_cleaning_drops_planted_outliers_only():
+    """60 streamlines along a vertical tube (Gaussian cross-section) plus planted outliers
+    (12-18 mm detours, one streamline 1.8x as long): cleaning drops every outlier and keeps
+    the tube, less the ~1 % of a 2D Gaussian beyond 3 standard deviations."""
+    rng = np.random.default_rng(11)
+    z = np.linspace(-30.0, 30.0, 121)
+    tube = [np.column_stack([np.full(z.size, x), np.full(z.size, y), z])
+            for x, y in rng.normal(0.0, 1.5, (60, 2))]
+    detour = []
+    for shift in (12.0, 15.0, 18.0):
+        line = np.column_stack([np.zeros(z.size), np.zeros(z.size), z])
+        line[:, 0] += shift * np.exp(-0.5 * (z / 6.0) ** 2)
+        detour.append(line)
+    z_long = np.linspace(-30.0, 78.0, 217)
+    longer = [np.column_stack([np.zeros(z_long.size), np.zeros(z_long.size), z_long])]
+    lines = tube + detour + longer
+    kept = bun.clean_bundle(lines, distance=3.0, length=4.0, min_streamlines=20)
+    assert not set(kept.tolist()) & {60, 61, 62, 63}
+    assert np.isin(np.arange(60), kept).sum() >= 57
+    # a bundle as small as the minimum is left alone
+    small = bun.clean_bundle(tube[:17] + detour, distance=3.0, length=4.0, min_streamlines=20)
+    assert len(small) == 20

@@ -244,3 +244,21 @@ def test_numbering_is_complete_and_placeholders_are_gone(options):
     cited = {int(n) for group in re.findall(r"\[([\d, ]+)\]", text) for n in group.split(",")}
     assert cited == set(range(1, n_refs + 1))
     assert "### Statistics" in methods
+
+
+def test_bundles_text_states_the_pruning_and_cleaning_that_ship():
+    """The recognition settings in the methods follow RECOGNITION_DEFAULTS: the CST's MAM
+    pruning is named while it is the default; AFQ cleaning only when it is switched on."""
+    from dataclasses import replace
+
+    from bids_app.core.dwi import bundles as bun
+    from bids_app.reports import citation
+
+    text = citation._bundles_text(True, "HCP842", "[@yeh2018]")
+    assert "corticospinal bundle, which tracking follows only in part" in text
+    assert ("Mahalanobis" in text) == (bun.RECOGNITION_DEFAULTS.clean_distance is not None)
+    cleaned = replace(bun.RECOGNITION_DEFAULTS, clean_distance=3.0)
+    assert "3 standard deviations (Mahalanobis)" in citation._cleaning_text(cleaned)
+    plain = replace(bun.RECOGNITION_DEFAULTS, partial_regions=(), clean_distance=None)
+    assert "corticospinal bundle, which" not in citation._pruning_text(plain)
+    assert citation._cleaning_text(plain) == ""

@@ -162,3 +162,41 @@ def test_participant_tables_and_simulator_weights_are_read(tmp_path):
     assert list(weights.columns).count("simweights_cst_L_fa_wmean") == 1  # focal maps skipped
     with pytest.raises(Exception, match="no participant tract table"):
         participant_features(tmp_path / "empty")
+
+
+def test_bundle_coverage_is_the_planted_strength_the_bundle_sits_in(tmp_path):
+    """Two streamlines through known voxels of a known truth map: coverage = their mean
+    effect strength (weight / saturation, at most 1) over the truth-weighted mean strength,
+    computed here by hand from the voxels each streamline crosses."""
+    from nibabel.streamlines import Tractogram, TrkFile
+
+    from bids_app.simulate.validation import bundle_coverage
+
+    out, bids = tmp_path / "derivatives", tmp_path / "bids"
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    shape = (10, 6, 6)
+    w = np.zeros(shape, np.float32)
+    w[:, 2, 2] = 0.8  # saturated core (strength 1)
+    w[:, 3, 2] = 0.2  # rim (strength 0.5)
+    (bids / "derivatives/simulate-truth/sub-01").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(w, affine), bids / "derivatives/simulate-truth/sub-01/w.nii.gz")
+    dwi = out / "sub-01" / "dwi"
+    dwi.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), affine),
+             dwi / "sub-01_desc-brain_mask.nii.gz")
+    x = np.arange(0.0, 18.01, 0.5)  # voxel centres 0..9 along x (2 mm voxels)
+    core = np.column_stack([x, np.full(x.size, 4.0), np.full(x.size, 4.0)])  # j = 2
+    rim = np.column_stack([x, np.full(x.size, 6.0), np.full(x.size, 4.0)])  # j = 3
+    header = {"voxel_to_rasmm": affine, "voxel_sizes": (2.0, 2.0, 2.0), "dimensions": shape,
+              "voxel_order": "RAS"}
+    TrkFile(Tractogram([core, core, rim], affine_to_rasmm=np.eye(4)), header=header).save(
+        str(dwi / "sub-01_hemi-L_label-cst_desc-bundle_tractography.trk"))
+    truth = {"measurement": {"effect_saturation": 0.4}, "participants": {"sub-01": {"maps": {
+        "tract/hcp842/cst/L": "derivatives/simulate-truth/sub-01/w.nii.gz",
+        "tract/hcp842/cst/R": "derivatives/simulate-truth/sub-01/w.nii.gz"}}}}
+    table = bundle_coverage(bids, out, truth)
+    assert len(table) == 1  # no right bundle written: left out
+    planted = (0.8 * 1.0 + 0.2 * 0.5) / (0.8 + 0.2)  # truth-weighted strength per column
+    seen = (2 * 1.0 + 1 * 0.5) / 3  # density 2 in the core column, 1 in the rim
+    assert table.loc[0, "coverage"] == pytest.approx(seen / planted, rel=1e-6)
+    assert table.loc[0, "inside"] == pytest.approx(1.0)

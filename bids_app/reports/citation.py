@@ -212,6 +212,29 @@ def _tidy(text: str) -> str:
     return re.sub(r"[ \t]*\n[ \t]*", "\n", text)
 
 
+_REGION_NAMES = {"cst": "corticospinal", "corticostriatal": "corticostriatal",
+                 "corticothalamic": "corticothalamic"}
+
+
+def _pruning_text(r) -> str:
+    names = " and ".join(_REGION_NAMES.get(x, x) for x in r.partial_regions)
+    distance = "minimum average direct-flip distance" if r.pruning_distance == "mdf" else \
+        "mean average minimum distance"
+    if not names:
+        return f" by {distance}"
+    return (f" by {distance}; the {names} bundle, which tracking follows only in part, by "
+            "mean average minimum distance")
+
+
+def _cleaning_text(r) -> str:
+    if r.clean_distance is None:
+        return ""
+    return (" Each bundle was then cleaned as in AFQ: streamlines with a node more than "
+            f"{r.clean_distance:g} standard deviations (Mahalanobis) from the bundle core, or a "
+            f"length more than {r.clean_length:g} standard deviations from the mean, were "
+            "removed, iteratively [@yeatman2012].")
+
+
 def _bundles_text(enabled: bool, atlas: str, atlas_cite: str) -> str:
     if not enabled:
         return ""
@@ -225,8 +248,9 @@ def _bundles_text(enabled: bool, atlas: str, atlas_cite: str) -> str:
         "[@dipy]. The corticospinal, corticostriatal and corticothalamic bundles of each "
         f"hemisphere were recognised with RecoBundles [@garyfallidis2018] against the {atlas} "
         f"{atlas_cite} model bundles carried into native space by the FA registration "
-        f"(pruning at {r.pruning_thr:g} mm, fewer than {r.min_streamlines} streamlines = not "
-        "recognised, reported, with the atlas-based values kept). In each recognised bundle "
+        f"(pruning at {r.pruning_thr:g} mm{_pruning_text(r)}; fewer than "
+        f"{r.min_streamlines} streamlines = not recognised, reported, with the atlas-based "
+        f"values kept).{_cleaning_text(r)} In each recognised bundle "
         "the streamline-density-weighted mean of every map was computed, and "
         f"along-tract profiles at {PROFILE_NODES} nodes (node 0 at the inferior end) as "
         "Gaussian-weighted means over streamlines [@yeatman2012].")

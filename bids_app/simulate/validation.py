@@ -51,7 +51,7 @@ COLUMNS = ("measure", "feature", "region", "hemisphere", "placement", "planted_f
            "n_patients", "n_controls", "true_patients", "true_controls", "true_difference",
            "measured_patients", "measured_controls", "measured_difference", "p", "ratio",
            "slope", "slope_ci_low", "slope_ci_high", "r", "bias", "leakage_reference",
-           "leakage", "excess_leakage")
+           "leakage", "excess_leakage", "placement_coverage")
 DESCRIPTIONS = {
     "measure": "Name of the measured feature (e.g. hcp842 = atlas-based wmean; simweights = "
                "alsmri's own map under the simulator's tract weights)",
@@ -83,6 +83,10 @@ DESCRIPTIONS = {
                "(neighbour rows only)",
     "excess_leakage": "(measured_difference - true_difference) of this tract / "
                       "true_difference of the reference (neighbour rows only)",
+    "placement_coverage": "Bundle measure only: mean over participants of the bundle's "
+                          "density-weighted planted effect strength over the same under the "
+                          "simulator's weights (the ratio its placement alone allows; "
+                          "bundle_coverage)",
 }
 
 
@@ -150,6 +154,61 @@ def simulator_weight_features(bids_dir: Path, output_dir: Path, truth: dict) -> 
             feature_name(r.atlas, r.region, r.hemisphere, r.metric, r.statistic): r.value
             for r in table.itertuples()}})
     return pd.DataFrame(rows, columns=None if rows else ["participant_id"])
+
+
+def bundle_coverage(bids_dir: Path, output_dir: Path, truth: dict) -> pd.DataFrame:
+    """Where each recognised bundle lies relative to the simulator's planted effect.
+
+    For participant and tract: the bundle's streamline-density-weighted mean of the planted
+    effect strength (the simulator's tract weight over its ``effect_saturation``, at most 1)
+    divided by the same under the simulator's own weights.  If every voxel's FA change were
+    proportional to that strength, this is the fraction of the true difference the bundle's
+    placement lets it recover (1: it sits where the truth's weight does, < 1: partly beside
+    the lesioned tract, e.g. from disagreement of atlas definitions or registrations);
+    together with the ``simweights`` ratio (preprocessing and fit alone) it splits a bundle
+    ratio into placement and measurement.
+
+    Returns
+    -------
+    DataFrame
+        ``participant_id, region, hemisphere, coverage, inside``: ``inside`` = the fraction
+        of the bundle's density where the simulator's weight is > 0.05. Tracts without a
+        recognised bundle are left out.
+    """
+    from dipy.tracking.utils import density_map
+
+    from bids_app.bids.outputs import bundle_output
+    from bids_app.core.dwi.bundles import load_streamlines
+
+    saturation = float(truth["measurement"]["effect_saturation"])
+    rows = []
+    for pid, part in truth["participants"].items():
+        dwi_dir = Path(output_dir) / pid / "dwi"
+        mask_path = _one(dwi_dir, DWI_OUTPUTS["mask"])
+        if mask_path is None:
+            continue
+        mask_img = nib.load(mask_path)
+        mask = mask_img.get_fdata(dtype=np.float32) > 0.5
+        for key, rel in part.get("maps", {}).items():
+            kind, _atlas, region, hemi = key.split("/")
+            trk = _one(dwi_dir, bundle_output(region, hemi))
+            if kind != "tract" or hemi not in ("L", "R") or trk is None:
+                continue
+            lines = load_streamlines(trk)
+            if len(lines) == 0:
+                continue
+            weight = nib.load(Path(bids_dir) / rel).get_fdata(dtype=np.float32)
+            effect = np.clip(weight / saturation, 0.0, 1.0)
+            density = density_map(lines, mask_img.affine, mask.shape).astype(float) * mask
+            if density.sum() <= 0 or weight.sum() <= 0:
+                continue
+            seen = float((density * effect).sum() / density.sum())
+            planted = float((weight * effect).sum() / weight.sum())
+            rows.append({"participant_id": pid, "region": region, "hemisphere": hemi,
+                         "coverage": seen / planted,
+                         "inside": float(density[weight > 0.05].sum() / density.sum())})
+    return pd.DataFrame(rows, columns=["participant_id", "region", "hemisphere", "coverage",
+                                       "inside"])
 
 
 def _one(directory: Path, output: Output) -> Path | None:
@@ -254,8 +313,12 @@ def side_by_side(table: pd.DataFrame, *,
 
 
 def format_side_by_side(table: pd.DataFrame) -> str:
-    """Plain-text side-by-side table (ratio, leakage, r per measure)."""
-    wide = side_by_side(table, values=("ratio", "leakage", "excess_leakage", "r"))
+    """Plain-text side-by-side table (ratio, leakage, r per measure; the bundle measure's
+    placement coverage)."""
+    values = ("ratio", "leakage", "excess_leakage", "r")
+    if "placement_coverage" in table and table["placement_coverage"].notna().any():
+        values += ("placement_coverage",)
+    wide = side_by_side(table, values=values).dropna(axis=1, how="all")
     with pd.option_context("display.width", 200, "display.max_columns", 50,
                            "display.float_format", "{:.3f}".format):
         return wide.to_string(index=False)
@@ -287,7 +350,16 @@ def validation_from_outputs(bids_dir: Path, output_dir: Path,
               for name, feature in (measures or {"hcp842": ATLAS_FEATURE}).items()]
     oracle = simulator_weight_features(bids_dir, output_dir, truth)
     tables.append(tract_validation(truth, oracle, feature=SIMWEIGHTS, measure="simweights"))
-    return pd.concat(tables, ignore_index=True)
+    table = pd.concat(tables, ignore_index=True)
+    coverage = bundle_coverage(bids_dir, output_dir, truth)
+    table["placement_coverage"] = np.nan
+    if not coverage.empty:
+        mean = coverage.groupby(["region", "hemisphere"])["coverage"].mean()
+        rows = table["feature"] == BUNDLE_FEATURE
+        table.loc[rows, "placement_coverage"] = [
+            mean.get((r, h), np.nan) for r, h in zip(table.loc[rows, "region"],
+                                                      table.loc[rows, "hemisphere"], strict=True)]
+    return table
 
 
 def write_validation(table: pd.DataFrame, path: Path, *, meta: dict | None = None) -> Path:

@@ -100,35 +100,50 @@ def orient_bundle(streamlines: Sequence[np.ndarray], reference: np.ndarray) -> S
                                             n_points=_ORIENT_POINTS))
 
 
-def bundle_weights(streamlines: Streamlines, *, n_nodes: int) -> np.ndarray:
-    """(N, n_nodes) weights of dipy ``gaussian_weights``, computed for all streamlines at once.
+def node_distances(streamlines: Streamlines, *, n_nodes: int) -> np.ndarray:
+    """(N, n_nodes) Mahalanobis distance of each streamline's node from the bundle core.
 
-    Same numbers as ``dipy.stats.analysis.gaussian_weights`` (inverse Mahalanobis distance of
-    each streamline's node from the node mean, with dipy's upper-triangular covariance, each
-    node normalised to sum 1; identical weights where the covariance is 0; a pseudo-inverse
-    where it is singular, where dipy raises), whose per-streamline
-    Python loop took ~10 s per 1,000 streamlines; ``tests/test_core_dwi_profiles.py`` checks
-    the equality.
+    The streamlines are resampled to ``n_nodes`` points; at every node the distance uses the
+    covariance of that node's points over the bundle, inverted as dipy's ``gaussian_weights``
+    does (upper triangle; a pseudo-inverse where it is singular, where dipy raises), so the
+    values equal dipy's ``gaussian_weights(..., return_mahalnobis=True)``, computed for all
+    streamlines at once (dipy's per-streamline Python loop took ~10 s per 1,000 streamlines).
+    A node where all points coincide has distance 0 for every streamline.
     """
     lines = np.asarray(set_number_of_points(Streamlines(streamlines), nb_points=n_nodes),
                        dtype=float)
-    count = len(lines)
-    if count == 1:
-        return np.ones((1, n_nodes))
-    out = np.empty((count, n_nodes))
+    out = np.zeros(lines.shape[:2])
+    if len(lines) == 1:
+        return out
     for node in range(n_nodes):
         coords = lines[:, node, :]
         cov = np.cov(coords.T, ddof=0)
         if np.allclose(cov, 0):
-            out[:, node] = 1.0 / count
             continue
         try:
             inv = np.linalg.inv(np.triu(cov))
         except np.linalg.LinAlgError:  # e.g. every node in one plane; dipy would raise
             inv = np.linalg.pinv(np.triu(cov))
         delta = coords - coords.mean(axis=0)
-        distance = np.sqrt(np.einsum("ni,ij,nj->n", delta, inv, delta))
-        weights = 1.0 / distance
+        out[:, node] = np.sqrt(np.einsum("ni,ij,nj->n", delta, inv, delta))
+    return out
+
+
+def bundle_weights(streamlines: Streamlines, *, n_nodes: int) -> np.ndarray:
+    """(N, n_nodes) weights of dipy ``gaussian_weights``: the inverse of
+    :func:`node_distances`, each node normalised to sum 1 (identical weights at a node where
+    the covariance is 0); ``tests/test_core_dwi_profiles.py`` checks the equality with dipy.
+    """
+    distance = node_distances(streamlines, n_nodes=n_nodes)
+    if len(distance) == 1:
+        return np.ones((1, n_nodes))
+    out = np.empty_like(distance)
+    for node in range(n_nodes):
+        d = distance[:, node]
+        if not d.any():
+            out[:, node] = 1.0 / len(d)
+            continue
+        weights = 1.0 / d
         out[:, node] = weights / weights.sum()
     return out
 
