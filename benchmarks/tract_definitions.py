@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_app.simulate.dataset import atlas_inputs
     from bids_app.simulate.effects import load_effects
     from bids_app.simulate.placement import load_template_map
+    from bids_app.simulate.validation import planted_share
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--effects", type=Path, default=None)
@@ -58,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         if (region, hemi) not in models:
             continue
         weight, affine = load_template_map(source)
-        effect = np.clip(weight / EFFECT_SATURATION, 0.0, 1.0)
-        planted = float((weight * effect).sum() / weight.sum())
         density = density_map(load_streamlines(models[(region, hemi)]), affine,
                               weight.shape).astype(float)
         measured = get_atlas(atlas, res=round(abs(float(affine[0, 0]))),
@@ -69,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{key}: the {atlas} map and {source.name} are on different grids")
         rows.append({
             "tract": f"{region} {hemi}", "simulator": source.name,
-            "model": float((density * effect).sum() / density.sum()) / planted,
-            "atlas": float((atlas_map * effect).sum() / atlas_map.sum()) / planted,
+            "model": planted_share(density, weight, saturation=EFFECT_SATURATION),
+            "atlas": planted_share(atlas_map, weight, saturation=EFFECT_SATURATION),
             "inside": float(density[weight > 0.05].sum() / density.sum())})
     table = pd.DataFrame(rows)
     with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 160):

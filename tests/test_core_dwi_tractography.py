@@ -89,6 +89,16 @@ def _arc_model(n: int = 200, seed: int = 0) -> list[np.ndarray]:
     return [np.asarray(s) for s in set_number_of_points(out, nb_points=100)]
 
 
+def _long_arc_model(below_mm: int) -> list[np.ndarray]:
+    """The model arc continued ``below_mm`` straight down from its first end (1 mm steps)."""
+    long_model = []
+    for line in _arc_model():
+        below = np.linspace(line[0] - [0, 0, float(below_mm)], line[0], below_mm,
+                            endpoint=False)
+        long_model.append(np.vstack([below, line]))
+    return [np.asarray(s) for s in set_number_of_points(long_model, nb_points=100)]
+
+
 @pytest.fixture(scope="module")
 def tracked(phantom):
     directions = trk.fit_directions(phantom["data"], phantom["bvals"], phantom["bvecs"],
@@ -283,11 +293,7 @@ def test_crop_to_mask_keeps_the_longest_inside_run():
 def test_recognition_survives_a_model_longer_than_the_field_of_view(phantom, tracked):
     """The model arc continues 20 mm below the imaged slab, as the CST below a DWI slab."""
     _, streamlines = tracked
-    long_model = []
-    for line in _arc_model():
-        below = np.linspace(line[0] - [0, 0, 20.0], line[0], 20, endpoint=False)
-        long_model.append(np.vstack([below, line]))
-    long_model = [np.asarray(s) for s in set_number_of_points(long_model, nb_points=100)]
+    long_model = _long_arc_model(20)
     fov = np.zeros(SHAPE, bool)
     fov[:, :, 14:] = True  # z >= -12 mm, where the arc tube ends: the added segment is outside
     kwargs = {"affine": phantom["affine"], "params": bun.RECOGNITION_DEFAULTS, "seed": 1,
@@ -316,11 +322,7 @@ def test_a_partial_region_is_pruned_by_mam(phantom, tracked):
     from dataclasses import replace
 
     _, streamlines = tracked
-    long_model = []
-    for line in _arc_model():
-        below = np.linspace(line[0] - [0, 0, 30.0], line[0], 30, endpoint=False)
-        long_model.append(np.vstack([below, line]))
-    long_model = [np.asarray(s) for s in set_number_of_points(long_model, nb_points=100)]
+    long_model = _long_arc_model(30)
     kwargs = {"field_of_view": np.ones(SHAPE, bool), "affine": phantom["affine"], "seed": 1,
               "nthreads": 1}
     params = replace(bun.RECOGNITION_DEFAULTS, partial_regions=())

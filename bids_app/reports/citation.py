@@ -212,8 +212,8 @@ def _tidy(text: str) -> str:
     return re.sub(r"[ \t]*\n[ \t]*", "\n", text)
 
 
-_REGION_NAMES = {"cst": "corticospinal", "corticostriatal": "corticostriatal",
-                 "corticothalamic": "corticothalamic"}
+#: tract names in prose where the region key differs
+_REGION_NAMES = {"cst": "corticospinal"}
 
 
 def _pruning_text(r) -> str:

@@ -156,6 +156,16 @@ def simulator_weight_features(bids_dir: Path, output_dir: Path, truth: dict) -> 
     return pd.DataFrame(rows, columns=None if rows else ["participant_id"])
 
 
+def planted_share(weights: np.ndarray, truth: np.ndarray, *, saturation: float) -> float:
+    """Mean planted effect strength under ``weights`` over the same under the simulator's own
+    ``truth`` weights (one grid); the strength of a voxel is ``truth / saturation``, at most
+    1 (:data:`bids_app.simulate.cohort.EFFECT_SATURATION`). 1: the weights sit where the
+    truth's do."""
+    strength = np.clip(truth / saturation, 0.0, 1.0)
+    seen = float((weights * strength).sum() / weights.sum())
+    return seen / float((truth * strength).sum() / truth.sum())
+
+
 def bundle_coverage(bids_dir: Path, output_dir: Path, truth: dict) -> pd.DataFrame:
     """Where each recognised bundle lies relative to the simulator's planted effect.
 
@@ -198,14 +208,11 @@ def bundle_coverage(bids_dir: Path, output_dir: Path, truth: dict) -> pd.DataFra
             if len(lines) == 0:
                 continue
             weight = nib.load(Path(bids_dir) / rel).get_fdata(dtype=np.float32)
-            effect = np.clip(weight / saturation, 0.0, 1.0)
             density = density_map(lines, mask_img.affine, mask.shape).astype(float) * mask
             if density.sum() <= 0 or weight.sum() <= 0:
                 continue
-            seen = float((density * effect).sum() / density.sum())
-            planted = float((weight * effect).sum() / weight.sum())
             rows.append({"participant_id": pid, "region": region, "hemisphere": hemi,
-                         "coverage": seen / planted,
+                         "coverage": planted_share(density, weight, saturation=saturation),
                          "inside": float(density[weight > 0.05].sum() / density.sum())})
     return pd.DataFrame(rows, columns=["participant_id", "region", "hemisphere", "coverage",
                                        "inside"])
